@@ -1,0 +1,174 @@
+"""Wiring: settings in, aiohttp application out. Nothing is created at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from authgate import assertion
+from authgate.audit import AuditLog
+from authgate.headers import IdentityHeaders
+from authgate.metrics import Metrics
+from authgate.policy import AccessRules
+from authgate.session import redis as redis_store
+from authgate.session.cookies import CookiePolicy
+from authgate.session.kv import KeyValueStore
+from authgate.session.login_state import LoginStateStore
+from authgate.session.memory import MemoryStore
+from authgate.session.replay import ReplayCache
+from authgate.session.sessions import SessionStore
+from authgate.settings import Settings
+from authgate.status import ConnectionStatus
+from authgate.upstream import Upstream, create_client
+from authgate.urls import PublicPaths, RedirectPolicy
+from authgate.users import UserStore
+from authgate.web import forward_auth, health, proxy, signin
+from authgate.web.client_info import TrustedProxies
+from authgate.web.middlewares import error_pages, request_context
+from authgate.web.pages import Pages
+from authgate.web.state import STATE, State
+
+log = logging.getLogger("authgate")
+KEY_RELOAD_INTERVAL = 60.0
+
+
+def build_store(settings: Settings) -> KeyValueStore:
+    if settings.session.store == "memory":
+        log.warning(
+            "session store is 'memory': for the demo and single-process development only;"
+            " sessions are lost on restart and not shared between processes"
+        )
+        return MemoryStore()
+    assert settings.session.redis is not None
+    return redis_store.RedisStore(
+        redis_store.connect(settings.session.redis), settings.session.redis.key_prefix
+    )
+
+
+def build_state(settings: Settings, kv: KeyValueStore) -> State:
+    sess = settings.session
+    return State(
+        settings=settings,
+        kv=kv,
+        sessions=SessionStore(kv, sess.lifetime, sess.idle_timeout),
+        login_state=LoginStateStore(kv, sess.login_state_ttl),
+        replay=ReplayCache(kv),
+        users=UserStore(kv),
+        status=ConnectionStatus(kv),
+        audit=AuditLog(settings.audit.output),
+        metrics=Metrics.create(),
+        headers=IdentityHeaders.from_settings(settings.headers),
+        cookies=CookiePolicy.from_settings(settings),
+        redirects=RedirectPolicy.build(settings.public_url, settings.access.allowed_redirect_hosts),
+        public_paths=PublicPaths.build(settings.access.public_paths),
+        rules={c.id: AccessRules.build(c, settings.access) for c in settings.connections},
+        pages=Pages(),
+        trusted=TrustedProxies(settings.trusted_proxies),
+    )
+
+
+async def _load_ring(st: State) -> assertion.KeyRing:
+    cfg = st.settings.headers.assertion
+    if cfg.key_file is not None:
+        return assertion.load_key_file(cfg.key_file)
+    return await assertion.load_or_create(st.kv, cfg.rotate_after)
+
+
+async def _reload_keys(st: State) -> None:
+    """Pick up a rotation made by another replica (or a replaced key file)."""
+    while True:
+        await asyncio.sleep(KEY_RELOAD_INTERVAL)
+        try:
+            assert st.signer is not None
+            st.signer.replace_ring(await _load_ring(st))
+        except Exception:
+            log.exception("could not reload the assertion signing keys; keeping the current ones")
+
+
+def _resources(st: State):
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        client = create_client(st.settings.upstream)
+        st.upstream = Upstream(client, st.settings.upstream, st.metrics)
+        cfg = st.settings.headers.assertion
+        if cfg.header:
+            st.signer = assertion.AssertionSigner(
+                await _load_ring(st), st.settings.public_url, cfg.audience, cfg.lifetime
+            )
+            reloader = asyncio.create_task(_reload_keys(st))
+        else:
+            reloader = None
+        yield
+        if reloader is not None:
+            reloader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reloader
+        await client.close()
+        await st.kv.close()
+        st.audit.close()
+
+    return resources
+
+
+def create_app(settings: Settings, kv: KeyValueStore | None = None) -> web.Application:
+    st = build_state(settings, kv if kv is not None else build_store(settings))
+    app = web.Application(middlewares=[request_context, error_pages], client_max_size=0)
+    app[STATE] = st
+    app.cleanup_ctx.append(_resources(st))
+    p = settings.prefix
+    app.router.add_get(p + "/healthz", health.healthz)
+    app.router.add_get(p + "/readyz", health.readyz)
+    app.router.add_get(p + "/auth", forward_auth.auth)
+    app.router.add_get(p + "/userinfo", forward_auth.userinfo)
+    app.router.add_get(p + "/jwks.json", forward_auth.jwks)
+    app.router.add_get(p + "/login", signin.login_page)
+    app.router.add_route("GET", p + "/logout", signin.logout)
+    app.router.add_route("POST", p + "/logout", signin.logout)
+    app.router.add_route("*", p + "/{tail:.*}", _not_found)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    return app
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return web.json_response({"error": "not_found"}, status=404)
+
+
+def create_metrics_app(app: web.Application) -> web.Application:
+    registry = app[STATE].metrics.registry
+
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    metrics_app = web.Application()
+    metrics_app.router.add_get("/metrics", metrics)
+    return metrics_app
+
+
+def _split(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until cancelled: the main site, and /metrics on its own port."""
+    app = create_app(settings)
+    runners = [web.AppRunner(app, access_log=None)]
+    if settings.metrics.enabled:
+        runners.append(web.AppRunner(create_metrics_app(app), access_log=None))
+    listens = [settings.listen, settings.metrics.listen]
+    try:
+        for runner, listen in zip(runners, listens, strict=False):
+            await runner.setup()
+            host, port = _split(listen)
+            await web.TCPSite(runner, host, port).start()
+            log.info("listening on %s", listen)
+        await asyncio.Event().wait()
+    finally:
+        for runner in reversed(runners):
+            await runner.cleanup()

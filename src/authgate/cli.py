@@ -1,0 +1,112 @@
+"""Command line: argv -> settings -> action; errors are sentences and exit codes, not traces."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from authgate.app import build_store, serve
+from authgate.errors import StoreUnavailable
+from authgate.settings import ConfigError, Settings, load_settings
+from authgate.status import ConnectionStatus
+
+DEFAULT_CONFIG = "conf/authgate.yaml"
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+
+def _load(path: str) -> Settings:
+    return load_settings(path)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = _load(args.config)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    settings = _load(args.file)
+    count, store = len(settings.connections), settings.session.store
+    print(f"{args.file}: OK ({count} connection(s), store {store})")
+    return 0
+
+
+def _when(value: str | None) -> str:
+    if not value:
+        return "never"
+    return dt.datetime.fromtimestamp(float(value), dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+async def _status(settings: Settings) -> int:
+    kv = build_store(settings)
+    try:
+        await kv.ping()
+        status = ConnectionStatus(kv)
+        print(f"store: {settings.session.store} reachable")
+        for conn in settings.connections:
+            info = await status.get(conn.id)
+            failure = "none"
+            if info.get("last_failure_at"):
+                failure = (
+                    f"{info['last_failure_reason']} at {_when(info['last_failure_at'])}"
+                    f" (correlation id {info.get('last_failure_correlation_id', '-')})"
+                )
+            print(
+                f"connection {conn.id} ({conn.type}, {conn.name}):"
+                f" last success {_when(info.get('last_success_at'))}; last failure {failure}"
+            )
+        return 0
+    finally:
+        await kv.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    return asyncio.run(_status(_load(args.config)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="authgate", description="SAML and OIDC authentication sidecar"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="serve the authenticating proxy")
+    run.add_argument(
+        "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+    )
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file and exit")
+    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    check.set_defaults(func=cmd_check_config)
+
+    status = sub.add_parser("status", help="show connections and their last failures")
+    status.add_argument("--config", default=DEFAULT_CONFIG)
+    status.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except ConfigError as exc:
+        print("configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreUnavailable as exc:
+        print(f"error: the session store is unreachable ({exc.detail})", file=sys.stderr)
+        return EXIT_UNAVAILABLE

@@ -1,0 +1,132 @@
+"""Identity headers: what is stripped from the client, what is injected upstream.
+
+Both sets are computed once at start-up. Stripping compares a normalised
+name (lower case, `_` read as `-`), because some upstream frameworks (CGI,
+WSGI, PHP) fold `X_User` and `X-User` into the same variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from authgate.session.sessions import Session
+from authgate.settings import HeaderSettings
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+
+_ALWAYS_STRIPPED = (
+    "X-User",
+    "X-Email",
+    "X-User-Name",
+    "X-User-Id",
+    "X-Groups",
+    "X-Roles",
+    "X-Auth-Connection",
+    "X-Authgate-Assertion",
+    "X-Auth-Request-User",
+    "X-Auth-Request-Email",
+    "X-Auth-Request-Groups",
+    "X-Auth-Request-Preferred-Username",
+    "X-Auth-Request-Access-Token",
+    "X-Forwarded-User",
+    "X-Forwarded-Email",
+    "X-Forwarded-Groups",
+    "X-Forwarded-Preferred-Username",
+    "Remote-User",
+)
+
+
+def normalise(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+    """Header names a client listed in `Connection`, which are hop-by-hop by definition."""
+    named: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        named.update(normalise(token) for token in value.split(",") if token.strip())
+    return named
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityHeaders:
+    protected: frozenset[str]
+    mapping: tuple[tuple[str, str], ...]
+    compat: bool
+    assertion_header: str | None
+
+    @classmethod
+    def from_settings(cls, settings: HeaderSettings) -> IdentityHeaders:
+        fields = ("user", "email", "name", "user_id", "groups", "roles", "connection")
+        mapping = tuple(
+            (field, name) for field in fields if (name := getattr(settings, field)) is not None
+        )
+        names: list[str] = [*_ALWAYS_STRIPPED, *settings.extra_strip, *(n for _, n in mapping)]
+        if settings.assertion.header:
+            names.append(settings.assertion.header)
+        return cls(
+            protected=frozenset(normalise(n) for n in names),
+            mapping=mapping,
+            compat=settings.oauth2_proxy_compat,
+            assertion_header=settings.assertion.header,
+        )
+
+    def is_protected(self, name: str) -> bool:
+        return normalise(name) in self.protected
+
+    def clean(
+        self, incoming: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()
+    ) -> CIMultiDict[str]:
+        """Copy of the client's headers without hop-by-hop and identity headers."""
+        drop = HOP_BY_HOP | connection_tokens(incoming) | {normalise(n) for n in extra_drop}
+        out: CIMultiDict[str] = CIMultiDict()
+        for name, value in incoming.items():
+            key = normalise(name)
+            if key in drop or key in self.protected:
+                continue
+            out.add(name, value)
+        return out
+
+    def identity(self, session: Session, assertion: str | None) -> list[tuple[str, str]]:
+        """Headers that carry the signed-in identity (upstream and in the /auth answer)."""
+        values = {
+            "user": session.username,
+            "email": session.email or "",
+            "name": session.name or "",
+            "user_id": session.user_id,
+            "groups": ",".join(session.groups),
+            "roles": ",".join(session.roles),
+            "connection": session.connection,
+        }
+        out = [(name, _header_safe(values[field])) for field, name in self.mapping]
+        if self.compat:
+            out += [
+                ("X-Auth-Request-User", _header_safe(session.username)),
+                ("X-Auth-Request-Email", _header_safe(session.email or "")),
+                ("X-Auth-Request-Groups", _header_safe(",".join(session.groups))),
+                ("X-Auth-Request-Preferred-Username", _header_safe(session.username)),
+            ]
+        if assertion and self.assertion_header:
+            out.append((self.assertion_header, assertion))
+        return out
+
+
+def _header_safe(value: str) -> str:
+    """IdP-supplied text must not be able to break out of its header line."""
+    return "".join(ch if ch.isprintable() and ch not in "\r\n" else " " for ch in value)

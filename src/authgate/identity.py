@@ -1,0 +1,32 @@
+"""The single hand-off between a protocol and the protocol-blind rest of authgate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who the IdP says signed in; built by SAML or OIDC code and nothing else.
+
+    `subject` is the IdP's stable identifier (NameID or `sub`), which together
+    with `connection` links the person to an authgate user record.
+    """
+
+    connection: str
+    subject: str
+    email: str | None = None
+    email_verified: bool = False
+    name: str | None = None
+    username: str | None = None
+    groups: tuple[str, ...] = ()
+    attributes: dict[str, Any] = field(default_factory=dict)
+    session_not_after: float | None = None
+    logout_hint: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def email_domain(self) -> str | None:
+        if not self.email or "@" not in self.email:
+            return None
+        return self.email.rsplit("@", 1)[1].lower()

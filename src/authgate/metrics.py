@@ -1,0 +1,53 @@
+"""Prometheus metrics, one registry per app so tests and workers never share globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass(frozen=True)
+class Metrics:
+    registry: CollectorRegistry
+    requests: Counter
+    logins: Counter
+    upstream_latency: Histogram
+    store_latency: Histogram
+    store_errors: Counter
+
+    @classmethod
+    def create(cls) -> Metrics:
+        registry = CollectorRegistry()
+        return cls(
+            registry=registry,
+            requests=Counter(
+                "authgate_requests_total",
+                "Requests by kind (proxy, auth, login, ...) and outcome",
+                ["kind", "outcome"],
+                registry=registry,
+            ),
+            logins=Counter(
+                "authgate_logins_total",
+                "Completed sign-ins by connection, result and reason",
+                ["connection", "result", "reason"],
+                registry=registry,
+            ),
+            upstream_latency=Histogram(
+                "authgate_upstream_seconds",
+                "Time until the upstream answered with its headers",
+                registry=registry,
+                buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            ),
+            store_latency=Histogram(
+                "authgate_session_store_seconds",
+                "Latency of session lookups",
+                registry=registry,
+                buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2),
+            ),
+            store_errors=Counter(
+                "authgate_session_store_errors_total",
+                "Session store operations that failed (requests answered 503)",
+                registry=registry,
+            ),
+        )

@@ -1,0 +1,66 @@
+"""Who may come in, decided as data: pure functions over an `Identity`.
+
+Nothing here touches a store or the network, so every rule is testable in
+isolation and the same rules serve SAML and OIDC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from authgate.errors import PolicyDenied
+from authgate.identity import Identity
+from authgate.settings import AccessSettings, ConnectionBase
+
+
+@dataclass(frozen=True, slots=True)
+class AccessRules:
+    """The access settings of one connection, merged with the global ones at start-up.
+
+    An email domain must be in every non-empty allow-list (global and per
+    connection), so a connection can narrow the global list but never widen it.
+    """
+
+    connection: str
+    require_email_verified: bool
+    domain_lists: tuple[frozenset[str], ...]
+    role_map: dict[str, tuple[str, ...]]
+    default_role: str
+
+    @classmethod
+    def build(cls, conn: ConnectionBase, access: AccessSettings) -> AccessRules:
+        role_map: dict[str, tuple[str, ...]] = {}
+        for mapping in access.role_mappings:
+            if mapping.connection in (None, conn.id):
+                role_map[mapping.group] = role_map.get(mapping.group, ()) + tuple(mapping.roles)
+        lists = (access.allowed_domains, conn.allowed_domains)
+        return cls(
+            connection=conn.id,
+            require_email_verified=conn.require_email_verified,
+            domain_lists=tuple(frozenset(d) for d in lists if d),
+            role_map=role_map,
+            default_role=access.default_role,
+        )
+
+
+def check_identity(identity: Identity, rules: AccessRules) -> None:
+    """Raise `PolicyDenied` with the SPEC §8 reason when the identity may not enter."""
+    if not identity.email:
+        raise PolicyDenied("email_unverified", "the identity provider sent no email address")
+    if rules.require_email_verified and not identity.email_verified:
+        raise PolicyDenied("email_unverified", f"{identity.email} is not verified")
+    if any(identity.email_domain not in allowed for allowed in rules.domain_lists):
+        raise PolicyDenied(
+            "domain_not_allowed", f"{identity.email_domain} is not an allowed email domain"
+        )
+
+
+def roles_for(
+    groups: tuple[str, ...], rules: AccessRules, assigned: tuple[str, ...] = ()
+) -> tuple[str, ...]:
+    """Mapped roles of the groups plus roles assigned to the user; else the default role."""
+    roles: list[str] = list(assigned)
+    for group in groups:
+        roles.extend(rules.role_map.get(group, ()))
+    unique = tuple(dict.fromkeys(roles))
+    return unique or (rules.default_role,)

@@ -1,0 +1,54 @@
+"""Cookie names and flags derived once from the public URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from authgate.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class CookiePolicy:
+    """`__Host-` prefixed names when served over https, which pins them to our origin."""
+
+    session_name: str
+    login_name: str
+    secure: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CookiePolicy:
+        prefix = "__Host-" if settings.https else ""
+        name = settings.session.cookie_name or f"{prefix}authgate"
+        return cls(session_name=name, login_name=f"{prefix}authgate_login", secure=settings.https)
+
+    def _set(
+        self, response: web.StreamResponse, name: str, value: str, max_age: int, same_site: str
+    ) -> None:
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/",
+            secure=self.secure,
+            httponly=True,
+            samesite=same_site,
+        )
+
+    @property
+    def _login_same_site(self) -> str:
+        """SAML's ACS is a cross-site POST from the IdP: a Lax cookie would not come back."""
+        return "None" if self.secure else "Lax"
+
+    def set_session(self, response: web.StreamResponse, sid: str, max_age: float) -> None:
+        self._set(response, self.session_name, sid, int(max_age), "Lax")
+
+    def clear_session(self, response: web.StreamResponse) -> None:
+        self._set(response, self.session_name, "", 0, "Lax")
+
+    def set_login(self, response: web.StreamResponse, browser_id: str, max_age: float) -> None:
+        self._set(response, self.login_name, browser_id, int(max_age), self._login_same_site)
+
+    def clear_login(self, response: web.StreamResponse) -> None:
+        self._set(response, self.login_name, "", 0, self._login_same_site)

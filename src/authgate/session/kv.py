@@ -1,0 +1,58 @@
+"""The few key-value primitives every piece of server-side state is built from.
+
+Sessions, pre-login state, the replay cache, users and connection status all
+sit on this interface, so the memory store (demo) and Redis (production:
+standalone, Sentinel or Cluster) stay interchangeable and are tested by one
+shared suite. No operation spans two keys atomically, which keeps every call
+valid on Redis Cluster.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+
+class KeyValueStore(ABC):
+    """Any failure to reach the backend raises `StoreUnavailable` (fail closed)."""
+
+    kind: str = "abstract"
+
+    @abstractmethod
+    async def get(self, key: str) -> bytes | None: ...
+
+    @abstractmethod
+    async def set(
+        self, key: str, value: bytes, ttl: float | None = None, only_if_new: bool = False
+    ) -> bool:
+        """Store `value`; with `only_if_new` it is the atomic SET NX used for replay checks."""
+
+    @abstractmethod
+    async def take(self, key: str) -> bytes | None:
+        """Atomic get-and-delete, so single-use values can be consumed exactly once."""
+
+    @abstractmethod
+    async def delete(self, *keys: str) -> int: ...
+
+    @abstractmethod
+    async def expire(self, key: str, ttl: float) -> None: ...
+
+    @abstractmethod
+    async def add_member(self, key: str, member: str, ttl: float | None = None) -> None: ...
+
+    @abstractmethod
+    async def remove_member(self, key: str, member: str) -> None: ...
+
+    @abstractmethod
+    async def members(self, key: str) -> set[str]: ...
+
+    @abstractmethod
+    async def hset(self, key: str, fields: dict[str, str]) -> None: ...
+
+    @abstractmethod
+    async def hgetall(self, key: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def ping(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,145 @@
+"""Redis-backed store: standalone URL, Sentinel or Cluster, via redis.asyncio.
+
+Every Redis exception is turned into `StoreUnavailable` at this boundary, so
+callers fail closed with a 503 and never mistake an outage for "no session".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+from redis import asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from authgate.errors import StoreUnavailable
+from authgate.session.kv import KeyValueStore
+from authgate.settings import RedisSettings
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _fail_closed(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+    @wraps(func)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await func(*args, **kwargs)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise StoreUnavailable(detail=f"redis: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+def _ms(ttl: float) -> int:
+    return max(1, math.ceil(ttl * 1000))
+
+
+def _split(node: str) -> tuple[str, int]:
+    host, _, port = node.rpartition(":")
+    return host, int(port)
+
+
+def connect(settings: RedisSettings) -> Any:
+    """Build the client for the configured topology; no connection is made yet."""
+    common: dict[str, Any] = {
+        "socket_timeout": settings.timeout,
+        "socket_connect_timeout": settings.timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "health_check_interval": 15,
+    }
+    if settings.sentinel is not None:
+        sentinel = Sentinel(
+            [_split(n) for n in settings.sentinel.nodes],
+            sentinel_kwargs={
+                "password": settings.sentinel.sentinel_password,
+                "socket_timeout": settings.timeout,
+                "socket_connect_timeout": settings.timeout,
+            },
+            password=settings.sentinel.password,
+            **common,
+        )
+        return sentinel.master_for(settings.sentinel.master)
+    if settings.cluster_nodes:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(*_split(n)) for n in settings.cluster_nodes],
+            socket_timeout=settings.timeout,
+            socket_connect_timeout=settings.timeout,
+        )
+    return aioredis.Redis.from_url(settings.url, **common)
+
+
+class RedisStore(KeyValueStore):
+    kind = "redis"
+
+    def __init__(self, client: Any, prefix: str = "authgate:") -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    def _k(self, key: str) -> str:
+        return self._prefix + key
+
+    @_fail_closed
+    async def get(self, key: str) -> bytes | None:
+        return await self._redis.get(self._k(key))
+
+    @_fail_closed
+    async def set(
+        self, key: str, value: bytes, ttl: float | None = None, only_if_new: bool = False
+    ) -> bool:
+        px = _ms(ttl) if ttl is not None else None
+        return bool(await self._redis.set(self._k(key), value, px=px, nx=only_if_new))
+
+    @_fail_closed
+    async def take(self, key: str) -> bytes | None:
+        return await self._redis.getdel(self._k(key))
+
+    @_fail_closed
+    async def delete(self, *keys: str) -> int:
+        if not keys:
+            return 0
+        total = 0
+        for key in keys:
+            total += await self._redis.delete(self._k(key))
+        return total
+
+    @_fail_closed
+    async def expire(self, key: str, ttl: float) -> None:
+        await self._redis.pexpire(self._k(key), _ms(ttl))
+
+    @_fail_closed
+    async def add_member(self, key: str, member: str, ttl: float | None = None) -> None:
+        await self._redis.sadd(self._k(key), member)
+        if ttl is not None:
+            await self._redis.pexpire(self._k(key), _ms(ttl), gt=True)
+            await self._redis.pexpire(self._k(key), _ms(ttl), nx=True)
+
+    @_fail_closed
+    async def remove_member(self, key: str, member: str) -> None:
+        await self._redis.srem(self._k(key), member)
+
+    @_fail_closed
+    async def members(self, key: str) -> set[str]:
+        return {m.decode() for m in await self._redis.smembers(self._k(key))}
+
+    @_fail_closed
+    async def hset(self, key: str, fields: dict[str, str]) -> None:
+        await self._redis.hset(self._k(key), mapping=fields)
+
+    @_fail_closed
+    async def hgetall(self, key: str) -> dict[str, str]:
+        raw = await self._redis.hgetall(self._k(key))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    @_fail_closed
+    async def ping(self) -> None:
+        await self._redis.ping()
+
+    async def close(self) -> None:
+        await self._redis.aclose()

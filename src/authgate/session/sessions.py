@@ -1,0 +1,134 @@
+"""Sessions: 256-bit random ids in the cookie, everything else server-side.
+
+The store key is a SHA-256 of the id, so a dump of Redis does not hand out
+live cookies. A per-user index lets every session of a user be revoked at
+once (logout everywhere, SCIM deactivation, retirement).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from authgate.session.kv import KeyValueStore
+
+SESSION_ID_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a signed-in browser carries server-side; protocol-blind except `logout_hint`."""
+
+    user_id: str
+    connection: str
+    subject: str
+    username: str
+    email: str | None
+    name: str | None
+    groups: tuple[str, ...]
+    roles: tuple[str, ...]
+    created_at: float
+    last_seen: float
+    expires_at: float
+    logout_hint: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+    def to_json(self) -> bytes:
+        data = asdict(self)
+        data.pop("id")
+        return json.dumps(data, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, sid: str, raw: bytes) -> Session:
+        data = json.loads(raw)
+        data["groups"] = tuple(data["groups"])
+        data["roles"] = tuple(data["roles"])
+        return cls(id=sid, **data)
+
+
+def _key(sid: str) -> str:
+    return "sess:" + hashlib.sha256(sid.encode()).hexdigest()
+
+
+def _user_index(user_id: str) -> str:
+    return "user-sessions:" + user_id
+
+
+class SessionStore:
+    """Creates, loads, touches and revokes sessions with absolute and idle limits."""
+
+    def __init__(
+        self,
+        kv: KeyValueStore,
+        lifetime: float,
+        idle_timeout: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._kv = kv
+        self.lifetime = lifetime
+        self.idle_timeout = idle_timeout
+        self._clock = clock
+        self._touch_every = min(60.0, idle_timeout / 10)
+
+    def _ttl(self, session: Session, now: float) -> float:
+        return max(0.001, min(session.expires_at - now, self.idle_timeout))
+
+    async def create(self, template: Session) -> Session:
+        """Always mints a fresh id, so a login can never adopt a planted session."""
+        now = self._clock()
+        expires = now + self.lifetime
+        if template.expires_at:
+            expires = min(expires, template.expires_at)
+        session = replace(
+            template,
+            id=secrets.token_urlsafe(SESSION_ID_BYTES),
+            created_at=now,
+            last_seen=now,
+            expires_at=expires,
+        )
+        ttl = self._ttl(session, now)
+        await self._kv.set(_key(session.id), session.to_json(), ttl)
+        await self._kv.add_member(_user_index(session.user_id), session.id, self.lifetime)
+        return session
+
+    async def load(self, sid: str) -> Session | None:
+        """The session behind a cookie, or None if unknown, expired or idle too long."""
+        if not sid or len(sid) > 128:
+            return None
+        raw = await self._kv.get(_key(sid))
+        if raw is None:
+            return None
+        session = Session.from_json(sid, raw)
+        now = self._clock()
+        if now >= session.expires_at or now - session.last_seen >= self.idle_timeout:
+            await self.delete(session)
+            return None
+        if now - session.last_seen >= self._touch_every:
+            session = replace(session, last_seen=now)
+            await self._kv.set(_key(sid), session.to_json(), self._ttl(session, now))
+        return session
+
+    async def delete(self, session: Session) -> None:
+        await self._kv.delete(_key(session.id))
+        await self._kv.remove_member(_user_index(session.user_id), session.id)
+
+    async def revoke_user(self, user_id: str) -> int:
+        """End every session of one user at once; returns how many were live."""
+        sids = await self._kv.members(_user_index(user_id))
+        if not sids:
+            return 0
+        live = await self._kv.delete(*(_key(s) for s in sids))
+        await self._kv.delete(_user_index(user_id))
+        return live
+
+    async def count_for_user(self, user_id: str) -> int:
+        sids = await self._kv.members(_user_index(user_id))
+        count = 0
+        for sid in sids:
+            count += await self._kv.get(_key(sid)) is not None
+        return count

@@ -1,0 +1,31 @@
+"""Liveness, and readiness that fails while the store or a protocol's metadata is unusable."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from authgate.errors import StoreUnavailable
+from authgate.web.state import state
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    st = state(request)
+    checks: dict[str, str] = {}
+    try:
+        await st.kv.ping()
+        checks["store"] = "ok"
+    except StoreUnavailable as exc:
+        checks["store"] = f"unavailable: {exc.detail}"
+    for conn_id, protocol in st.protocols.items():
+        problem = protocol.readiness_problem()
+        checks[f"connection:{conn_id}"] = problem or "ok"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status=200 if ready else 503,
+        headers={"Cache-Control": "no-store"},
+    )

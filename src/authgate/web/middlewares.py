@@ -1,0 +1,73 @@
+"""The outer steps of every request: request id and client info, then error rendering."""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from authgate.errors import AuthgateError, LoginStateError, StoreUnavailable
+from authgate.web.client_info import correlation_id
+from authgate.web.state import state
+
+log = logging.getLogger("authgate")
+
+
+def wants_html(request: web.Request) -> bool:
+    """A top-level browser navigation, as opposed to an API or XHR call."""
+    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+        return False
+    if request.headers.get("Sec-Fetch-Mode") == "navigate":
+        return True
+    return "text/html" in request.headers.get("Accept", "")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    st = state(request)
+    info = st.trusted.client_info(request)
+    request["client"] = info
+    cid = correlation_id(request, info.via_trusted_proxy)
+    request["cid"] = cid
+    response = await handler(request)
+    if not response.prepared:
+        response.headers["X-Request-Id"] = cid
+    return response
+
+
+@web.middleware
+async def error_pages(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal becomes a page or JSON with its reason and correlation id, never a trace."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except AuthgateError as exc:
+        return render_error(request, exc)
+    except Exception:
+        log.exception("unhandled error (correlation id %s)", request.get("cid"))
+        return render_error(request, AuthgateError())
+
+
+def render_error(request: web.Request, exc: AuthgateError) -> web.Response:
+    st = state(request)
+    cid = request.get("cid", "-")
+    if isinstance(exc, StoreUnavailable):
+        st.metrics.store_errors.inc()
+        log.error("session store unavailable (correlation id %s): %s", cid, exc.detail)
+    elif exc.status >= 500:
+        log.warning("%s (correlation id %s): %s", exc.reason, cid, exc.detail)
+    if not wants_html(request):
+        response = web.json_response(
+            {"error": exc.reason, "correlation_id": cid}, status=exc.status
+        )
+    elif isinstance(exc, LoginStateError):
+        response = st.pages.render(
+            "expired.html", status=exc.status, correlation_id=cid, retry_url=st.url("/login")
+        )
+    else:
+        response = st.pages.error(exc.status, exc.reason, cid)
+    response.headers["X-Request-Id"] = cid
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,170 @@
+"""The protocol-blind half of signing in and out.
+
+A protocol handler proves who the person is and hands over one `Identity`;
+`complete_login` does the rest — policy, user record, roles, a new session,
+cookie, audit, metrics, connection status — identically for SAML and OIDC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from authgate.errors import LoginFailed
+from authgate.identity import Identity
+from authgate.policy import check_identity, roles_for
+from authgate.session.login_state import new_browser_id
+from authgate.session.sessions import Session
+from authgate.web.gate import current_session
+from authgate.web.state import State, state
+
+
+def redirect(location: str) -> web.Response:
+    return web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
+
+
+def connection_login_url(st: State, conn_id: str, kind: str, return_to: str) -> str:
+    return st.url(f"/{kind}/{conn_id}/login") + "?" + urlencode({"rd": return_to})
+
+
+async def login_page(request: web.Request) -> web.StreamResponse:
+    """One button per connection, and home-realm discovery by email domain."""
+    st = state(request)
+    return_to = st.redirects.safe(request.query.get("rd"))
+    connections = [c for c in st.settings.connections if c.enabled]
+    email = request.query.get("email", "").strip()
+    message = None
+    if email:
+        domain = email.rsplit("@", 1)[-1].lower()
+        owner = next((c for c in connections if domain in c.domains), None)
+        if owner is not None:
+            return redirect(connection_login_url(st, owner.id, owner.type, return_to))
+        message = f"No sign-in method is set up for {domain}. Choose one above."
+    elif len(connections) == 1:
+        only = connections[0]
+        return redirect(connection_login_url(st, only.id, only.type, return_to))
+    return st.pages.render(
+        "login.html",
+        connections=[
+            {"name": c.name, "url": connection_login_url(st, c.id, c.type, return_to)}
+            for c in connections
+        ],
+        discovery=any(c.domains for c in connections),
+        login_url=st.url("/login"),
+        rd=return_to,
+        message=message,
+    )
+
+
+async def remember_login(
+    request: web.Request, response: web.StreamResponse, data: dict[str, Any], key: str | None = None
+) -> str:
+    """Store a pending login behind this browser's pre-login cookie; returns its key."""
+    st = state(request)
+    browser_id = request.cookies.get(st.cookies.login_name) or new_browser_id()
+    key = await st.login_state.put(browser_id, data, key)
+    st.cookies.set_login(response, browser_id, st.login_state.ttl)
+    return key
+
+
+async def recall_login(request: web.Request, key: str) -> dict[str, Any]:
+    """Consume the pending login `key`, which must belong to this browser."""
+    st = state(request)
+    return await st.login_state.take(key, request.cookies.get(st.cookies.login_name))
+
+
+def _audit_fields(request: web.Request, identity: Identity | None) -> dict[str, Any]:
+    return {
+        "ip": request["client"].ip,
+        "correlation_id": request["cid"],
+        "subject": identity.subject if identity else None,
+        "email": identity.email if identity else None,
+    }
+
+
+async def record_failure(
+    request: web.Request, conn_id: str, exc: LoginFailed, identity: Identity | None = None
+) -> None:
+    """Audit, count and remember a refused login; the error middleware renders the page."""
+    st = state(request)
+    st.audit.emit(
+        "sso.login.failed",
+        connection=conn_id,
+        reason=exc.reason,
+        detail=exc.detail,
+        **_audit_fields(request, identity),
+    )
+    st.metrics.logins.labels(conn_id, "failure", exc.reason).inc()
+    await st.status.failure(conn_id, exc.reason, request["cid"])
+
+
+async def complete_login(request: web.Request, identity: Identity, return_to: str) -> web.Response:
+    st = state(request)
+    conn = st.settings.connection(identity.connection)
+    if conn is None:
+        raise LoginFailed("invalid_request", f"unknown connection {identity.connection!r}")
+    rules = st.rules[conn.id]
+    try:
+        check_identity(identity, rules)
+        user = await st.users.admit(identity, conn.provisioning)
+    except LoginFailed as exc:
+        await record_failure(request, conn.id, exc, identity)
+        raise
+    previous = await current_session(request)
+    if previous is not None:
+        await st.sessions.delete(previous)
+    session = await st.sessions.create(
+        Session(
+            user_id=user.id,
+            connection=conn.id,
+            subject=identity.subject,
+            username=identity.username or identity.email or identity.subject,
+            email=identity.email,
+            name=identity.name,
+            groups=identity.groups,
+            roles=roles_for(identity.groups, rules, user.roles),
+            created_at=0,
+            last_seen=0,
+            expires_at=identity.session_not_after or 0,
+            logout_hint=identity.logout_hint,
+        )
+    )
+    st.audit.emit(
+        "sso.login.success",
+        connection=conn.id,
+        user_id=user.id,
+        roles=list(session.roles),
+        **_audit_fields(request, identity),
+    )
+    st.metrics.logins.labels(conn.id, "success", "").inc()
+    await st.status.success(conn.id)
+    response = redirect(st.redirects.safe(return_to))
+    st.cookies.set_session(response, session.id, session.expires_at - session.created_at)
+    return response
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """Local logout always; the protocol may then continue at the IdP (SLO / end-session)."""
+    st = state(request)
+    session = await current_session(request)
+    next_url = None
+    if session is not None:
+        await st.sessions.delete(session)
+        st.audit.emit(
+            "session.logout",
+            connection=session.connection,
+            user_id=session.user_id,
+            ip=request["client"].ip,
+            correlation_id=request["cid"],
+        )
+        protocol = st.protocols.get(session.connection)
+        if protocol is not None:
+            next_url = await protocol.logout_url(session)
+    if next_url:
+        response = redirect(next_url)
+    else:
+        response = st.pages.render("signed_out.html", login_url=st.url("/login"))
+    st.cookies.clear_session(response)
+    return response
