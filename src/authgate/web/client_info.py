@@ -61,3 +61,7 @@ def correlation_id(request: web.Request, trusted: bool) -> str:
     if trusted and 0 < len(incoming) <= 128 and incoming.isprintable():
         return incoming
     return secrets.token_hex(8)
+
+
+CLIENT: web.RequestKey[ClientInfo] = web.RequestKey("authgate_client", ClientInfo)
+CID: web.RequestKey[str] = web.RequestKey("authgate_cid", str)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from authgate.session.sessions import Session
+from authgate.web.client_info import CLIENT
 from authgate.web.gate import current_session, login_url
 from authgate.web.state import state
 
 
 def _original_uri(request: web.Request) -> str | None:
     """The path nginx is asking about; only a trusted proxy may name it."""
-    if not request["client"].via_trusted_proxy:
+    if not request[CLIENT].via_trusted_proxy:
         return None
     return request.headers.get("X-Original-URI") or request.headers.get("X-Forwarded-Uri")
 

@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from authgate.session.sessions import Session
+from authgate.web.client_info import CID
 from authgate.web.middlewares import wants_html
 from authgate.web.state import State, state
 
@@ -35,7 +36,7 @@ def challenge(request: web.Request, return_to: str) -> web.Response:
     if wants_html(request) and request.method in ("GET", "HEAD"):
         raise web.HTTPFound(target)
     return web.json_response(
-        {"error": "unauthenticated", "login_url": target, "correlation_id": request["cid"]},
+        {"error": "unauthenticated", "login_url": target, "correlation_id": request[CID]},
         status=401,
         headers={"WWW-Authenticate": 'Cookie realm="authgate"', "Cache-Control": "no-store"},
     )

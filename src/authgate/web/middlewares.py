@@ -8,7 +8,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from authgate.errors import AuthgateError, LoginStateError, StoreUnavailable
-from authgate.web.client_info import correlation_id
+from authgate.web.client_info import CID, CLIENT, correlation_id
 from authgate.web.state import state
 
 log = logging.getLogger("authgate")
@@ -27,9 +27,9 @@ def wants_html(request: web.Request) -> bool:
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     st = state(request)
     info = st.trusted.client_info(request)
-    request["client"] = info
+    request[CLIENT] = info
     cid = correlation_id(request, info.via_trusted_proxy)
-    request["cid"] = cid
+    request[CID] = cid
     response = await handler(request)
     if not response.prepared:
         response.headers["X-Request-Id"] = cid
@@ -46,13 +46,13 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
     except AuthgateError as exc:
         return render_error(request, exc)
     except Exception:
-        log.exception("unhandled error (correlation id %s)", request.get("cid"))
+        log.exception("unhandled error (correlation id %s)", request.get(CID))
         return render_error(request, AuthgateError())
 
 
 def render_error(request: web.Request, exc: AuthgateError) -> web.Response:
     st = state(request)
-    cid = request.get("cid", "-")
+    cid = request.get(CID, "-")
     if isinstance(exc, StoreUnavailable):
         st.metrics.store_errors.inc()
         log.error("session store unavailable (correlation id %s): %s", cid, exc.detail)

@@ -6,13 +6,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from authgate.session.sessions import Session
-from authgate.web.client_info import ClientInfo
+from authgate.web.client_info import CID, CLIENT, ClientInfo
 from authgate.web.gate import challenge, current_session
 from authgate.web.state import State, state
 
 
 def _forward_headers(st: State, request: web.Request, session: Session | None) -> CIMultiDict[str]:
-    client: ClientInfo = request["client"]
+    client: ClientInfo = request[CLIENT]
     headers = st.headers.clean(
         request.headers,
         extra_drop=(
@@ -26,7 +26,7 @@ def _forward_headers(st: State, request: web.Request, session: Session | None) -
     headers["X-Forwarded-For"] = client.forwarded_for
     headers["X-Forwarded-Proto"] = client.proto
     headers["X-Forwarded-Host"] = client.host
-    headers["X-Request-Id"] = request["cid"]
+    headers["X-Request-Id"] = request[CID]
     if session is not None:
         assertion = st.signer.sign(session) if st.signer else None
         for name, value in st.headers.identity(session, assertion):

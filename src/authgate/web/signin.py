@@ -17,6 +17,7 @@ from authgate.identity import Identity
 from authgate.policy import check_identity, roles_for
 from authgate.session.login_state import new_browser_id
 from authgate.session.sessions import Session
+from authgate.web.client_info import CID, CLIENT
 from authgate.web.gate import current_session
 from authgate.web.state import State, state
 
@@ -77,8 +78,8 @@ async def recall_login(request: web.Request, key: str) -> dict[str, Any]:
 
 def _audit_fields(request: web.Request, identity: Identity | None) -> dict[str, Any]:
     return {
-        "ip": request["client"].ip,
-        "correlation_id": request["cid"],
+        "ip": request[CLIENT].ip,
+        "correlation_id": request[CID],
         "subject": identity.subject if identity else None,
         "email": identity.email if identity else None,
     }
@@ -97,7 +98,7 @@ async def record_failure(
         **_audit_fields(request, identity),
     )
     st.metrics.logins.labels(conn_id, "failure", exc.reason).inc()
-    await st.status.failure(conn_id, exc.reason, request["cid"])
+    await st.status.failure(conn_id, exc.reason, request[CID])
 
 
 async def complete_login(request: web.Request, identity: Identity, return_to: str) -> web.Response:
@@ -156,8 +157,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
             "session.logout",
             connection=session.connection,
             user_id=session.user_id,
-            ip=request["client"].ip,
-            correlation_id=request["cid"],
+            ip=request[CLIENT].ip,
+            correlation_id=request[CID],
         )
         protocol = st.protocols.get(session.connection)
         if protocol is not None:
