@@ -1,0 +1,77 @@
+"""User records: JIT, pre-provisioned linking, email uniqueness, deactivation."""
+
+from __future__ import annotations
+
+import pytest
+
+from authgate.errors import PolicyDenied
+from authgate.identity import Identity
+from authgate.session.memory import MemoryStore
+from authgate.users import UserStore
+
+
+def ident(subject: str = "s1", email: str = "alice@example.com", conn: str = "corp") -> Identity:
+    return Identity(
+        connection=conn, subject=subject, email=email, email_verified=True, name="Alice"
+    )
+
+
+@pytest.fixture
+def users() -> UserStore:
+    return UserStore(MemoryStore())
+
+
+async def test_first_login_creates_then_reuses_the_user(users):
+    first = await users.admit(ident(), "jit")
+    again = await users.admit(ident(), "jit")
+    assert first.id == again.id
+    assert again.linked and again.last_login_at is not None
+    assert await users.all_ids() == {first.id}
+
+
+async def test_email_is_unique_case_insensitively(users):
+    await users.admit(ident("s1", "Alice@Example.com"), "jit")
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(ident("s2", "alice@example.COM"), "jit")
+    assert exc.value.reason == "email_conflict"
+
+
+async def test_same_email_from_another_connection_is_not_merged(users):
+    await users.admit(ident(conn="corp"), "jit")
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(ident(conn="partner"), "jit")
+    assert exc.value.reason == "email_conflict"
+    assert len(await users.all_ids()) == 1
+
+
+async def test_preprovisioned_mode_refuses_unknown_subjects(users):
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(ident(), "preprovisioned")
+    assert exc.value.reason == "user_not_provisioned"
+    assert await users.all_ids() == set()
+
+
+async def test_preprovisioned_user_is_linked_on_external_id(users):
+    made = await users.create("corp", "s1", "alice@example.com", source="csv", roles=("editor",))
+    assert not made.linked
+    user = await users.admit(ident(), "preprovisioned")
+    assert user.id == made.id and user.linked and user.roles == ("editor",)
+
+
+async def test_deactivated_user_is_refused(users):
+    user = await users.admit(ident(), "jit")
+    await users.set_active(user, False)
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(ident(), "jit")
+    assert exc.value.reason == "user_disabled"
+
+
+async def test_email_change_at_the_idp_follows_unless_taken(users):
+    user = await users.admit(ident("s1", "alice@example.com"), "jit")
+    moved = await users.admit(ident("s1", "alice.new@example.com"), "jit")
+    assert moved.id == user.id and moved.email == "alice.new@example.com"
+    assert (await users.by_email("alice@example.com")) is None
+    await users.admit(ident("s2", "bob@example.com"), "jit")
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(ident("s1", "bob@example.com"), "jit")
+    assert exc.value.reason == "email_conflict"
