@@ -7,16 +7,18 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from redis import asyncio as aioredis
 
 from authgate.app import create_app
 from authgate.identity import Identity
 from authgate.policy import roles_for
+from authgate.session.kv import KeyValueStore
 from authgate.session.memory import MemoryStore
 from authgate.session.redis import RedisStore, connect
 from authgate.session.sessions import Session
 from authgate.settings import RedisSettings, Settings, parse_settings
 from authgate.web.state import STATE
-from tests.servers import RedisServer
+from tests.servers import RedisCluster, RedisSentinel, RedisServer
 from tests.upstream_app import create_upstream
 
 
@@ -108,3 +110,147 @@ def now() -> float:
 
 def app_state(app: web.Application) -> Any:
     return app[STATE]
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[RedisSentinel]:
+    servers = RedisSentinel().start()
+    yield servers
+    servers.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisCluster]:
+    servers = RedisCluster().start()
+    yield servers
+    servers.stop()
+
+
+STORE_KINDS = ("memory", "redis", "sentinel", "cluster")
+
+
+class StoreBackend:
+    """One store topology under test, reached through the production `connect()`.
+
+    `client()` hands out independent clients on the same data, as separate
+    replicas would hold; the memory store has only the one in-process instance.
+    """
+
+    def __init__(self, kind: str, redis: RedisSettings | None, ports: list[int]) -> None:
+        self.kind = kind
+        self.redis = redis
+        self._ports = ports
+        self._memory = MemoryStore()
+        self._clients: list[KeyValueStore] = []
+
+    def client(self) -> KeyValueStore:
+        if self.redis is None:
+            return self._memory
+        kv = RedisStore(connect(self.redis), self.redis.key_prefix)
+        self._clients.append(kv)
+        return kv
+
+    async def raw_dump(self) -> str:
+        """Every key and value as stored: what a leaked backup or `redis-cli` would show."""
+        if self.redis is None:
+            data = self._memory._data
+            return repr({k: v for k, v in list(data.items()) if self._memory._live(k)})
+        lines: list[str] = []
+        for port in self._ports:
+            raw = aioredis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+            async for key in raw.scan_iter():
+                kind = await raw.type(key)
+                if kind == "string":
+                    value: object = await raw.get(key)
+                elif kind == "set":
+                    value = sorted(await raw.smembers(key))
+                else:
+                    value = await raw.hgetall(key)
+                lines.append(f"{key} = {value}")
+            await raw.aclose()
+        return "\n".join(lines)
+
+    async def close(self) -> None:
+        for kv in self._clients:
+            await kv.close()
+        await self._memory.close()
+
+
+def _store_servers(request: pytest.FixtureRequest, kind: str) -> tuple[RedisSettings, list[int]]:
+    if kind == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        server.flush()
+        return RedisSettings(url=server.url), [server.port]
+    if kind == "sentinel":
+        sentinel: RedisSentinel = request.getfixturevalue("redis_sentinel")
+        sentinel.flush()
+        settings = {"master": sentinel.master_name, "nodes": sentinel.nodes}
+        return RedisSettings(sentinel=settings), [sentinel.master.port]
+    cluster: RedisCluster = request.getfixturevalue("redis_cluster")
+    cluster.flush()
+    return RedisSettings(cluster_nodes=cluster.nodes), [s.port for s in cluster.servers]
+
+
+@pytest.fixture(params=STORE_KINDS)
+async def store_backend(request: pytest.FixtureRequest) -> AsyncIterator[StoreBackend]:
+    """Parametrises a test over every KeyValueStore topology (memory, Redis x3)."""
+    kind: str = request.param
+    if kind == "memory":
+        backend = StoreBackend(kind, None, [])
+    else:
+        backend = StoreBackend(kind, *_store_servers(request, kind))
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def oidc_op() -> AsyncIterator[Any]:
+    """The tamperable test OpenID Provider (tests/oidc_op.py) on a loopback port."""
+    from tests.oidc_op import TestOP
+
+    provider = await TestOP().start()
+    yield provider
+    await provider.stop()
+
+
+UPSTREAM_HITS: web.AppKey[list[str]] = web.AppKey("upstream_hits", list)
+
+
+@pytest.fixture
+async def counted_upstream() -> AsyncIterator[TestServer]:
+    """The echo upstream, recording every request path in `server.app[UPSTREAM_HITS]`."""
+    app = create_upstream()
+    hits: list[str] = []
+
+    @web.middleware
+    async def count(request: web.Request, handler: Any) -> web.StreamResponse:
+        hits.append(request.path)
+        return await handler(request)
+
+    app.middlewares.append(count)
+    app[UPSTREAM_HITS] = hits
+    server = TestServer(app)
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+@pytest.fixture
+async def oidc_gate(
+    aiohttp_client: Callable[..., Any], oidc_op: Any, counted_upstream: TestServer, redis_url: str
+) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: authgate (Redis store) with connection `corp` to `oidc_op`, driven by a Browser."""
+    from tests.oidc_op import Browser, gate_settings
+
+    browsers: list[Browser] = []
+    upstream_url = str(counted_upstream.make_url("")).rstrip("/")
+
+    async def make(**conn: Any) -> Browser:
+        settings = gate_settings(oidc_op, upstream_url, redis_url, **conn)
+        browser = Browser(await aiohttp_client(create_app(settings)))
+        browsers.append(browser)
+        return browser
+
+    yield make
+    for browser in browsers:
+        await browser.close()

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -119,3 +120,121 @@ http {{
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+def _redis_cli(port: int, *args: str) -> str:
+    cli = require_binary("redis-cli")
+    done = subprocess.run(
+        [cli, "-h", "127.0.0.1", "-p", str(port), *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return done.stdout
+
+
+def _wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} after {timeout}s")
+
+
+class RedisSentinel:
+    """A real master and one `redis-server --sentinel` watching it, as SentinelSettings see it."""
+
+    master_name = "authgate"
+
+    def __init__(self) -> None:
+        self.binary = require_binary("redis-server")
+        self.master = RedisServer()
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="authgate-sentinel-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{self.port}"]
+
+    def _master_known(self) -> bool:
+        reply = _redis_cli(self.port, "SENTINEL", "get-master-addr-by-name", self.master_name)
+        return reply.split() == ["127.0.0.1", str(self.master.port)]
+
+    def start(self) -> RedisSentinel:
+        self.master.start()
+        conf = self.dir / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.master_name} 5000\n"
+        )
+        self.proc = subprocess.Popen(
+            [self.binary, str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for_port(self.port)
+            _wait_until(self._master_known, "the sentinel does not report its master")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+        self.master.stop()
+
+    def flush(self) -> None:
+        self.master.flush()
+
+
+CLUSTER_NODE_ARGS = (
+    *("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"),
+    *("--cluster-node-timeout", "5000"),
+)
+
+
+class RedisCluster:
+    """Real cluster masters (no replicas), slots split by `redis-cli --cluster create`."""
+
+    def __init__(self, size: int = 3) -> None:
+        self.servers = [
+            RedisServer(
+                extra=(*CLUSTER_NODE_ARGS, "--cluster-port", str(free_port())),
+            )
+            for _ in range(size)
+        ]
+
+    @property
+    def nodes(self) -> list[str]:
+        return [f"127.0.0.1:{s.port}" for s in self.servers]
+
+    def _healthy(self) -> bool:
+        return all(
+            "cluster_state:ok" in _redis_cli(s.port, "CLUSTER", "INFO") for s in self.servers
+        )
+
+    def start(self) -> RedisCluster:
+        try:
+            for server in self.servers:
+                server.start()
+            create = ("--cluster", "create", *self.nodes, "--cluster-replicas", "0")
+            _redis_cli(self.servers[0].port, *create, "--cluster-yes")
+            _wait_until(self._healthy, "the cluster does not report cluster_state:ok")
+        except (RuntimeError, subprocess.SubprocessError):
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+    def flush(self) -> None:
+        for server in self.servers:
+            server.flush()

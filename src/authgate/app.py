@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -15,6 +16,8 @@ from authgate.audit import AuditLog
 from authgate.headers import IdentityHeaders
 from authgate.metrics import Metrics
 from authgate.policy import AccessRules
+from authgate.protocols.base import ProtocolContext
+from authgate.protocols.registry import build_protocol
 from authgate.session import redis as redis_store
 from authgate.session.cookies import CookiePolicy
 from authgate.session.kv import KeyValueStore
@@ -27,14 +30,16 @@ from authgate.status import ConnectionStatus
 from authgate.upstream import Upstream, create_client
 from authgate.urls import PublicPaths, RedirectPolicy
 from authgate.users import UserStore
-from authgate.web import forward_auth, health, proxy, signin
+from authgate.web import admin, forward_auth, health, proxy, signin
 from authgate.web.client_info import TrustedProxies
 from authgate.web.middlewares import error_pages, request_context
+from authgate.web.oidc import routes as oidc_routes
 from authgate.web.pages import Pages
 from authgate.web.state import STATE, State
 
 log = logging.getLogger("authgate")
 KEY_RELOAD_INTERVAL = 60.0
+IDP_TIMEOUT = 30.0
 
 
 def build_store(settings: Settings) -> KeyValueStore:
@@ -114,11 +119,32 @@ def _resources(st: State):
     return resources
 
 
+def _protocols(st: State):
+    """An HTTP client of its own for IdP calls, and one started engine per enabled connection."""
+
+    async def protocols(app: web.Application) -> AsyncIterator[None]:
+        http = aiohttp.ClientSession(
+            headers={"User-Agent": "authgate"},
+            timeout=aiohttp.ClientTimeout(total=IDP_TIMEOUT),
+        )
+        ctx = ProtocolContext(settings=st.settings, http=http, kv=st.kv, replay=st.replay)
+        st.protocols = {c.id: build_protocol(c, ctx) for c in st.settings.connections if c.enabled}
+        for protocol in st.protocols.values():
+            await protocol.start()
+        yield
+        for protocol in st.protocols.values():
+            await protocol.stop()
+        await http.close()
+
+    return protocols
+
+
 def create_app(settings: Settings, kv: KeyValueStore | None = None) -> web.Application:
     st = build_state(settings, kv if kv is not None else build_store(settings))
     app = web.Application(middlewares=[request_context, error_pages], client_max_size=0)
     app[STATE] = st
     app.cleanup_ctx.append(_resources(st))
+    app.cleanup_ctx.append(_protocols(st))
     p = settings.prefix
     app.router.add_get(p + "/healthz", health.healthz)
     app.router.add_get(p + "/readyz", health.readyz)
@@ -128,6 +154,8 @@ def create_app(settings: Settings, kv: KeyValueStore | None = None) -> web.Appli
     app.router.add_get(p + "/login", signin.login_page)
     app.router.add_route("GET", p + "/logout", signin.logout)
     app.router.add_route("POST", p + "/logout", signin.logout)
+    app.router.add_routes(oidc_routes(p))
+    admin.setup(app, settings)
     app.router.add_route("*", p + "/{tail:.*}", _not_found)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app

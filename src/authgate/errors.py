@@ -9,6 +9,7 @@ page, the JSON body, the audit event and the metric label::
      │    ├── ProtocolError     the IdP's message is invalid (signature, audience, ...)
      │    ├── PolicyDenied      the identity is valid but not allowed in
      │    └── LoginStateError   the pre-login state is missing, expired or not ours
+     ├── BadRequest             a request target authgate will not guess about (400)
      ├── Unauthenticated        no valid session (401 / redirect to login)
      ├── Forbidden              a valid session that may not do this (403)
      ├── StoreUnavailable       the session store cannot be reached (503, fail closed)
@@ -88,6 +89,13 @@ class LoginStateError(LoginFailed):
 
     status = 400
     default_reason = "state_expired"
+
+
+class BadRequest(AuthgateError):
+    """A request authgate refuses to interpret, rather than risk reading it differently."""
+
+    status = 400
+    default_reason = "invalid_request"
 
 
 class Unauthenticated(AuthgateError):

@@ -39,17 +39,15 @@ _ALWAYS_STRIPPED = (
     "X-Roles",
     "X-Auth-Connection",
     "X-Authgate-Assertion",
-    "X-Auth-Request-User",
-    "X-Auth-Request-Email",
-    "X-Auth-Request-Groups",
-    "X-Auth-Request-Preferred-Username",
-    "X-Auth-Request-Access-Token",
     "X-Forwarded-User",
     "X-Forwarded-Email",
     "X-Forwarded-Groups",
     "X-Forwarded-Preferred-Username",
     "Remote-User",
 )
+
+# oauth2-proxy's whole namespace: apps written for it trust any header under it.
+_STRIPPED_PREFIXES = ("x-auth-request-",)
 
 
 def normalise(name: str) -> str:
@@ -88,7 +86,10 @@ class IdentityHeaders:
         )
 
     def is_protected(self, name: str) -> bool:
-        return normalise(name) in self.protected
+        return self._protected_key(normalise(name))
+
+    def _protected_key(self, key: str) -> bool:
+        return key in self.protected 
 
     def clean(
         self, incoming: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()
@@ -98,7 +99,7 @@ class IdentityHeaders:
         out: CIMultiDict[str] = CIMultiDict()
         for name, value in incoming.items():
             key = normalise(name)
-            if key in drop or key in self.protected:
+            if key in drop or self._protected_key(key):
                 continue
             out.add(name, value)
         return out

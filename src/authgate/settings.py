@@ -8,6 +8,8 @@ wrong (expected ...)`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -16,6 +18,8 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -225,21 +229,323 @@ class ConnectionBase(_Model):
         return [d.lower().lstrip("@") for d in domains]
 
 
+def _issuer(value: str) -> str:
+    """Kept byte-exact (a trailing slash matters: discovery must echo it exactly)."""
+    parts = urlsplit(value)
+    loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+    if not parts.hostname or not (parts.scheme == "https" or (parts.scheme == "http" and loopback)):
+        raise ValueError("expected an https:// issuer URL (http:// only on a loopback address)")
+    if parts.query or parts.fragment:
+        raise ValueError("an issuer URL has no query or fragment")
+    return value
+
+
+Issuer = Annotated[str, AfterValidator(_issuer)]
+SigningAlg = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "HS256", "HS384", "HS512",
+]  # fmt: skip
+ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+ENTRA_TENANT_SEGMENTS = ("common", "organizations")
+
+
+class OidcClaims(_Model):
+    """Which ID token / UserInfo claim fills each identity field."""
+
+    username: str | None = None
+    email: str = "email"
+    name: str = "name"
+    groups: str = "groups"
+
+
+class OidcRefresh(_Model):
+    """Renew the session's claims with the refresh token this long after each renewal."""
+
+    enabled: bool = False
+    every: Duration = 900.0
+
+
+class GraphSettings(_Model):
+    """App-only Microsoft Graph access to resolve Entra ID groups overage.
+
+    Unset credentials default to the connection's own client; the tenant
+    defaults to the ID token's `tid`. The URLs exist for tests and national clouds.
+    """
+
+    tenant_id: str | None = None
+    client_id: str | None = None
+    client_secret: str | None = None
+    client_secret_encrypted: str | None = None
+    group_field: Literal["id", "displayName"] = "id"
+    base_url: HttpUrl = "https://graph.microsoft.com"
+    login_url: HttpUrl = "https://login.microsoftonline.com"
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> GraphSettings:
+        if self.client_secret and self.client_secret_encrypted:
+            raise ValueError("set client_secret or client_secret_encrypted, not both")
+        return self
+
+
 class OidcConnection(ConnectionBase):
     type: Literal["oidc"]
-    issuer: HttpUrl
-    client_id: str
+    issuer: Issuer
+    client_id: str = Field(min_length=1)
     client_secret: str | None = None
+    client_secret_encrypted: str | None = None
+    token_endpoint_auth_method: ClientAuthMethod | None = None
+    private_key_file: Path | None = None
+    private_key_alg: Literal["RS256", "PS256", "ES256"] = "RS256"
     scopes: list[str] = ["openid", "email", "profile"]
+    extra_auth_params: dict[str, str] = {}
+    claims: OidcClaims = OidcClaims()
+    allowed_algorithms: list[SigningAlg] = Field(["RS256", "PS256", "ES256"], min_length=1)
+    allowed_tenants: list[str] = []
+    clock_skew: Duration = 120.0
+    discovery_ttl: Duration = 3600.0
+    jwks_ttl: Duration = 3600.0
+    jwks_refetch_interval: Duration = 60.0
+    http_timeout: Duration = 10.0
+    userinfo: bool = True
+    end_session: bool = True
+    refresh: OidcRefresh = OidcRefresh()
+    graph: GraphSettings | None = None
+
+    @property
+    def auth_method(self) -> ClientAuthMethod:
+        """The configured method, else the one the given credentials imply."""
+        if self.token_endpoint_auth_method:
+            return self.token_endpoint_auth_method
+        if self.has_secret:
+            return "client_secret_basic"
+        return "private_key_jwt" if self.private_key_file else "none"
+
+    @property
+    def has_secret(self) -> bool:
+        return bool(self.client_secret or self.client_secret_encrypted)
+
+    @field_validator("scopes")
+    @classmethod
+    def _openid(cls, scopes: list[str]) -> list[str]:
+        if "openid" not in scopes:
+            raise ValueError("scopes must include 'openid'")
+        return scopes
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OidcConnection:
+        if self.client_secret and self.client_secret_encrypted:
+            raise ValueError("set client_secret or client_secret_encrypted, not both")
+        method = self.auth_method
+        if method.startswith("client_secret") and not self.has_secret:
+            raise ValueError(f"token_endpoint_auth_method {method} needs client_secret")
+        if method == "private_key_jwt" and self.private_key_file is None:
+            raise ValueError("token_endpoint_auth_method private_key_jwt needs private_key_file")
+        if any(a.startswith("HS") for a in self.allowed_algorithms) and not self.has_secret:
+            raise ValueError("HS* algorithms are keyed with the client secret: set client_secret")
+        if self.allowed_tenants and not any(
+            f"/{s}/" in self.issuer + "/" for s in ENTRA_TENANT_SEGMENTS
+        ):
+            raise ValueError(
+                "allowed_tenants is for an Entra ID multi-tenant issuer such as"
+                " https://login.microsoftonline.com/organizations/v2.0"
+            )
+        return self
+
+
+SamlNameIdFormat = Literal["unspecified", "emailAddress", "persistent"]
+SamlBinding = Literal["redirect", "post"]
+_PEM_BODY = re.compile(r"-----BEGIN CERTIFICATE-----(.+?)-----END CERTIFICATE-----", re.S)
+
+
+def _certificate(value: str) -> str:
+    """A certificate as PEM or bare base64 DER, normalised to bare base64 (as in metadata)."""
+    match = _PEM_BODY.search(value)
+    body = re.sub(r"\s+", "", match.group(1) if match else value)
+    try:
+        x509.load_der_x509_certificate(base64.b64decode(body, validate=True))
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError("expected an X.509 certificate in PEM or base64 form") from exc
+    return body
+
+
+SamlCertificate = Annotated[str, AfterValidator(_certificate)]
+
+
+def _readable_file(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"file {path} does not exist or is not a regular file")
+    return path
+
+
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
+
+
+class SamlKeyPair(_Model):
+    """One SP key pair. Rollover: add the new pair second (published, accepted for
+    decryption), let the IdP pick it up, move it first (it now signs), drop the old one."""
+
+    key_file: ReadableFile
+    cert_file: ReadableFile
+    use: Literal["signing", "encryption", "both"] = "both"
+
+    @model_validator(mode="after")
+    def _parses(self) -> SamlKeyPair:
+        try:
+            serialization.load_pem_private_key(self.key_file.read_bytes(), password=None)
+            x509.load_pem_x509_certificate(self.cert_file.read_bytes())
+        except (ValueError, TypeError) as exc:
+            raise ValueError(
+                f"{self.key_file} / {self.cert_file}: expected an unencrypted PEM private key"
+                f" and a PEM certificate ({exc})"
+            ) from None
+        return self
+
+
+class SamlIdp(_Model):
+    """IdP details given by hand, for IdPs without usable metadata."""
+
+    entity_id: str = Field(min_length=1)
+    sso_url: HttpUrl
+    sso_binding: SamlBinding = "redirect"
+    slo_url: HttpUrl | None = None
+    slo_binding: SamlBinding = "redirect"
+    certificates: list[SamlCertificate] = []
+    certificate_files: list[ReadableFile] = []
+
+    @model_validator(mode="after")
+    def _has_certificate(self) -> SamlIdp:
+        if not self.certificates and not self.certificate_files:
+            raise ValueError(
+                "give at least one IdP signing certificate (certificates or certificate_files)"
+            )
+        for path in self.certificate_files:
+            _certificate(path.read_text(encoding="ascii", errors="replace"))
+        return self
+
+    @property
+    def all_certificates(self) -> list[str]:
+        """Inline and file certificates, as bare base64 DER."""
+        files = [_certificate(p.read_text(encoding="ascii")) for p in self.certificate_files]
+        return [*self.certificates, *files]
+
+
+class SamlAttributes(_Model):
+    """Per-connection attribute names overriding the built-in mapping."""
+
+    email: str | None = None
+    name: str | None = None
+    username: str | None = None
+    groups: str | None = None
+    given_name: str | None = None
+    family_name: str | None = None
 
 
 class SamlConnection(ConnectionBase):
+    """SAML 2.0 SP settings. IdP metadata from exactly one of a file, a URL or `idp`."""
+
     type: Literal["saml"]
-    idp_metadata_file: Path | None = None
+    idp_metadata_file: ReadableFile | None = None
     idp_metadata_url: HttpUrl | None = None
+    idp: SamlIdp | None = None
+    idp_entity_id: str | None = None
+    idp_metadata_signing_certificate: SamlCertificate | None = None
+    metadata_refresh: Duration = 3600.0
+    metadata_max_age: Duration = 7 * 86400.0
+    sp_entity_id: str | None = None
+    sp_keys: list[SamlKeyPair] = []
+    sign_requests: bool = False
+    want_assertions_signed: bool = True
+    want_response_signed: bool = False
+    allow_idp_initiated: bool = False
+    clock_skew: Duration = 180.0
+    name_id_format: SamlNameIdFormat = "unspecified"
+    slo: bool = True
+    attributes: SamlAttributes = SamlAttributes()
+    max_response_size: int = Field(default=256 * 1024, ge=4096, le=4 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SamlConnection:
+        sources = [
+            name
+            for name, value in (
+                ("idp_metadata_file", self.idp_metadata_file),
+                ("idp_metadata_url", self.idp_metadata_url),
+                ("idp", self.idp),
+            )
+            if value is not None
+        ]
+        if len(sources) != 1:
+            raise ValueError(
+                "set exactly one of idp_metadata_file, idp_metadata_url or idp"
+                f" (found {', '.join(sources) or 'none'})"
+            )
+        if self.sign_requests and not self.signing_keys:
+            raise ValueError("sign_requests needs an sp_keys entry with use signing or both")
+        if not self.want_assertions_signed and not self.want_response_signed:
+            raise ValueError(
+                "want_assertions_signed and want_response_signed are both false:"
+                " at least one signature must be required"
+            )
+        return self
+
+    @property
+    def signing_keys(self) -> list[SamlKeyPair]:
+        return [k for k in self.sp_keys if k.use in ("signing", "both")]
+
+    @property
+    def encryption_keys(self) -> list[SamlKeyPair]:
+        return [k for k in self.sp_keys if k.use in ("encryption", "both")]
 
 
 Connection = Annotated[OidcConnection | SamlConnection, Field(discriminator="type")]
+
+
+class SecretsSettings(_Model):
+    """Where the master key for `*_encrypted` secrets comes from when not in the environment."""
+
+    master_key_file: Path | None = None
+
+
+class ScimSettings(_Model):
+    """The SCIM 2.0 server; tokens (made with `authgate scim token create`) gate every call.
+
+    `link_attribute` names the SCIM attribute that holds what the IdP later
+    sends as NameID / `sub`, so a provisioned user is linked on first login.
+    """
+
+    enabled: bool = True
+    link_attribute: Literal["externalId", "userName"] = "externalId"
+    max_page_size: int = Field(default=100, ge=1, le=1000)
+    max_body_size: int = Field(default=1024 * 1024, ge=4096, le=16 * 1024 * 1024)
+
+
+class DirectorySyncSettings(_Model):
+    """Members of one Entra ID group (read from Microsoft Graph) become an allowlist.
+
+    The URLs exist for national clouds and tests.
+    """
+
+    tenant_id: str = Field(min_length=1)
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    group_id: str = Field(min_length=1)
+    connections: list[str] = Field(min_length=1)
+    select: list[str] = ["mail", "userPrincipalName", "mobilePhone", "displayName"]
+    interval: Duration = 900.0
+    login_url: HttpUrl = "https://login.microsoftonline.com"
+    graph_url: HttpUrl = "https://graph.microsoft.com"
+    timeout: Duration = 30.0
+    max_retries: int = Field(default=5, ge=0, le=20)
+    backoff: Duration = 2.0
+    max_retry_after: Duration = 300.0
+
+    @field_validator("select")
+    @classmethod
+    def _properties(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name):
+                raise ValueError(f"{name!r} is not a Graph user property name such as mail")
+        return names
 
 
 class AuditSettings(_Model):
@@ -249,6 +555,45 @@ class AuditSettings(_Model):
 class MetricsSettings(_Model):
     enabled: bool = True
     listen: HostPort = "127.0.0.1:9090"
+
+
+ADMIN_TOKEN_MIN_LENGTH = 32
+
+
+class AdminSettings(_Model):
+    """Who may use the admin page and API: a session holding `role`, or the bearer token.
+
+    The token is given either in clear (normally as `${AUTHGATE_ADMIN_TOKEN}`) or as
+    the hex SHA-256 of it, so the config file itself need not hold a usable secret.
+    """
+
+    enabled: bool = True
+    role: str = Field(default="admin", min_length=1)
+    token: str | None = None
+    token_sha256: str | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value) < ADMIN_TOKEN_MIN_LENGTH:
+            raise ValueError(
+                f"the admin token must be at least {ADMIN_TOKEN_MIN_LENGTH} characters"
+                " (generate one with: openssl rand -hex 32)"
+            )
+        return value
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _hex_digest(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise ValueError("expected 64 hex digits (sha256sum of the token)")
+        return value.lower() if value else value
+
+    @model_validator(mode="after")
+    def _one_token(self) -> AdminSettings:
+        if self.token is not None and self.token_sha256 is not None:
+            raise ValueError("set token or token_sha256, not both")
+        return self
 
 
 def _network(value: str) -> str:
@@ -271,6 +616,10 @@ class Settings(_Model):
     connections: list[Connection] = []
     audit: AuditSettings = AuditSettings()
     metrics: MetricsSettings = MetricsSettings()
+    admin: AdminSettings = AdminSettings()
+    secrets: SecretsSettings = SecretsSettings()
+    scim: ScimSettings = ScimSettings()
+    directory_sync: DirectorySyncSettings | None = None
 
     @field_validator("prefix")
     @classmethod
@@ -286,6 +635,17 @@ class Settings(_Model):
             if conn.id in seen:
                 raise ValueError(f"connection id {conn.id!r} is used twice")
             seen.add(conn.id)
+        return self
+
+    @model_validator(mode="after")
+    def _directory_connections(self) -> Settings:
+        if self.directory_sync is not None:
+            known = {c.id for c in self.connections}
+            for conn_id in self.directory_sync.connections:
+                if conn_id not in known:
+                    raise ValueError(
+                        f"directory_sync.connections: no connection has id {conn_id!r}"
+                    )
         return self
 
     @property

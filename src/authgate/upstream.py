@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from authgate.errors import UpstreamError, UpstreamTimeout
+from authgate.errors import BadRequest, UpstreamError, UpstreamTimeout
 from authgate.headers import HOP_BY_HOP, connection_tokens, normalise
 from authgate.metrics import Metrics
 from authgate.settings import UpstreamSettings
@@ -30,6 +30,31 @@ _WS_HANDSHAKE = frozenset(
         "sec-websocket-protocol",
     }
 )
+
+
+# Close codes a peer may report but must never put in a close frame (RFC 6455 §7.4.1).
+_UNSENDABLE_CLOSE = frozenset({1004, 1005, 1006, 1015})
+
+
+def origin_form(raw_path: str) -> str:
+    """The request target exactly as received, if it can only be read one way.
+
+    The public-path check reads the raw target, and the upstream receives it;
+    a fragment (`/admin#/../public/`) or an absolute-form target would be cut
+    or re-parsed on the way out, so the upstream could get a different path
+    from the one that was checked. Such targets are refused, never repaired.
+    """
+    if not raw_path.startswith("/") or "#" in raw_path:
+        raise BadRequest(detail="the request target must be a path (origin-form) without '#'")
+    return raw_path
+
+
+def upstream_url(base: str, raw_path: str) -> URL:
+    """The upstream URL for a raw target; yarl may only drop an empty query (`/a?` -> `/a`)."""
+    url = URL(base + origin_form(raw_path), encoded=True)
+    if url.raw_path_qs not in (raw_path, raw_path.removesuffix("?")):
+        raise BadRequest(detail="the request target would not reach the application unchanged")
+    return url
 
 
 def create_client(settings: UpstreamSettings) -> aiohttp.ClientSession:
@@ -70,9 +95,6 @@ class Upstream:
         self._pass_host = settings.pass_host_header
         self._metrics = metrics
 
-    def _url(self, base: str, request: web.Request) -> URL:
-        return URL(base + request.raw_path, encoded=True)
-
     async def forward(self, request: web.Request, headers: CIMultiDict[str]) -> web.StreamResponse:
         if not self._pass_host:
             headers.popall("Host", None)
@@ -81,7 +103,7 @@ class Upstream:
         try:
             upstream = await self._client.request(
                 request.method,
-                self._url(self._base, request),
+                upstream_url(self._base, request.raw_path),
                 headers=headers,
                 data=body,
                 allow_redirects=False,
@@ -124,7 +146,7 @@ class Upstream:
             headers.popall("Host", None)
         try:
             upstream = await self._client.ws_connect(
-                self._url(self._ws_base, request),
+                upstream_url(self._ws_base, request.raw_path),
                 headers=headers,
                 protocols=protocols,
                 autoping=False,
@@ -139,24 +161,47 @@ class Upstream:
             autoping=False,
             max_msg_size=0,
         )
-        await client.prepare(request)
         async with upstream:
-            await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
+            await client.prepare(request)
+            try:
+                await asyncio.gather(_pump(client, upstream), _pump(upstream, client))
+            except asyncio.CancelledError:
+                # The client's connection dropped and aiohttp cancelled this handler
+                # (handler_cancellation, shutdown) mid-close: finish the close upstream
+                # with the client's code rather than the context manager's 1000.
+                if not upstream.closed:
+                    await upstream.close(code=_close_code(client))
+                raise
         return client
 
 
-async def _pump(
-    source: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-    sink: web.WebSocketResponse | aiohttp.ClientWebSocketResponse,
-) -> None:
-    async for msg in source:
-        if msg.type == aiohttp.WSMsgType.TEXT:
-            await sink.send_str(msg.data)
-        elif msg.type == aiohttp.WSMsgType.BINARY:
-            await sink.send_bytes(msg.data)
-        elif msg.type == aiohttp.WSMsgType.PING:
-            await sink.ping(msg.data)
-        elif msg.type == aiohttp.WSMsgType.PONG:
-            await sink.pong(msg.data)
+WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+def _close_code(source: WebSocket) -> int:
+    code = source.close_code
+    if code is None or code in _UNSENDABLE_CLOSE:
+        return aiohttp.WSCloseCode.OK if code in (None, 1005) else aiohttp.WSCloseCode.GOING_AWAY
+    return code
+
+
+async def _pump(source: WebSocket, sink: WebSocket) -> None:
+    """Copy frames one way; when `source` ends, `sink` is closed with the same code.
+
+    A send that fails because the other side vanished ends the pump quietly:
+    the other pump sees the same socket close and finishes too.
+    """
+    try:
+        async for msg in source:
+            if msg.type == aiohttp.WSMsgType.TEXT:
+                await sink.send_str(msg.data)
+            elif msg.type == aiohttp.WSMsgType.BINARY:
+                await sink.send_bytes(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PING:
+                await sink.ping(msg.data)
+            elif msg.type == aiohttp.WSMsgType.PONG:
+                await sink.pong(msg.data)
+    except (ConnectionResetError, aiohttp.ClientError):
+        pass
     if not sink.closed:
-        await sink.close(code=source.close_code or aiohttp.WSCloseCode.OK)
+        await sink.close(code=_close_code(source))

@@ -7,18 +7,40 @@ authgate checked it. So both refuse anything ambiguous instead of guessing.
 
 from __future__ import annotations
 
-import posixpath
 import re
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-_CONTROL = re.compile(r"[\x00-\x20\x7f\\]")
-_ENCODED_SEPARATOR = re.compile(r"%(2f|5c|2e|25|00)", re.IGNORECASE)
+MAX_REDIRECT_LENGTH = 4096
+_DECODE_ROUNDS = 4
+_RAW_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\\]")
+_DECODED_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\]")
+_PATH_RAW_FORBIDDEN = re.compile(r"%(2f|5c|25|00)|[#\x00-\x20\x7f\\]", re.IGNORECASE)
+_PATH_DECODED_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\\;]")
+
+
+def _decodings(value: str) -> list[str] | None:
+    """Every form a chain of decoders could see; None if it never settles."""
+    forms = [value]
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(forms[-1])
+        if decoded == forms[-1]:
+            return forms
+        forms.append(decoded)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
 class RedirectPolicy:
-    """Local paths always; absolute URLs only to the public host or a listed host."""
+    """Where a browser may be sent after sign-in: local paths, the public host, listed hosts.
+
+    `allowed_hosts` entries are exact host names, except that an entry with a
+    leading dot (`.example.com`) allows every subdomain at any depth
+    (`a.example.com`, `a.b.example.com`) but not `example.com` itself, which
+    must be listed on its own. Ports and schemes other than http(s) never matter
+    for the host check; userinfo (`user@host`) is always refused.
+    """
 
     public_host: str
     allowed_hosts: frozenset[str]
@@ -36,53 +58,82 @@ class RedirectPolicy:
         )
 
     def safe(self, target: str | None, fallback: str = "/") -> str:
-        """`target` if it is a safe place to send the browser after sign-in, else `fallback`."""
-        if not target or len(target) > 4096 or _CONTROL.search(target):
+        """`target` if it is a safe place to send the browser after sign-in, else `fallback`.
+
+        Browsers drop tabs and newlines and read `\\` as `/`, so `/\\evil` or
+        `/<TAB>/evil` becomes `//evil`, another site. Every decoding of the
+        target is checked, because a later hop (the IdP's RelayState, an
+        upstream redirect) may decode it again.
+        """
+        if not target or len(target) > MAX_REDIRECT_LENGTH or not target.isascii():
             return fallback
-        decoded = unquote(target)
-        if _CONTROL.search(decoded):
+        forms = _decodings(target)
+        if forms is None or _RAW_FORBIDDEN.search(target):
+            return fallback
+        if any(_DECODED_FORBIDDEN.search(form) for form in forms):
             return fallback
         if target.startswith("/"):
-            if target.startswith("//") or decoded.startswith("//"):
-                return fallback
-            return target
+            return fallback if any(form.startswith("//") for form in forms) else target
+        return target if self._absolute_allowed(target) else fallback
+
+    def _absolute_allowed(self, target: str) -> bool:
         parts = urlsplit(target)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            return fallback
+            return False
         if "@" in parts.netloc or parts.hostname is None:
-            return fallback
+            return False
         try:
             parts.port  # noqa: B018 - raises on a malformed port
         except ValueError:
-            return fallback
-        return target if self._host_allowed(parts.hostname) else fallback
+            return False
+        return self._host_allowed(parts.hostname)
+
+
+def _unambiguous(path: str) -> bool:
+    """No dot segments, no empty segments except a trailing slash, nothing servers disagree on."""
+    if _PATH_DECODED_FORBIDDEN.search(path):
+        return False
+    segments = path[1:].split("/")
+    if any(seg in (".", "..") for seg in segments):
+        return False
+    return all(segments[:-1])
 
 
 def normalise_path(raw_path: str) -> str | None:
-    """The path an upstream would resolve, or None if it cannot be read unambiguously.
+    """The decoded path, or None when servers could resolve it to different resources.
 
-    Percent-escapes are decoded, `;` path parameters dropped (Tomcat, Spring),
-    backslashes read as slashes (IIS), empty segments collapsed and dot
-    segments resolved. Doubly encoded separators or dots give None: some
-    frameworks decode twice, so such a path is never treated as public.
+    Servers disagree about `..` and `.` (some route on the raw path, nginx
+    resolves them), `;` parameters (Tomcat drops them, so `..;` is `..` to it
+    and a name to others), encoded `/` and `\\`, double encoding, `//` (some
+    read `//x/y` as host `x`), NUL bytes and full-width look-alikes (servers
+    that NFKC-fold read U+FF0E U+FF0E as `..`). Browsers never send such paths,
+    so a path using any of them is simply not public: it needs a session.
     """
     path = raw_path.split("?", 1)[0]
-    decoded = unquote(path)
-    if _ENCODED_SEPARATOR.search(decoded) or "\x00" in decoded:
+    if not path.startswith("/") or _PATH_RAW_FORBIDDEN.search(path):
         return None
-    segments = [seg.split(";", 1)[0] for seg in decoded.replace("\\", "/").split("/")]
-    joined = "/" + "/".join(s for s in segments if s)
-    normal = posixpath.normpath(joined)
-    if normal.startswith("//"):
-        normal = "/" + normal.lstrip("/")
-    if decoded.endswith("/") and normal != "/":
-        normal += "/"
-    return normal
+    try:
+        decoded = unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        return None
+    if not _unambiguous(decoded):
+        return None
+    folded = unicodedata.normalize("NFKC", decoded)
+    if folded != decoded and not _unambiguous(folded):
+        return None
+    return decoded
 
 
 @dataclass(frozen=True, slots=True)
 class PublicPaths:
-    """Prefixes that pass without a session; `/static/` matches below, `/health` exactly."""
+    """Paths that pass without a session, matched against the decoded request path.
+
+    An entry ending in `/` is a prefix (`/static/` matches `/static/` and
+    everything below, not `/static`); an entry ending in `*` is a raw prefix
+    (`/static*` also matches `/static.css` and `/staticfoo`); any other entry
+    matches exactly (`/health` matches neither `/health/` nor `/health/x`).
+    The query string never matters. A path `normalise_path` refuses never matches.
+    """
 
     prefixes: tuple[str, ...]
     exact: frozenset[str]

@@ -4,7 +4,12 @@ Keys (all single-key operations, Cluster-safe):
   user:{id}                 the record as JSON
   user-email:{email}        lower-cased email -> id, claimed with SET NX (uniqueness)
   user-link:{conn}:{sub}    the IdP subject (or pre-provisioned ExternalId) -> id
+  user-name:{conn}:{name}   lower-cased SCIM userName -> id (uniqueness per connection)
   users                     set of all ids
+  conn-users:{conn}         ids of one connection's users (listing, retirement)
+  group:{id}                a provisioned (SCIM) group as JSON
+  conn-groups:{conn}        ids of one connection's groups
+  group-members:{id}        user ids in a group; user-groups:{uid} is the reverse index
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import secrets
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 from authgate.errors import PolicyDenied
 from authgate.identity import Identity
@@ -35,6 +40,10 @@ class User:
     linked: bool = False
     created_at: float = field(default_factory=time.time)
     last_login_at: float | None = None
+    username: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    updated_at: float | None = None
+    retired: bool = False
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -46,12 +55,45 @@ class User:
         return cls(**data)
 
 
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group pushed by SCIM; its display name and external id feed the role mapping."""
+
+    id: str
+    connection: str
+    display_name: str
+    external_id: str | None = None
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Group:
+        return cls(**json.loads(raw))
+
+
 def _email_key(email: str) -> str:
     return "user-email:" + email.strip().lower()
 
 
 def _link_key(connection: str, subject: str) -> str:
     return f"user-link:{connection}:{subject}"
+
+
+def _name_key(connection: str, username: str) -> str:
+    return f"user-name:{connection}:{username.strip().lower()}"
+
+
+def _unique_keys(user: User) -> dict[str, str]:
+    """The keys a user claims exclusively, by kind."""
+    keys = {"link": _link_key(user.connection, user.external_id)}
+    if user.email:
+        keys["email"] = _email_key(user.email)
+    if user.username:
+        keys["userName"] = _name_key(user.connection, user.username)
+    return keys
 
 
 class UserStore:
@@ -70,8 +112,18 @@ class UserStore:
         user_id = await self._kv.get(_email_key(email))
         return await self.get(user_id.decode()) if user_id else None
 
+    async def by_username(self, connection: str, username: str) -> User | None:
+        user_id = await self._kv.get(_name_key(connection, username))
+        return await self.get(user_id.decode()) if user_id else None
+
     async def all_ids(self) -> set[str]:
         return await self._kv.members("users")
+
+    async def list_users(self, connection: str | None = None) -> list[User]:
+        """Users in a stable order (creation, then id), so paging never skips or repeats."""
+        ids = await self._kv.members("conn-users:" + connection if connection else "users")
+        found = [u for u in [await self.get(i) for i in ids] if u is not None]
+        return sorted(found, key=lambda u: (u.created_at, u.id))
 
     async def save(self, user: User) -> None:
         await self._kv.set("user:" + user.id, user.to_json())
@@ -84,8 +136,11 @@ class UserStore:
         display_name: str | None = None,
         roles: tuple[str, ...] = (),
         source: str = "jit",
+        username: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        active: bool = True,
     ) -> User:
-        """Create a user, claiming its email and link first so duplicates are refused."""
+        """Create a user, claiming its link, email and userName first so duplicates are refused."""
         user = User(
             id=secrets.token_hex(12),
             connection=connection,
@@ -94,17 +149,104 @@ class UserStore:
             display_name=display_name,
             roles=roles,
             source=source,
+            username=username,
+            attributes=attributes or {},
+            active=active,
         )
-        if not await self._kv.set(
-            _link_key(connection, external_id), user.id.encode(), only_if_new=True
-        ):
-            raise PolicyDenied("email_conflict", f"{connection}:{external_id} already exists")
-        if email and not await self._kv.set(_email_key(email), user.id.encode(), only_if_new=True):
-            await self._kv.delete(_link_key(connection, external_id))
-            raise PolicyDenied("email_conflict", f"{email} belongs to another user")
+        await self._claim_all(user, _unique_keys(user))
         await self.save(user)
         await self._kv.add_member("users", user.id)
+        await self._kv.add_member("conn-users:" + connection, user.id)
         return user
+
+    async def _claim(self, key: str, user_id: str) -> bool:
+        """Take a uniqueness key for `user_id`; True also when it already holds it."""
+        if await self._kv.set(key, user_id.encode(), only_if_new=True):
+            return True
+        owner = await self._kv.get(key)
+        return owner is not None and owner.decode() == user_id
+
+    async def _claim_all(self, user: User, keys: dict[str, str]) -> None:
+        """Claim every key or none: a refused one releases those taken before it."""
+        taken: list[str] = []
+        for kind, key in keys.items():
+            if not await self._claim(key, user.id):
+                await self._release(user.id, *taken)
+                raise PolicyDenied(
+                    "email_conflict", f"{kind} {key.split(':', 1)[1]!r} belongs to another user"
+                )
+            taken.append(key)
+
+    async def _release(self, user_id: str, *keys: str) -> None:
+        for key in keys:
+            owner = await self._kv.get(key)
+            if owner is not None and owner.decode() == user_id:
+                await self._kv.delete(key)
+
+    async def update(self, current: User, wanted: User) -> User:
+        """Save `wanted` over `current`, moving the unique keys that changed (none if refused)."""
+        old, new = _unique_keys(current), _unique_keys(wanted)
+        await self._claim_all(wanted, {k: v for k, v in new.items() if old.get(k) != v})
+        wanted = replace(wanted, updated_at=time.time())
+        await self.save(wanted)
+        await self._release(current.id, *(v for k, v in old.items() if new.get(k) != v))
+        return wanted
+
+    async def retire(self, user: User) -> User:
+        """Deactivate for good: refused at login (`user_disabled`), kept for the audit trail."""
+        return await self.update(user, replace(user, active=False, retired=True))
+
+    async def delete(self, user: User) -> None:
+        """Remove the record, its unique keys and its group memberships."""
+        for group_id in await self._kv.members("user-groups:" + user.id):
+            await self._kv.remove_member("group-members:" + group_id, user.id)
+        await self._kv.delete("user-groups:" + user.id, "user:" + user.id)
+        await self._release(user.id, *_unique_keys(user).values())
+        await self._kv.remove_member("users", user.id)
+        await self._kv.remove_member("conn-users:" + user.connection, user.id)
+
+    async def create_group(
+        self, connection: str, display_name: str, external_id: str | None = None
+    ) -> Group:
+        group = Group(secrets.token_hex(12), connection, display_name, external_id)
+        await self.save_group(group)
+        await self._kv.add_member("conn-groups:" + connection, group.id)
+        return group
+
+    async def get_group(self, group_id: str) -> Group | None:
+        raw = await self._kv.get("group:" + group_id)
+        return Group.from_json(raw) if raw else None
+
+    async def save_group(self, group: Group) -> None:
+        await self._kv.set("group:" + group.id, group.to_json())
+
+    async def list_groups(self, connection: str) -> list[Group]:
+        ids = await self._kv.members("conn-groups:" + connection)
+        found = [g for g in [await self.get_group(i) for i in ids] if g is not None]
+        return sorted(found, key=lambda g: (g.created_at, g.id))
+
+    async def delete_group(self, group: Group) -> None:
+        await self.remove_members(group.id, await self.members(group.id))
+        await self._kv.delete("group:" + group.id)
+        await self._kv.remove_member("conn-groups:" + group.connection, group.id)
+
+    async def members(self, group_id: str) -> set[str]:
+        return await self._kv.members("group-members:" + group_id)
+
+    async def add_members(self, group_id: str, user_ids: set[str]) -> None:
+        for user_id in user_ids:
+            await self._kv.add_member("group-members:" + group_id, user_id)
+            await self._kv.add_member("user-groups:" + user_id, group_id)
+
+    async def remove_members(self, group_id: str, user_ids: set[str]) -> None:
+        for user_id in user_ids:
+            await self._kv.remove_member("group-members:" + group_id, user_id)
+            await self._kv.remove_member("user-groups:" + user_id, group_id)
+
+    async def groups_of(self, user_id: str) -> list[Group]:
+        ids = await self._kv.members("user-groups:" + user_id)
+        found = [g for g in [await self.get_group(i) for i in ids] if g is not None]
+        return sorted(found, key=lambda g: g.display_name)
 
     async def set_active(self, user: User, active: bool) -> User:
         updated = replace(user, active=active)

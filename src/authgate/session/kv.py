@@ -22,9 +22,19 @@ class KeyValueStore(ABC):
 
     @abstractmethod
     async def set(
-        self, key: str, value: bytes, ttl: float | None = None, only_if_new: bool = False
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None = None,
+        only_if_new: bool = False,
+        only_if_exists: bool = False,
     ) -> bool:
-        """Store `value`; with `only_if_new` it is the atomic SET NX used for replay checks."""
+        """Store `value`; False when the condition fails and nothing was written.
+
+        `only_if_new` is the atomic SET NX behind replay checks and shared keys;
+        `only_if_exists` (SET XX) rewrites a value without resurrecting one that
+        was deleted meanwhile, e.g. a session touched while it is being revoked.
+        """
 
     @abstractmethod
     async def take(self, key: str) -> bytes | None:

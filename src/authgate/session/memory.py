@@ -36,9 +36,17 @@ class MemoryStore(KeyValueStore):
         return self._data[key] if self._live(key) else None
 
     async def set(
-        self, key: str, value: bytes, ttl: float | None = None, only_if_new: bool = False
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None = None,
+        only_if_new: bool = False,
+        only_if_exists: bool = False,
     ) -> bool:
-        if only_if_new and self._live(key):
+        if only_if_new and only_if_exists:
+            raise ValueError("only_if_new and only_if_exists exclude each other")
+        live = self._live(key)
+        if (only_if_new and live) or (only_if_exists and not live):
             return False
         self._put(key, value, ttl)
         return True

@@ -13,9 +13,9 @@ from typing import Any, ParamSpec, TypeVar
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from authgate.errors import StoreUnavailable
@@ -25,16 +25,27 @@ from authgate.settings import RedisSettings
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# RedisClusterException ("no reachable node", "slot not covered") is not a RedisError.
+_OUTAGES = (RedisError, RedisClusterException, OSError, TimeoutError)
+# Operators see the detail (logs, readyz): keep the cause, drop redis-py's client reprs.
+_DETAIL_CHARS = 200
+
 
 def _fail_closed(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
     @wraps(func)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         try:
             return await func(*args, **kwargs)
-        except (RedisError, OSError, TimeoutError) as exc:
-            raise StoreUnavailable(detail=f"redis: {type(exc).__name__}: {exc}") from exc
+        except _OUTAGES as exc:
+            reason = str(exc).split("<", 1)[0].rstrip(" :")[:_DETAIL_CHARS]
+            raise StoreUnavailable(detail=f"redis: {type(exc).__name__}: {reason}") from exc
 
     return wrapper
+
+
+def _no_retry() -> Retry:
+    """One quick retry on a fresh connection, then fail closed: a request must not hang."""
+    return Retry(NoBackoff(), 1)
 
 
 def _ms(ttl: float) -> int:
@@ -48,29 +59,23 @@ def _split(node: str) -> tuple[str, int]:
 
 def connect(settings: RedisSettings) -> Any:
     """Build the client for the configured topology; no connection is made yet."""
-    common: dict[str, Any] = {
+    timeouts: dict[str, Any] = {
         "socket_timeout": settings.timeout,
         "socket_connect_timeout": settings.timeout,
-        "retry": Retry(NoBackoff(), 1),
-        "health_check_interval": 15,
+        "retry": _no_retry(),
     }
+    common: dict[str, Any] = {**timeouts, "health_check_interval": 15}
     if settings.sentinel is not None:
         sentinel = Sentinel(
             [_split(n) for n in settings.sentinel.nodes],
-            sentinel_kwargs={
-                "password": settings.sentinel.sentinel_password,
-                "socket_timeout": settings.timeout,
-                "socket_connect_timeout": settings.timeout,
-            },
+            sentinel_kwargs={"password": settings.sentinel.sentinel_password, **timeouts},
             password=settings.sentinel.password,
             **common,
         )
         return sentinel.master_for(settings.sentinel.master)
     if settings.cluster_nodes:
         return RedisCluster(
-            startup_nodes=[ClusterNode(*_split(n)) for n in settings.cluster_nodes],
-            socket_timeout=settings.timeout,
-            socket_connect_timeout=settings.timeout,
+            startup_nodes=[ClusterNode(*_split(n)) for n in settings.cluster_nodes], **common
         )
     return aioredis.Redis.from_url(settings.url, **common)
 
@@ -91,10 +96,20 @@ class RedisStore(KeyValueStore):
 
     @_fail_closed
     async def set(
-        self, key: str, value: bytes, ttl: float | None = None, only_if_new: bool = False
+        self,
+        key: str,
+        value: bytes,
+        ttl: float | None = None,
+        only_if_new: bool = False,
+        only_if_exists: bool = False,
     ) -> bool:
+        if only_if_new and only_if_exists:
+            raise ValueError("only_if_new and only_if_exists exclude each other")
         px = _ms(ttl) if ttl is not None else None
-        return bool(await self._redis.set(self._k(key), value, px=px, nx=only_if_new))
+        written = await self._redis.set(
+            self._k(key), value, px=px, nx=only_if_new, xx=only_if_exists
+        )
+        return bool(written)
 
     @_fail_closed
     async def take(self, key: str) -> bytes | None:
@@ -142,4 +157,8 @@ class RedisStore(KeyValueStore):
         await self._redis.ping()
 
     async def close(self) -> None:
+        """Also closes the connections to the sentinels, which the master client does not own."""
+        pool = getattr(self._redis, "connection_pool", None)
         await self._redis.aclose()
+        if isinstance(pool, SentinelConnectionPool):
+            await pool.sentinel_manager.aclose()

@@ -1,8 +1,9 @@
 """Sessions: 256-bit random ids in the cookie, everything else server-side.
 
 The store key is a SHA-256 of the id, so a dump of Redis does not hand out
-live cookies. A per-user index lets every session of a user be revoked at
-once (logout everywhere, SCIM deactivation, retirement).
+live cookies. A per-user index of those digests (never the ids themselves)
+lets every session of a user be revoked at once (logout everywhere, SCIM
+deactivation, retirement).
 """
 
 from __future__ import annotations
@@ -51,8 +52,16 @@ class Session:
         return cls(id=sid, **data)
 
 
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def _key_of(digest: str) -> str:
+    return "sess:" + digest
+
+
 def _key(sid: str) -> str:
-    return "sess:" + hashlib.sha256(sid.encode()).hexdigest()
+    return _key_of(_digest(sid))
 
 
 def _user_index(user_id: str) -> str:
@@ -93,7 +102,7 @@ class SessionStore:
         )
         ttl = self._ttl(session, now)
         await self._kv.set(_key(session.id), session.to_json(), ttl)
-        await self._kv.add_member(_user_index(session.user_id), session.id, self.lifetime)
+        await self._kv.add_member(_user_index(session.user_id), _digest(session.id), self.lifetime)
         return session
 
     async def load(self, sid: str) -> Session | None:
@@ -109,26 +118,54 @@ class SessionStore:
             await self.delete(session)
             return None
         if now - session.last_seen >= self._touch_every:
-            session = replace(session, last_seen=now)
-            await self._kv.set(_key(sid), session.to_json(), self._ttl(session, now))
+            return await self._touch(session, now)
+        return session
+
+    async def _touch(self, session: Session, now: float) -> Session | None:
+        """Extend the idle deadline without resurrecting a session revoked meanwhile."""
+        touched = replace(session, last_seen=now)
+        ttl = self._ttl(touched, now)
+        if not await self._kv.set(_key(session.id), touched.to_json(), ttl, only_if_exists=True):
+            return None
+        return touched
+
+    async def update(self, session: Session) -> Session | None:
+        """Store renewed contents (claims refreshed at the IdP) under the same id and deadlines.
+
+        Like a touch, it never resurrects a session that was revoked meanwhile.
+        """
+        now = self._clock()
+        if now >= session.expires_at:
+            return None
+        ttl = self._ttl(session, now)
+        if not await self._kv.set(_key(session.id), session.to_json(), ttl, only_if_exists=True):
+            return None
         return session
 
     async def delete(self, session: Session) -> None:
         await self._kv.delete(_key(session.id))
-        await self._kv.remove_member(_user_index(session.user_id), session.id)
+        await self._kv.remove_member(_user_index(session.user_id), _digest(session.id))
 
     async def revoke_user(self, user_id: str) -> int:
-        """End every session of one user at once; returns how many were live."""
-        sids = await self._kv.members(_user_index(user_id))
-        if not sids:
-            return 0
-        live = await self._kv.delete(*(_key(s) for s in sids))
-        await self._kv.delete(_user_index(user_id))
+        """End every session of one user at once; returns how many were live.
+
+        Only the index entries read here are removed, so a session created by a
+        concurrent login stays indexed and can still be revoked later.
+        """
+        index = _user_index(user_id)
+        live = 0
+        for digest in await self._kv.members(index):
+            live += await self._kv.delete(_key_of(digest))
+            await self._kv.remove_member(index, digest)
         return live
 
     async def count_for_user(self, user_id: str) -> int:
-        sids = await self._kv.members(_user_index(user_id))
+        """Live sessions of one user; entries of sessions that expired are pruned."""
+        index = _user_index(user_id)
         count = 0
-        for sid in sids:
-            count += await self._kv.get(_key(sid)) is not None
+        for digest in await self._kv.members(index):
+            if await self._kv.get(_key_of(digest)) is None:
+                await self._kv.remove_member(index, digest)
+            else:
+                count += 1
         return count

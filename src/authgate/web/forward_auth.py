@@ -1,20 +1,30 @@
-"""Forward-auth for nginx `auth_request`, Traefik and Envoy, plus the identity endpoints."""
+"""Forward-auth for nginx `auth_request`, Traefik and Envoy, plus the identity endpoints.
+
+The front proxy asks "may this request in?" and acts on the status: 200 (copy
+the identity headers from the answer), 401 (send the browser to sign in), 403.
+It names the original request in headers that only a trusted proxy may set:
+from anyone else they could turn a protected path into a public one.
+"""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from authgate.session.sessions import Session
-from authgate.web.client_info import CLIENT
-from authgate.web.gate import current_session, login_url
+from authgate.web.client_info import CID, CLIENT
+from authgate.web.gate import CHALLENGE, current_session, login_url, should_redirect
 from authgate.web.state import state
 
+NO_STORE = {"Cache-Control": "no-store"}
+LOGIN_HEADER = "X-Authgate-Login"
+REDIRECT_HEADER = "X-Authgate-Redirect"
 
-def _original_uri(request: web.Request) -> str | None:
-    """The path nginx is asking about; only a trusted proxy may name it."""
+
+def _original(request: web.Request, *names: str) -> str | None:
+    """A header naming the original request, believed only from a trusted proxy."""
     if not request[CLIENT].via_trusted_proxy:
         return None
-    return request.headers.get("X-Original-URI") or request.headers.get("X-Forwarded-Uri")
+    return next((value for name in names if (value := request.headers.get(name))), None)
 
 
 def _wanted(request: web.Request, name: str) -> set[str]:
@@ -29,28 +39,41 @@ def _permitted(request: web.Request, session: Session) -> bool:
     return not (roles and not roles & set(session.roles))
 
 
+def _unauthenticated(request: web.Request, original_uri: str | None) -> web.Response:
+    """401 with the sign-in URL (rd escaped here, not by the proxy's config language).
+
+    `X-Authgate-Redirect` is present only when the original request was a
+    browser navigation, so nginx can redirect browsers and answer APIs with 401.
+    """
+    target = login_url(state(request), original_uri)
+    headers = {**NO_STORE, "WWW-Authenticate": CHALLENGE, LOGIN_HEADER: target}
+    method = _original(request, "X-Original-Method", "X-Forwarded-Method") or "GET"
+    if should_redirect(request, method.upper()):
+        headers[REDIRECT_HEADER] = target
+    return web.json_response(
+        {"error": "unauthenticated", "login_url": target, "correlation_id": request[CID]},
+        status=401,
+        headers=headers,
+    )
+
+
 async def auth(request: web.Request) -> web.Response:
     st = state(request)
-    original = _original_uri(request)
-    if original and st.public_paths.match(original):
+    original_uri = _original(request, "X-Original-URI", "X-Forwarded-Uri")
+    if original_uri and st.public_paths.match(original_uri):
         st.metrics.requests.labels("auth", "public").inc()
-        return web.Response(status=200, headers={"Cache-Control": "no-store"})
+        return web.Response(status=200, headers=NO_STORE)
     session = await current_session(request)
     if session is None:
         st.metrics.requests.labels("auth", "unauthenticated").inc()
-        target = login_url(st, st.redirects.safe(original or "/"))
-        return web.json_response(
-            {"error": "unauthenticated", "login_url": target},
-            status=401,
-            headers={"Cache-Control": "no-store"},
-        )
+        return _unauthenticated(request, original_uri)
     if not _permitted(request, session):
         st.metrics.requests.labels("auth", "forbidden").inc()
         return web.json_response(
-            {"error": "forbidden"}, status=403, headers={"Cache-Control": "no-store"}
+            {"error": "forbidden", "correlation_id": request[CID]}, status=403, headers=NO_STORE
         )
     assertion = st.signer.sign(session) if st.signer else None
-    response = web.Response(status=200, headers={"Cache-Control": "no-store"})
+    response = web.Response(status=200, headers=NO_STORE)
     for name, value in st.headers.identity(session, assertion):
         response.headers[name] = value
     st.metrics.requests.labels("auth", "allowed").inc()
@@ -60,7 +83,11 @@ async def auth(request: web.Request) -> web.Response:
 async def userinfo(request: web.Request) -> web.Response:
     session = await current_session(request)
     if session is None:
-        return web.json_response({"error": "unauthenticated"}, status=401)
+        return web.json_response(
+            {"error": "unauthenticated", "correlation_id": request[CID]},
+            status=401,
+            headers={**NO_STORE, "WWW-Authenticate": CHALLENGE},
+        )
     return web.json_response(
         {
             "user_id": session.user_id,
@@ -72,12 +99,12 @@ async def userinfo(request: web.Request) -> web.Response:
             "connection": session.connection,
             "expires_at": int(session.expires_at),
         },
-        headers={"Cache-Control": "no-store"},
+        headers=NO_STORE,
     )
 
 
 async def jwks(request: web.Request) -> web.Response:
+    """Public keys only; cacheable briefly, since a rotation keeps the previous key listed."""
     st = state(request)
-    if st.signer is None:
-        return web.json_response({"keys": []})
-    return web.json_response(st.signer.jwks(), headers={"Cache-Control": "public, max-age=300"})
+    keys = st.signer.jwks() if st.signer is not None else {"keys": []}
+    return web.json_response(keys, headers={"Cache-Control": "public, max-age=300"})

@@ -10,7 +10,10 @@ from aiohttp import web
 from authgate.session.sessions import Session
 from authgate.web.client_info import CID
 from authgate.web.middlewares import wants_html
+from authgate.web.session_refresh import refresh_if_due
 from authgate.web.state import State, state
+
+CHALLENGE = 'Cookie realm="authgate"'
 
 
 async def current_session(request: web.Request) -> Session | None:
@@ -22,21 +25,28 @@ async def current_session(request: web.Request) -> Session | None:
     started = time.perf_counter()
     session = await st.sessions.load(sid)
     st.metrics.store_latency.observe(time.perf_counter() - started)
+    if session is not None and "refresh_at" in session.logout_hint:
+        session = await refresh_if_due(request, session)
     return session
 
 
-def login_url(st: State, return_to: str) -> str:
-    return st.url("/login") + "?" + urlencode({"rd": return_to})
+def login_url(st: State, return_to: str | None) -> str:
+    """The sign-in page; the return path is validated here so no caller can forget to."""
+    return st.url("/login") + "?" + urlencode({"rd": st.redirects.safe(return_to)})
+
+
+def should_redirect(request: web.Request, method: str) -> bool:
+    """Only a top-level navigation can follow a redirect to a sign-in page and come back."""
+    return method in ("GET", "HEAD") and wants_html(request)
 
 
 def challenge(request: web.Request, return_to: str) -> web.Response:
     """Browsers are sent to sign in; API clients get a 401 they can act on."""
-    st = state(request)
-    target = login_url(st, st.redirects.safe(return_to))
-    if wants_html(request) and request.method in ("GET", "HEAD"):
-        raise web.HTTPFound(target)
+    target = login_url(state(request), return_to)
+    if should_redirect(request, request.method):
+        return web.Response(status=302, headers={"Location": target, "Cache-Control": "no-store"})
     return web.json_response(
         {"error": "unauthenticated", "login_url": target, "correlation_id": request[CID]},
         status=401,
-        headers={"WWW-Authenticate": 'Cookie realm="authgate"', "Cache-Control": "no-store"},
+        headers={"WWW-Authenticate": CHALLENGE, "Cache-Control": "no-store"},
     )

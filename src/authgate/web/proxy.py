@@ -6,6 +6,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from authgate.session.sessions import Session
+from authgate.upstream import origin_form
 from authgate.web.client_info import CID, CLIENT, ClientInfo
 from authgate.web.gate import challenge, current_session
 from authgate.web.state import State, state
@@ -36,6 +37,7 @@ def _forward_headers(st: State, request: web.Request, session: Session | None) -
 
 async def handle(request: web.Request) -> web.StreamResponse:
     st = state(request)
+    origin_form(request.raw_path)
     session = None
     if not st.public_paths.match(request.raw_path):
         session = await current_session(request)

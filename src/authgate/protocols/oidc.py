@@ -1,0 +1,380 @@
+"""OpenID Connect relying party: Authorization Code + PKCE, producing one `Identity`.
+
+The web layer stores what `begin_login` returns behind the browser's
+pre-login cookie and hands it back, consumed once, to `finish_login` together
+with the callback parameters. Everything in between — discovery, keys, client
+authentication, ID token and UserInfo checks, groups overage — happens here,
+and joserfc objects never leave this package.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from authgate.errors import LoginFailed, ProtocolError
+from authgate.identity import Identity
+from authgate.protocols.base import Protocol, ProtocolContext
+from authgate.protocols.oidc_client import TokenClient, load_signing_key
+from authgate.protocols.oidc_discovery import Discovery, ProviderInfo
+from authgate.protocols.oidc_graph import GraphGroups, has_overage
+from authgate.protocols.oidc_keys import KeyCache
+from authgate.protocols.oidc_tokens import (
+    Expected,
+    check_at_hash,
+    check_claims,
+    check_header,
+    hmac_key,
+    read_header,
+    verify_signature,
+)
+from authgate.secrets import SecretBox
+from authgate.session.sessions import Session
+from authgate.settings import ENTRA_TENANT_SEGMENTS, OidcConnection
+
+CODE_REPLAY_TTL = 600.0
+REFRESH_RETRY = 60.0
+REFRESH_CONTEXT = "refresh_token"
+ATTRIBUTE_CLAIMS = ("iss", "tid", "oid", "preferred_username", "given_name", "family_name")
+RESERVED_AUTH_PARAMS = frozenset(
+    {
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+    }
+)
+
+
+class RefreshDeferred(Exception):
+    """The provider could not be asked now; keep the session and try again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class LoginStart:
+    """Where to send the browser, and what to keep server-side until it comes back."""
+
+    url: str
+    state: str
+    pending: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """Renewed claims (None when the provider sent none) and the new `logout_hint`."""
+
+    identity: Identity | None
+    hint: dict[str, Any]
+
+
+def expected_discovery_issuer(conn: OidcConnection) -> str:
+    """The configured issuer, or for Entra multi-tenant its `{tenantid}` template."""
+    if not conn.allowed_tenants:
+        return conn.issuer
+    for segment in ENTRA_TENANT_SEGMENTS:
+        if f"/{segment}/" in conn.issuer + "/":
+            return conn.issuer.replace(f"/{segment}", "/{tenantid}", 1)
+    return conn.issuer
+
+
+def pkce_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    return url + ("&" if "?" in url else "?") + urlencode(params)
+
+
+def _truthy(value: Any) -> bool:
+    """`email_verified` as providers send it: a boolean, or (some) the string "true"."""
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+class OidcProtocol(Protocol):
+    conn: OidcConnection
+
+    def __init__(self, conn: OidcConnection, ctx: ProtocolContext) -> None:
+        super().__init__(conn, ctx)
+        self.redirect_uri = ctx.endpoint(f"/oidc/{conn.id}/callback")
+        self.discovery = Discovery(
+            ctx.http,
+            conn.issuer,
+            expected_discovery_issuer(conn),
+            conn.discovery_ttl,
+            conn.http_timeout,
+        )
+        self.keys = KeyCache(ctx.http, conn.jwks_ttl, conn.jwks_refetch_interval, conn.http_timeout)
+        self.box = SecretBox(ctx.settings.secrets)
+        self._setup_problem: str | None = None
+        self._client: TokenClient | None = None
+
+    async def start(self) -> None:
+        """Checks only what is local (secrets, key file); the provider is asked on first use."""
+        try:
+            self._token_client()
+        except LoginFailed as exc:
+            self._setup_problem = f"{exc.reason}: {exc.detail}"
+
+    async def stop(self) -> None:
+        return None
+
+    def readiness_problem(self) -> str | None:
+        return self._setup_problem or self.discovery.problem
+
+    def _token_client(self) -> TokenClient:
+        if self._client is None:
+            secret = self.box.reveal(self.conn.client_secret, self.conn.client_secret_encrypted)
+            key = None
+            if self.conn.auth_method == "private_key_jwt":
+                assert self.conn.private_key_file is not None
+                try:
+                    key = load_signing_key(self.conn.private_key_file)
+                except (OSError, ValueError) as exc:
+                    raise LoginFailed("decrypt_failed", f"private_key_file: {exc}") from None
+            self._client = TokenClient(self.ctx.http, self.conn, secret, key)
+            self._setup_problem = None
+        return self._client
+
+    async def begin_login(self, return_to: str) -> LoginStart:
+        info = await self.discovery.get()
+        self._token_client()
+        state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        verifier = secrets.token_urlsafe(64)
+        params = {
+            k: v for k, v in self.conn.extra_auth_params.items() if k not in RESERVED_AUTH_PARAMS
+        }
+        params.update(
+            response_type="code",
+            client_id=self.conn.client_id,
+            redirect_uri=self.redirect_uri,
+            scope=" ".join(self.conn.scopes),
+            state=state,
+            nonce=nonce,
+            code_challenge=pkce_challenge(verifier),
+            code_challenge_method="S256",
+        )
+        pending = {"conn": self.conn.id, "nonce": nonce, "verifier": verifier, "rd": return_to}
+        return LoginStart(_with_query(info.authorization_endpoint, params), state, pending)
+
+    def _check_iss_parameter(self, params: Mapping[str, str], info: ProviderInfo) -> None:
+        """RFC 9207: a mix-up attack shows as another issuer in the authorization response."""
+        iss = params.get("iss")
+        if iss is None:
+            if info.iss_parameter_supported:
+                raise ProtocolError("issuer_mismatch", "the authorization response has no iss")
+            return
+        if "{tenantid}" in info.issuer:
+            prefix, _, suffix = info.issuer.partition("{tenantid}")
+            tid = iss[len(prefix) : len(iss) - len(suffix)] if iss.startswith(prefix) else ""
+            allowed = "*" in self.conn.allowed_tenants or tid in self.conn.allowed_tenants
+            if iss.endswith(suffix) and tid and allowed and "/" not in tid:
+                return
+        elif iss == info.issuer:
+            return
+        raise ProtocolError("issuer_mismatch", f"the authorization response iss is {iss!r}")
+
+    async def finish_login(self, params: Mapping[str, str], pending: dict[str, Any]) -> Identity:
+        """Validate the callback of the login `pending` describes and return who signed in."""
+        if pending.get("conn") != self.conn.id:
+            raise ProtocolError("state_mismatch", "the state belongs to another connection")
+        info = await self.discovery.get()
+        self._check_iss_parameter(params, info)
+        if "error" in params:
+            detail = f"{params['error']} {params.get('error_description', '')[:200]}".rstrip()
+            raise ProtocolError("idp_error", f"authorization response: {detail}")
+        code = params.get("code")
+        if not code:
+            raise ProtocolError("invalid_request", "the callback has neither code nor error")
+        if not await self.ctx.replay.first_use(
+            "oidc-code", f"{self.conn.id}:{code}", CODE_REPLAY_TTL
+        ):
+            raise ProtocolError("replayed", "this authorization code was already used")
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": self.redirect_uri,
+            "code_verifier": pending["verifier"],
+        }
+        tokens = await self._token_client().grant(info.token_endpoint, form)
+        return await self._identity(info, tokens, nonce=pending["nonce"])
+
+    async def _validate_id_token(
+        self, info: ProviderInfo, token: Any, nonce: str | None, access_token: str | None
+    ) -> dict[str, Any]:
+        header = read_header(token)
+        alg = check_header(header, self.conn.allowed_algorithms)
+        if alg.startswith("HS"):
+            secret = self.box.reveal(self.conn.client_secret, self.conn.client_secret_encrypted)
+            key = hmac_key(secret or "")
+        else:
+            key = await self.keys.resolve(info.jwks_uri, header)
+        claims = verify_signature(token, key, alg)
+        expect = Expected(
+            issuer=info.issuer,
+            client_id=self.conn.client_id,
+            now=time.time(),
+            skew=self.conn.clock_skew,
+            nonce=nonce,
+            allowed_tenants=tuple(self.conn.allowed_tenants),
+        )
+        check_claims(claims, expect)
+        check_at_hash(claims, alg, access_token)
+        return claims
+
+    async def _identity(
+        self, info: ProviderInfo, tokens: dict[str, Any], nonce: str | None
+    ) -> Identity:
+        id_token = tokens.get("id_token")
+        if not id_token:
+            raise ProtocolError("id_token_invalid", "the token endpoint returned no id_token")
+        access_token = tokens.get("access_token")
+        if not isinstance(access_token, str):
+            access_token = None
+        claims = await self._validate_id_token(info, id_token, nonce, access_token)
+        claims = await self._with_userinfo(info, claims, access_token)
+        groups = await self._groups(claims)
+        return self._build_identity(claims, groups, self._hint(info, id_token, claims, tokens))
+
+    async def _with_userinfo(
+        self, info: ProviderInfo, claims: dict[str, Any], access_token: str | None
+    ) -> dict[str, Any]:
+        """UserInfo claims over the ID token's; its `sub` must be the same person (Core §5.3.4)."""
+        if not (self.conn.userinfo and info.userinfo_endpoint and access_token):
+            return claims
+        extra = await self._token_client().userinfo(info.userinfo_endpoint, access_token)
+        if extra.get("sub") != claims["sub"]:
+            raise ProtocolError(
+                "id_token_invalid", "the UserInfo sub differs from the ID token's sub"
+            )
+        protected = {"iss", "aud", "azp", "exp", "iat", "nbf", "nonce", "tid"}
+        merged = dict(claims)
+        merged.update({k: v for k, v in extra.items() if k not in protected})
+        return merged
+
+    async def _groups(self, claims: dict[str, Any]) -> tuple[str, ...]:
+        name = self.conn.claims.groups
+        if has_overage(claims, name):
+            graph = self.conn.graph
+            if graph is None:
+                raise ProtocolError(
+                    "groups_overage",
+                    "the token lists no groups (overage) and no Graph credentials are configured",
+                )
+            fallback = self.box.reveal(self.conn.client_secret, self.conn.client_secret_encrypted)
+            secret = self.box.reveal(graph.client_secret, graph.client_secret_encrypted)
+            client = GraphGroups(
+                self.ctx.http,
+                graph,
+                graph.client_id or self.conn.client_id,
+                secret or fallback or "",
+                self.conn.http_timeout,
+            )
+            return await client.groups_of(claims)
+        value = claims.get(name)
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list):
+            return tuple(str(v) for v in value if isinstance(v, str | int))
+        return ()
+
+    def _hint(
+        self, info: ProviderInfo, id_token: str, claims: dict[str, Any], tokens: dict[str, Any]
+    ) -> dict[str, Any]:
+        """What logout and refresh need later; a refresh token is sealed when a key exists."""
+        hint: dict[str, Any] = {"id_token": id_token, "iss": claims["iss"], "sub": claims["sub"]}
+        refresh_token = tokens.get("refresh_token")
+        if self.conn.refresh.enabled and isinstance(refresh_token, str):
+            sealed = self.box.available()
+            hint["refresh_token"] = (
+                self.box.seal(refresh_token, REFRESH_CONTEXT) if sealed else refresh_token
+            )
+            hint["refresh_sealed"] = sealed
+            hint["refresh_at"] = time.time() + self.conn.refresh.every
+        return hint
+
+    def _build_identity(
+        self, claims: dict[str, Any], groups: tuple[str, ...], hint: dict[str, Any]
+    ) -> Identity:
+        mapping = self.conn.claims
+
+        def text(name: str | None) -> str | None:
+            value = claims.get(name) if name else None
+            return value if isinstance(value, str) and value else None
+
+        return Identity(
+            connection=self.conn.id,
+            subject=claims["sub"],
+            email=text(mapping.email),
+            email_verified=_truthy(claims.get("email_verified")),
+            name=text(mapping.name),
+            username=text(mapping.username),
+            groups=groups,
+            attributes={k: claims[k] for k in ATTRIBUTE_CLAIMS if k in claims},
+            logout_hint=hint,
+        )
+
+    async def refresh(self, hint: dict[str, Any]) -> Refreshed:
+        """Use the refresh token; a new ID token must name the same issuer and subject."""
+        sealed = hint.get("refresh_token")
+        if not isinstance(sealed, str):
+            raise ProtocolError("idp_error", "the session has no refresh token")
+        token = self.box.open(sealed, REFRESH_CONTEXT) if hint.get("refresh_sealed") else sealed
+        try:
+            info = await self.discovery.get()
+        except LoginFailed as exc:
+            raise RefreshDeferred(exc.detail) from exc
+        form = {"grant_type": "refresh_token", "refresh_token": token}
+        try:
+            tokens = await self._token_client().grant(info.token_endpoint, form)
+        except ProtocolError as exc:
+            if "invalid_grant" in exc.detail or "invalid_client" in exc.detail:
+                raise
+            raise RefreshDeferred(exc.detail) from exc
+        new_hint = dict(hint)
+        if isinstance(tokens.get("refresh_token"), str):
+            new_hint["refresh_token"] = (
+                self.box.seal(tokens["refresh_token"], REFRESH_CONTEXT)
+                if hint.get("refresh_sealed")
+                else tokens["refresh_token"]
+            )
+        new_hint["refresh_at"] = time.time() + self.conn.refresh.every
+        if not tokens.get("id_token"):
+            return Refreshed(None, new_hint)
+        identity = await self._identity(info, tokens, nonce=None)
+        claims_iss, claims_sub = identity.logout_hint["iss"], identity.logout_hint["sub"]
+        if claims_iss != hint.get("iss"):
+            raise ProtocolError("issuer_mismatch", "the refreshed ID token has another issuer")
+        if claims_sub != hint.get("sub"):
+            raise ProtocolError("id_token_invalid", "the refreshed ID token has another subject")
+        new_hint.update(id_token=identity.logout_hint["id_token"])
+        return Refreshed(identity, new_hint)
+
+    async def logout_url(self, session: Session) -> str | None:
+        """RP-initiated logout at the provider's end_session_endpoint, when it has one."""
+        if not self.conn.end_session:
+            return None
+        try:
+            info = await self.discovery.get()
+        except LoginFailed:
+            return None
+        if not info.end_session_endpoint:
+            return None
+        params = {
+            "client_id": self.conn.client_id,
+            "post_logout_redirect_uri": self.ctx.endpoint("/logout"),
+        }
+        id_token = session.logout_hint.get("id_token")
+        if isinstance(id_token, str):
+            params["id_token_hint"] = id_token
+        return _with_query(info.end_session_endpoint, params)

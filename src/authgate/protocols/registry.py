@@ -1,0 +1,14 @@
+"""One connection's settings in, its protocol engine out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authgate.protocols.base import Protocol, ProtocolContext
+from authgate.protocols.oidc import OidcProtocol
+
+
+def build_protocol(conn: Any, ctx: ProtocolContext) -> Protocol:
+    if conn.type == "oidc":
+        return OidcProtocol(conn, ctx)
+    raise ValueError(f"no protocol engine for connection type {conn.type!r}")

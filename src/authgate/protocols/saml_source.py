@@ -1,0 +1,191 @@
+"""Where a connection's IdP metadata comes from, and how it is kept fresh.
+
+A file or URL is loaded at start-up and re-read every `metadata_refresh`.
+A failed refresh keeps the last good copy (the URL's last good document is
+also kept in the store, so a replica starting during an IdP outage can use
+it); readiness reports metadata that is missing, expired (`validUntil`) or
+older than `metadata_max_age`. Start-up waits only briefly for the first
+fetch: a slow IdP never holds the app back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+
+import aiohttp
+
+from authgate.errors import ProtocolError, StoreUnavailable
+from authgate.protocols.saml_crypto import XmlSec
+from authgate.protocols.saml_metadata import (
+    MAX_METADATA_BYTES,
+    IdpMetadata,
+    MetadataError,
+    manual_metadata,
+    parse_idp_metadata,
+)
+from authgate.protocols.saml_xml import iso
+from authgate.session.kv import KeyValueStore
+from authgate.settings import SamlConnection
+
+log = logging.getLogger("authgate.saml")
+FIRST_LOAD_WAIT = 3.0
+RETRY_INTERVAL = 60.0
+FETCH_TIMEOUT = 10.0
+
+
+class MetadataSource:
+    """The current IdP metadata of one connection, with its freshness."""
+
+    def __init__(
+        self,
+        conn: SamlConnection,
+        http: aiohttp.ClientSession,
+        kv: KeyValueStore,
+        xmlsec: XmlSec,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.conn = conn
+        self._http = http
+        self._kv = kv
+        self._xmlsec = xmlsec
+        self._clock = clock
+        self.current: IdpMetadata | None = None
+        self.fetched_at: float | None = None
+        self.error: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._first_attempt = asyncio.Event()
+
+    @property
+    def refreshable(self) -> bool:
+        return self.conn.idp is None
+
+    async def start(self) -> None:
+        if not self.refreshable:
+            assert self.conn.idp is not None
+            self.current, self.fetched_at = manual_metadata(self.conn.idp), self._clock()
+            return
+        self._task = asyncio.create_task(self._run(), name=f"saml-metadata-{self.conn.id}")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._first_attempt.wait(), FIRST_LOAD_WAIT)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self.refresh()
+            self._first_attempt.set()
+            interval = self.conn.metadata_refresh
+            await asyncio.sleep(interval if self.error is None else min(interval, RETRY_INTERVAL))
+
+    async def refresh(self) -> None:
+        """One load attempt; on failure the last good copy stays in use."""
+        try:
+            raw = await self._read()
+            metadata = await self._parse(raw)
+        except MetadataError as exc:
+            self.error = str(exc)
+            log.warning("connection %s: IdP metadata: %s", self.conn.id, self.error)
+            if self.current is None:
+                await self._use_stored_copy()
+        else:
+            self.current, self.fetched_at, self.error = metadata, self._clock(), None
+            if self.conn.idp_metadata_url:
+                await self._keep_copy(raw)
+        await self._publish()
+
+    async def _parse(self, raw: bytes) -> IdpMetadata:
+        parse = partial(
+            parse_idp_metadata,
+            raw,
+            entity_id=self.conn.idp_entity_id,
+            signing_cert=self.conn.idp_metadata_signing_certificate,
+            xmlsec=self._xmlsec,
+            now=self._clock(),
+        )
+        return await asyncio.get_running_loop().run_in_executor(None, parse)
+
+    async def _read(self) -> bytes:
+        if self.conn.idp_metadata_file is not None:
+            path = self.conn.idp_metadata_file
+            try:
+                return await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
+            except OSError as exc:
+                raise MetadataError(f"cannot read {path}: {exc.strerror}") from None
+        assert self.conn.idp_metadata_url is not None
+        return await self._fetch(self.conn.idp_metadata_url)
+
+    async def _fetch(self, url: str) -> bytes:
+        try:
+            async with self._http.get(
+                url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT), allow_redirects=True
+            ) as response:
+                if response.status != 200:
+                    raise MetadataError(f"GET {url} answered HTTP {response.status}")
+                body = await response.content.read(MAX_METADATA_BYTES + 1)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise MetadataError(f"GET {url} failed: {exc or type(exc).__name__}") from None
+        if len(body) > MAX_METADATA_BYTES:
+            raise MetadataError(f"GET {url}: metadata larger than {MAX_METADATA_BYTES} bytes")
+        return body
+
+    async def _use_stored_copy(self) -> None:
+        """A replica starting during an IdP outage uses the copy another one fetched."""
+        with contextlib.suppress(StoreUnavailable):
+            raw = await self._kv.get("saml-metadata-doc:" + self.conn.id)
+            if raw is None:
+                return
+            try:
+                self.current = await self._parse(raw)
+            except MetadataError as exc:
+                log.warning("connection %s: stored metadata unusable: %s", self.conn.id, exc)
+                return
+            self.fetched_at = self._clock()
+            log.warning("connection %s: using the stored copy of the IdP metadata", self.conn.id)
+
+    async def _keep_copy(self, raw: bytes) -> None:
+        try:
+            await self._kv.set("saml-metadata-doc:" + self.conn.id, raw)
+        except StoreUnavailable:
+            log.warning("connection %s: could not keep a copy of the metadata", self.conn.id)
+
+    async def _publish(self) -> None:
+        """Freshness for `authgate status`, which reads the store, not this process."""
+        fields = {
+            "metadata_fetched_at": str(self.fetched_at or ""),
+            "metadata_error": self.error or "",
+            "metadata_problem": self.problem() or "",
+        }
+        with contextlib.suppress(StoreUnavailable):
+            await self._kv.hset("saml-metadata:" + self.conn.id, fields)
+
+    def problem(self) -> str | None:
+        """None while the metadata is usable and fresh, else what is wrong."""
+        now = self._clock()
+        if self.current is None:
+            return f"IdP metadata not loaded: {self.error or 'loading'}"
+        if self.current.expired(now):
+            assert self.current.valid_until is not None
+            return f"IdP metadata expired at {iso(self.current.valid_until)} (validUntil)"
+        age = now - (self.fetched_at or now)
+        if self.refreshable and age > self.conn.metadata_max_age:
+            return (
+                f"IdP metadata is stale: last good copy from {iso(now - age)}"
+                f" (refresh failing: {self.error})"
+            )
+        return None
+
+    def require(self) -> IdpMetadata:
+        """The metadata to use now; a stale copy still serves, a missing or expired one does not."""
+        if self.current is None or self.current.expired(self._clock()):
+            raise ProtocolError("metadata_unavailable", self.problem() or "no IdP metadata")
+        return self.current

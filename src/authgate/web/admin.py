@@ -1,0 +1,315 @@
+"""Admin page and JSON API under `{prefix}/admin/`: connections, sessions, users.
+
+Every route goes through `admin_access.authorize` first, and every request
+that gets through is written to the audit log as an `admin.*` event (reads
+too: a user list is personal data). Counting sessions and searching users
+walks the user index, which is fine for the thousands of users an operator
+browses by hand; there is no global session index to keep consistent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from authgate.settings import Settings
+from authgate.users import User
+from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
+from authgate.web.client_info import CID, CLIENT
+from authgate.web.middlewares import wants_html
+from authgate.web.state import State, state
+
+AdminHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_QUERY = 200
+NOTICES = {
+    "retired": "The user was retired (deactivated); {count} active session(s) revoked.",
+    "revoked": "{count} active session(s) revoked.",
+}
+
+
+def _iso(timestamp: float | str | None) -> str | None:
+    if timestamp in (None, ""):
+        return None
+    moment = dt.datetime.fromtimestamp(float(timestamp), dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _audit(request: web.Request, actor: Actor, event: str, **fields: Any) -> None:
+    state(request).audit.emit(
+        event,
+        actor=actor.name,
+        actor_kind=actor.kind,
+        actor_user_id=actor.user_id,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+        **fields,
+    )
+
+
+def admin_only(handler: AdminHandler) -> Handler:
+    """Refuse anyone but an admin before the handler runs; never cache an admin answer."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        outcome = await authorize(request)
+        if isinstance(outcome, web.StreamResponse):
+            return outcome
+        response = await handler(request, outcome)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return guarded
+
+
+async def connection_report(st: State) -> list[dict[str, Any]]:
+    """Each configured connection with readiness (metadata freshness) and its last outcomes."""
+    rows = []
+    for conn in st.settings.connections:
+        info = await st.status.get(conn.id)
+        protocol = st.protocols.get(conn.id)
+        if not conn.enabled:
+            problem: str | None = "disabled in the configuration"
+        elif protocol is None:
+            problem = "protocol engine not started"
+        else:
+            problem = protocol.readiness_problem()
+        failure = None
+        if info.get("last_failure_at"):
+            failure = {
+                "at": _iso(info["last_failure_at"]),
+                "reason": info.get("last_failure_reason"),
+                "correlation_id": info.get("last_failure_correlation_id"),
+            }
+        rows.append(
+            {
+                "id": conn.id,
+                "name": conn.name,
+                "type": conn.type,
+                "enabled": conn.enabled,
+                "ready": problem is None,
+                "problem": problem,
+                "last_success_at": _iso(info.get("last_success_at")),
+                "last_failure": failure,
+            }
+        )
+    return rows
+
+
+async def _all_users(st: State) -> list[User]:
+    found = [await st.users.get(user_id) for user_id in await st.users.all_ids()]
+    return sorted((u for u in found if u is not None), key=lambda u: ((u.email or "").lower(), u.id))
+
+
+async def active_sessions(st: State) -> int:
+    return sum([await st.sessions.count_for_user(user_id) for user_id in await st.users.all_ids()])
+
+
+def _matches(user: User, needle: str) -> bool:
+    fields = (user.email, user.display_name, user.external_id, user.id)
+    return any(needle in (value or "").lower() for value in fields)
+
+
+async def user_json(st: State, user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "email": user.email,
+        "display_name": user.display_name,
+        "connection": user.connection,
+        "external_id": user.external_id,
+        "roles": list(user.roles),
+        "active": user.active,
+        "source": user.source,
+        "created_at": _iso(user.created_at),
+        "last_login_at": _iso(user.last_login_at),
+        "sessions": await st.sessions.count_for_user(user.id),
+    }
+
+
+async def search_users(
+    st: State, users: list[User], query: str, limit: int
+) -> dict[str, Any]:
+    """Users whose email, name, external id or id contains `query` (case-insensitive)."""
+    needle = query.strip().lower()
+    matched = [u for u in users if _matches(u, needle)]
+    return {
+        "query": query,
+        "total": len(matched),
+        "truncated": len(matched) > limit,
+        "users": [await user_json(st, u) for u in matched[:limit]],
+    }
+
+
+def _bad_request(request: web.Request, message: str) -> web.Response:
+    return web.json_response(
+        {"error": "invalid_request", "message": message, "correlation_id": request[CID]},
+        status=400,
+    )
+
+
+def _limit(request: web.Request) -> int | None:
+    raw = request.query.get("limit", str(DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        return None
+    return int(raw)
+
+
+async def api_status(request: web.Request, actor: Actor) -> web.StreamResponse:
+    st = state(request)
+    _audit(request, actor, "admin.status.viewed")
+    all_users = await _all_users(st)
+    return web.json_response(
+        {
+            "connections": await connection_report(st),
+            "active_sessions": await active_sessions(st),
+            "users": {
+                "total": len(all_users),
+                "active": sum(u.active for u in all_users),
+            },
+            "store": st.settings.session.store,
+        }
+    )
+
+
+async def api_users(request: web.Request, actor: Actor) -> web.StreamResponse:
+    query = request.query.get("q", "")
+    limit = _limit(request)
+    if limit is None:
+        return _bad_request(request, f"limit must be a whole number from 1 to {MAX_LIMIT}")
+    if len(query) > MAX_QUERY:
+        return _bad_request(request, f"q must be at most {MAX_QUERY} characters")
+    _audit(request, actor, "admin.users.searched", query=query)
+    st = state(request)
+    return web.json_response(await search_users(st, await _all_users(st), query, limit))
+
+
+async def _target(request: web.Request) -> User | None:
+    return await state(request).users.get(request.match_info["user_id"])
+
+
+def _unknown_user(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"error": "unknown_user", "correlation_id": request[CID]}, status=404
+    )
+
+
+async def api_user(request: web.Request, actor: Actor) -> web.StreamResponse:
+    user = await _target(request)
+    if user is None:
+        return _unknown_user(request)
+    _audit(request, actor, "admin.user.viewed", user_id=user.id)
+    return web.json_response({"user": await user_json(state(request), user)})
+
+
+def _page_url(st: State, query: str, notice: str | None = None, count: int = 0) -> str:
+    params = {"q": query} if query else {}
+    if notice:
+        params.update(notice=notice, count=str(count))
+    suffix = "?" + urlencode(params) if params else ""
+    return st.url("/admin/") + suffix
+
+
+async def _after_action(
+    request: web.Request, user: User, notice: str, revoked: int
+) -> web.StreamResponse:
+    """The page's forms get a redirect back to the same search; API clients get JSON."""
+    st = state(request)
+    if wants_html(request):
+        location = _page_url(st, request.query.get("q", "")[:MAX_QUERY], notice, revoked)
+        return web.Response(status=303, headers={"Location": location})
+    return web.json_response({"user": await user_json(st, user), "revoked_sessions": revoked})
+
+
+async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Deactivate first, then revoke: a login racing the retirement is refused on its next try."""
+    st = state(request)
+    user = await _target(request)
+    if user is None:
+        return _unknown_user(request)
+    user = await st.users.set_active(user, False)
+    revoked = await st.sessions.revoke_user(user.id)
+    _audit(
+        request,
+        actor,
+        "admin.user.retired",
+        user_id=user.id,
+        email=user.email,
+        connection=user.connection,
+        revoked_sessions=revoked,
+    )
+    return await _after_action(request, user, "retired", revoked)
+
+
+async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamResponse:
+    st = state(request)
+    user = await _target(request)
+    if user is None:
+        return _unknown_user(request)
+    revoked = await st.sessions.revoke_user(user.id)
+    _audit(
+        request,
+        actor,
+        "admin.user.sessions_revoked",
+        user_id=user.id,
+        email=user.email,
+        revoked_sessions=revoked,
+    )
+    return await _after_action(request, user, "revoked", revoked)
+
+
+def _notice(request: web.Request) -> str | None:
+    template = NOTICES.get(request.query.get("notice", ""))
+    count = request.query.get("count", "0")
+    if template is None:
+        return None
+    return template.format(count=int(count) if count.isdigit() else 0)
+
+
+async def page(request: web.Request, actor: Actor) -> web.StreamResponse:
+    st = state(request)
+    query = request.query.get("q", "")[:MAX_QUERY]
+    _audit(request, actor, "admin.page.viewed", query=query or None)
+    all_users = await _all_users(st)
+    found = await search_users(st, all_users, query, DEFAULT_LIMIT)
+    back = urlencode({"q": query}) if query else ""
+    for user in found["users"]:
+        action = st.url("/admin/api/users/" + quote(user["id"], safe=""))
+        user["retire_url"] = f"{action}/retire" + (f"?{back}" if back else "")
+        user["revoke_url"] = f"{action}/revoke-sessions" + (f"?{back}" if back else "")
+    return st.pages.render(
+        "admin.html",
+        actor=actor,
+        notice=_notice(request),
+        connections=await connection_report(st),
+        active_sessions=await active_sessions(st),
+        user_total=len(all_users),
+        user_active=sum(u.active for u in all_users),
+        found=found,
+        query=query,
+        search_url=st.url("/admin/"),
+        logout_url=st.url("/logout"),
+    )
+
+
+async def _to_index(request: web.Request) -> web.Response:
+    return web.Response(status=301, headers={"Location": state(request).url("/admin/")})
+
+
+def setup(app: web.Application, settings: Settings) -> None:
+    """Register the admin routes (before the prefix catch-all) unless admin is disabled."""
+    if not settings.admin.enabled:
+        return
+    app[ADMIN] = AdminAccess.from_settings(settings)
+    base = settings.prefix + "/admin"
+    app.router.add_get(base, _to_index)
+    app.router.add_get(base + "/", admin_only(page))
+    app.router.add_get(base + "/api/status", admin_only(api_status))
+    app.router.add_get(base + "/api/users", admin_only(api_users))
+    app.router.add_get(base + "/api/users/{user_id}", admin_only(api_user))
+    app.router.add_post(base + "/api/users/{user_id}/retire", admin_only(retire))
+    app.router.add_post(base + "/api/users/{user_id}/revoke-sessions", admin_only(revoke_sessions))

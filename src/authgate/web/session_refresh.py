@@ -1,0 +1,103 @@
+"""The "refresh if due" step of the request path: renew a session's claims at the IdP.
+
+Only sessions whose `logout_hint` carries a `refresh_at` in the past get here.
+One request per session does the work, under a short lock in the shared
+store (`SET NX`), so concurrent requests — on any replica — never race a
+rotating refresh token; the others go on with the session as it is. A
+refused refresh (revoked grant, other issuer or subject, policy no longer
+met) ends the session; a provider that cannot be reached only postpones it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import replace
+
+from aiohttp import web
+
+from authgate.errors import LoginFailed
+from authgate.policy import check_identity, roles_for
+from authgate.protocols.oidc import REFRESH_RETRY, OidcProtocol, RefreshDeferred
+from authgate.session.sessions import Session
+from authgate.web.client_info import CID, CLIENT
+from authgate.web.state import State, state
+
+log = logging.getLogger("authgate.oidc")
+LOCK_TTL = 30.0
+
+
+def is_due(session: Session, now: float) -> bool:
+    due = session.logout_hint.get("refresh_at")
+    return isinstance(due, int | float) and due <= now
+
+
+async def refresh_if_due(request: web.Request, session: Session) -> Session | None:
+    """The session, renewed if its refresh was due; None once the refresh ended it."""
+    st = state(request)
+    protocol = st.protocols.get(session.connection)
+    if not isinstance(protocol, OidcProtocol) or not is_due(session, time.time()):
+        return session
+    lock = "refresh-lock:" + hashlib.sha256(session.id.encode()).hexdigest()
+    if not await st.kv.set(lock, b"1", ttl=LOCK_TTL, only_if_new=True):
+        return session
+    try:
+        current = await st.sessions.load(session.id)
+        if current is None or not is_due(current, time.time()):
+            return current
+        return await _renew(request, st, protocol, current)
+    finally:
+        await st.kv.delete(lock)
+
+
+async def _renew(
+    request: web.Request, st: State, protocol: OidcProtocol, session: Session
+) -> Session | None:
+    try:
+        result = await protocol.refresh(session.logout_hint)
+        identity = result.identity
+        if identity is not None:
+            check_identity(identity, st.rules[session.connection])
+    except RefreshDeferred as exc:
+        log.warning("refresh of a %s session postponed: %s", session.connection, exc)
+        later = {**session.logout_hint, "refresh_at": time.time() + REFRESH_RETRY}
+        return await st.sessions.update(replace(session, logout_hint=later))
+    except LoginFailed as exc:
+        await _end(request, st, session, exc)
+        return None
+    if identity is None:
+        return await st.sessions.update(replace(session, logout_hint=result.hint))
+    user = await st.users.get(session.user_id)
+    renewed = replace(
+        session,
+        email=identity.email,
+        name=identity.name,
+        username=identity.username or identity.email or identity.subject,
+        groups=identity.groups,
+        roles=roles_for(identity.groups, st.rules[session.connection], user.roles if user else ()),
+        logout_hint=result.hint,
+    )
+    st.audit.emit(
+        "session.refreshed",
+        connection=session.connection,
+        user_id=session.user_id,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+    return await st.sessions.update(renewed)
+
+
+async def _end(request: web.Request, st: State, session: Session, exc: LoginFailed) -> None:
+    await st.sessions.delete(session)
+    st.audit.emit(
+        "session.revoked",
+        connection=session.connection,
+        user_id=session.user_id,
+        reason=exc.reason,
+        detail=exc.detail,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+    st.metrics.logins.labels(session.connection, "refresh_failure", exc.reason).inc()
+    await st.status.failure(session.connection, exc.reason, request[CID])
