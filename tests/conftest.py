@@ -50,8 +50,14 @@ def make_settings(upstream_url: str, **overrides: Any) -> Settings:
         "session": {"store": "memory"},
         "audit": {"output": "stdout"},
         "connections": [
-            {"id": "corp", "name": "Corp", "type": "oidc", "issuer": "https://idp.example.com",
-             "client_id": "authgate", "client_secret": "s3cret"},
+            {
+                "id": "corp",
+                "name": "Corp",
+                "type": "oidc",
+                "issuer": "https://idp.example.com",
+                "client_id": "authgate",
+                "client_secret": "s3cret",
+            },
         ],
     }
     raw.update(overrides)
@@ -80,16 +86,26 @@ async def sign_in(
     """Create a session through the session API (protocols not involved) and set its cookie."""
     st = client.app[STATE]
     identity = identity or Identity(
-        connection="corp", subject="sub-1", email="alice@example.com", email_verified=True,
-        name="Alice Example", groups=("Engineering",),
+        connection="corp",
+        subject="sub-1",
+        email="alice@example.com",
+        email_verified=True,
+        name="Alice Example",
+        groups=("Engineering",),
     )
     user = await st.users.admit(identity, "jit")
     fields: dict[str, Any] = {
-        "user_id": user.id, "connection": identity.connection, "subject": identity.subject,
-        "username": identity.email or identity.subject, "email": identity.email,
-        "name": identity.name, "groups": identity.groups,
+        "user_id": user.id,
+        "connection": identity.connection,
+        "subject": identity.subject,
+        "username": identity.email or identity.subject,
+        "email": identity.email,
+        "name": identity.name,
+        "groups": identity.groups,
         "roles": roles_for(identity.groups, st.rules[identity.connection]),
-        "created_at": 0, "last_seen": 0, "expires_at": 0,
+        "created_at": 0,
+        "last_seen": 0,
+        "expires_at": 0,
     }
     fields.update(session_fields)
     session = await st.sessions.create(Session(**fields))
@@ -245,8 +261,8 @@ async def oidc_gate(
     browsers: list[Browser] = []
     upstream_url = str(counted_upstream.make_url("")).rstrip("/")
 
-    async def make(**conn: Any) -> Browser:
-        settings = gate_settings(oidc_op, upstream_url, redis_url, **conn)
+    async def make(top: dict[str, Any] | None = None, **conn: Any) -> Browser:
+        settings = gate_settings(oidc_op, upstream_url, redis_url, top, **conn)
         browser = Browser(await aiohttp_client(create_app(settings)))
         browsers.append(browser)
         return browser
@@ -254,3 +270,47 @@ async def oidc_gate(
     yield make
     for browser in browsers:
         await browser.close()
+
+
+@pytest.fixture(scope="session")
+def saml_idp() -> Any:
+    """The tamperable test SAML IdP (tests/saml_idp.py); one key pair for the whole run."""
+    from tests.saml_idp import TestIdp
+
+    return TestIdp()
+
+
+@pytest.fixture(scope="session")
+def sp_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An SP key pair on disk, as `authgate keys generate` writes it."""
+    from authgate.keys import write_pair
+
+    folder = tmp_path_factory.mktemp("sp-keys")
+    key_file, cert_file = folder / "sp.key", folder / "sp.crt"
+    write_pair(key_file, cert_file, "authgate-test-sp", bits=2048)
+    return {"key_file": str(key_file), "cert_file": str(cert_file)}
+
+
+@pytest.fixture
+async def saml_gate(
+    aiohttp_client: Callable[..., Any],
+    saml_idp: Any,
+    counted_upstream: TestServer,
+    redis_url: str,
+    tmp_path: Any,
+) -> Callable[..., Any]:
+    """Factory: authgate (Redis store) with SAML connection `corp` trusting `saml_idp`.
+
+    Every call is one more authgate instance on the same Redis, like a replica.
+    """
+    from tests.saml_gate import SamlBrowser, saml_settings
+
+    metadata_file = tmp_path / "idp-metadata.xml"
+    metadata_file.write_bytes(saml_idp.metadata())
+    upstream_url = str(counted_upstream.make_url("")).rstrip("/")
+
+    async def make(top: dict[str, Any] | None = None, **conn: Any) -> SamlBrowser:
+        settings = saml_settings(upstream_url, metadata_file, redis_url, top, **conn)
+        return SamlBrowser(await aiohttp_client(create_app(settings)))
+
+    return make

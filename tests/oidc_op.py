@@ -11,6 +11,7 @@ in the JSON shapes Graph documents.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -62,8 +63,11 @@ class TestOP:
 
     __test__ = False
 
-    def __init__(self, client_id: str = "authgate", client_secret: str = "s3cret:%+ &=x") -> None:
+    def __init__(
+        self, client_id: str = "authgate", client_secret: str = "s3cret:%+ &=x", path: str = ""
+    ) -> None:
         self.port = free_port()
+        self.path = path
         self.client_id = client_id
         self.client_secret = client_secret
         self.rsa = RSAKey.generate_key(2048, parameters={"kid": "rsa-1", "use": "sig"})
@@ -87,10 +91,12 @@ class TestOP:
         self.authorize_answer: Callable[[dict[str, str]], dict[str, str]] = lambda p: p
         self.discovery_overrides: dict[str, Any] = {}
         self.send_iss = True
+        self.token_delay = 0.0
         self.graph_groups: list[dict[str, str]] = []
         self.graph_page_size = 2
+        self.graph_next_link: Callable[[str], str] = lambda url: url
         self.codes: dict[str, dict[str, Any]] = {}
-        self.refresh_tokens: dict[str, Claims] = {}
+        self.refresh_tokens: set[str] = set()
         self.token_requests: list[dict[str, Any]] = []
         self.graph_requests: list[str] = []
         self.jwks_fetches = 0
@@ -101,11 +107,15 @@ class TestOP:
         self._runner: web.AppRunner | None = None
 
     @property
-    def issuer(self) -> str:
+    def origin(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def issuer(self) -> str:
+        return self.origin + self.path
+
     def url(self, path: str) -> str:
-        return self.issuer + path
+        return self.origin + path
 
     def discovery_document(self) -> dict[str, Any]:
         doc: dict[str, Any] = {
@@ -186,11 +196,12 @@ class TestOP:
             and form.get("client_secret") == self.client_secret
         )
 
-    def _tokens(self, nonce: str | None, user: Claims) -> Claims:
+    def _tokens(self, nonce: str | None) -> Claims:
+        """Fresh tokens describing the user as the provider knows them now."""
         access = secrets.token_urlsafe(24)
         refresh = secrets.token_urlsafe(24)
-        self.refresh_tokens[refresh] = dict(user)
-        self.access_tokens[access] = dict(user)
+        self.refresh_tokens.add(refresh)
+        self.access_tokens[access] = dict(self.user)
         return {
             "access_token": access,
             "token_type": "Bearer",
@@ -202,13 +213,14 @@ class TestOP:
     async def token(self, request: web.Request) -> web.Response:
         form = dict(await request.post())
         self.token_requests.append({"headers": dict(request.headers), "form": form})
+        await asyncio.sleep(self.token_delay)
         if not self._client_ok(request, form):
             return web.json_response({"error": "invalid_client"}, status=401)
         if form.get("grant_type") == "refresh_token":
-            user = self.refresh_tokens.pop(form.get("refresh_token", ""), None)
-            if user is None:
+            if form.get("refresh_token") not in self.refresh_tokens:
                 return web.json_response({"error": "invalid_grant"}, status=400)
-            status, answer = self.token_answer(self._tokens(None, user))
+            self.refresh_tokens.discard(form["refresh_token"])
+            status, answer = self.token_answer(self._tokens(None))
             return web.json_response(answer, status=status)
         grant = self.codes.pop(form.get("code", ""), None)
         if grant is None or form.get("grant_type") != "authorization_code":
@@ -218,7 +230,7 @@ class TestOP:
             return web.json_response({"error": "invalid_grant", "d": "PKCE"}, status=400)
         if form.get("redirect_uri") != grant["redirect_uri"]:
             return web.json_response({"error": "invalid_grant", "d": "redirect_uri"}, status=400)
-        status, answer = self.token_answer(self._tokens(grant["nonce"], self.user))
+        status, answer = self.token_answer(self._tokens(grant["nonce"]))
         return web.json_response(answer, status=status)
 
     async def userinfo(self, request: web.Request) -> web.Response:
@@ -266,14 +278,14 @@ class TestOP:
             "value": [{"@odata.type": "#microsoft.graph.group", **g} for g in page],
         }
         if start + self.graph_page_size < len(self.graph_groups):
-            body["@odata.nextLink"] = str(
-                request.url.update_query({"$skiptoken": str(start + self.graph_page_size)})
+            body["@odata.nextLink"] = self.graph_next_link(
+                str(request.url.update_query({"$skiptoken": str(start + self.graph_page_size)}))
             )
         return web.json_response(body)
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.router.add_get("/.well-known/openid-configuration", self.well_known)
+        app.router.add_get(self.path + "/.well-known/openid-configuration", self.well_known)
         app.router.add_get("/jwks", self.jwks)
         app.router.add_get("/authorize", self.authorize)
         app.router.add_post("/token", self.token)
@@ -298,7 +310,11 @@ class TestOP:
 
 
 def gate_settings(
-    op: TestOP, upstream_url: str, redis_url: str | None = None, **conn: Any
+    op: TestOP,
+    upstream_url: str,
+    redis_url: str | None = None,
+    top: dict[str, Any] | None = None,
+    **conn: Any,
 ) -> Settings:
     """authgate with one OIDC connection `corp` to `op`; `conn` overrides connection keys."""
     connection: dict[str, Any] = {
@@ -319,6 +335,7 @@ def gate_settings(
         "session": store,
         "audit": {"output": "stdout"},
         "connections": [connection],
+        **(top or {}),
     }
     return parse_settings(raw, "oidc-test.yaml")
 

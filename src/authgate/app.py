@@ -18,6 +18,7 @@ from authgate.metrics import Metrics
 from authgate.policy import AccessRules
 from authgate.protocols.base import ProtocolContext
 from authgate.protocols.registry import build_protocol
+from authgate.provisioning import setup as setup_provisioning
 from authgate.session import redis as redis_store
 from authgate.session.cookies import CookiePolicy
 from authgate.session.kv import KeyValueStore
@@ -35,6 +36,7 @@ from authgate.web.client_info import TrustedProxies
 from authgate.web.middlewares import error_pages, request_context
 from authgate.web.oidc import routes as oidc_routes
 from authgate.web.pages import Pages
+from authgate.web.saml import routes as saml_routes
 from authgate.web.state import STATE, State
 
 log = logging.getLogger("authgate")
@@ -139,7 +141,9 @@ def _protocols(st: State):
     return protocols
 
 
-def create_app(settings: Settings, kv: KeyValueStore | None = None) -> web.Application:
+def create_app(
+    settings: Settings, kv: KeyValueStore | None = None, force_retire: bool = False
+) -> web.Application:
     st = build_state(settings, kv if kv is not None else build_store(settings))
     app = web.Application(middlewares=[request_context, error_pages], client_max_size=0)
     app[STATE] = st
@@ -148,14 +152,16 @@ def create_app(settings: Settings, kv: KeyValueStore | None = None) -> web.Appli
     p = settings.prefix
     app.router.add_get(p + "/healthz", health.healthz)
     app.router.add_get(p + "/readyz", health.readyz)
-    app.router.add_get(p + "/auth", forward_auth.auth)
+    app.router.add_route("*", p + "/auth", forward_auth.auth)
     app.router.add_get(p + "/userinfo", forward_auth.userinfo)
     app.router.add_get(p + "/jwks.json", forward_auth.jwks)
     app.router.add_get(p + "/login", signin.login_page)
     app.router.add_route("GET", p + "/logout", signin.logout)
     app.router.add_route("POST", p + "/logout", signin.logout)
     app.router.add_routes(oidc_routes(p))
+    app.router.add_routes(saml_routes(p))
     admin.setup(app, settings)
+    setup_provisioning(app, st, force_retire)
     app.router.add_route("*", p + "/{tail:.*}", _not_found)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
     return app
@@ -183,9 +189,9 @@ def _split(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, force_retire: bool = False) -> None:
     """Run until cancelled: the main site, and /metrics on its own port."""
-    app = create_app(settings)
+    app = create_app(settings, force_retire=force_retire)
     runners = [web.AppRunner(app, access_log=None)]
     if settings.metrics.enabled:
         runners.append(web.AppRunner(create_metrics_app(app), access_log=None))

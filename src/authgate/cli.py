@@ -11,6 +11,9 @@ import sys
 from collections.abc import Callable, Sequence
 
 from authgate.app import build_store, serve
+from authgate.cli_oidc import add_commands as add_connection_commands
+from authgate.cli_oidc import connection_problems
+from authgate.cli_provisioning import add_commands
 from authgate.errors import StoreUnavailable
 from authgate.settings import ConfigError, Settings, load_settings
 from authgate.status import ConnectionStatus
@@ -30,7 +33,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, force_retire=args.force_retire))
     return 0
 
 
@@ -65,6 +68,8 @@ async def _status(settings: Settings) -> int:
                 f"connection {conn.id} ({conn.type}, {conn.name}):"
                 f" last success {_when(info.get('last_success_at'))}; last failure {failure}"
             )
+            for problem in connection_problems(settings, conn):
+                print(f"  problem: {problem}")
         return 0
     finally:
         await kv.close()
@@ -85,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--force-retire",
+        action="store_true",
+        help="retire removed connections even if no admin could sign in afterwards",
+    )
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
@@ -94,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show connections and their last failures")
     status.add_argument("--config", default=DEFAULT_CONFIG)
     status.set_defaults(func=cmd_status)
+    add_commands(sub)
+    add_connection_commands(sub)
     return parser
 
 

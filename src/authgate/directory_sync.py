@@ -197,18 +197,16 @@ class GraphClient:
             status, body = await self._send(
                 "GET", url, headers={"Authorization": f"Bearer {token}"}
             )
-            if (
-                status != 200
-                or not isinstance(body, dict)
-                or not isinstance(body.get("value"), list)
-            ):
-                code = body.get("error", {}).get("code", "") if isinstance(body, dict) else ""
+            page = body if isinstance(body, dict) else {}
+            if status != 200 or not isinstance(page.get("value"), list):
+                error = page.get("error")
+                code = error.get("code", "") if isinstance(error, dict) else ""
                 raise DirectorySyncError("graph_error", f"HTTP {status} {code}".strip())
-            for item in body["value"]:
+            for item in page["value"]:
                 if isinstance(item, dict) and item.get("id"):
                     member = Member.from_graph(item)
                     found[member.id] = member
-            next_link = body.get("@odata.nextLink")
+            next_link = page.get("@odata.nextLink")
             url = next_link if isinstance(next_link, str) else None
         raise DirectorySyncError("too_many_pages", f"more than {MAX_PAGES} pages of members")
 

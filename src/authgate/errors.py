@@ -44,6 +44,7 @@ LOGIN_REASONS: frozenset[str] = frozenset(
         "idp_error",
         "metadata_unavailable",
         "invalid_request",
+        "not_a_member",
     }
 )
 

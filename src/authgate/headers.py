@@ -89,7 +89,7 @@ class IdentityHeaders:
         return self._protected_key(normalise(name))
 
     def _protected_key(self, key: str) -> bool:
-        return key in self.protected 
+        return key in self.protected or key.startswith(_STRIPPED_PREFIXES)
 
     def clean(
         self, incoming: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()

@@ -92,12 +92,16 @@ class SecretBox:
     def __init__(self, settings: SecretsSettings, environ: Mapping[str, str] = os.environ) -> None:
         self._settings = settings
         self._environ = environ
+        self._key: bytes | None = None
 
     def key(self) -> bytes:
-        try:
-            return load_master_key(self._settings, self._environ)
-        except ValueError as exc:
-            raise LoginFailed("decrypt_failed", str(exc)) from None
+        """The master key, read once it loads (a rotated key needs a restart, as secrets do)."""
+        if self._key is None:
+            try:
+                self._key = load_master_key(self._settings, self._environ)
+            except ValueError as exc:
+                raise LoginFailed("decrypt_failed", str(exc)) from None
+        return self._key
 
     def available(self) -> bool:
         try:

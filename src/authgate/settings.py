@@ -131,7 +131,7 @@ class RedisSettings(_Model):
 
 
 class SessionSettings(_Model):
-    store: Literal["redis", "memory"] = "redis"
+    store: Literal["redis", "memory"]
     redis: RedisSettings | None = None
     cookie_name: str | None = None
     lifetime: Duration = 8 * 3600.0

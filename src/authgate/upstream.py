@@ -31,7 +31,6 @@ _WS_HANDSHAKE = frozenset(
     }
 )
 
-
 # Close codes a peer may report but must never put in a close frame (RFC 6455 §7.4.1).
 _UNSENDABLE_CLOSE = frozenset({1004, 1005, 1006, 1015})
 
@@ -179,6 +178,7 @@ WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 
 
 def _close_code(source: WebSocket) -> int:
+    """The code to pass on, or the nearest one a close frame may legally carry."""
     code = source.close_code
     if code is None or code in _UNSENDABLE_CLOSE:
         return aiohttp.WSCloseCode.OK if code in (None, 1005) else aiohttp.WSCloseCode.GOING_AWAY

@@ -65,6 +65,7 @@ class Group:
     external_id: str | None = None
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
+    member_display: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -140,7 +141,11 @@ class UserStore:
         attributes: dict[str, Any] | None = None,
         active: bool = True,
     ) -> User:
-        """Create a user, claiming its link, email and userName first so duplicates are refused."""
+        """Create a user, claiming its link, email and userName first so duplicates are refused.
+
+        Without a SCIM userName the email (else the external id) stands in, so a SCIM
+        client looking a JIT or CSV user up by userName finds it instead of duplicating it.
+        """
         user = User(
             id=secrets.token_hex(12),
             connection=connection,
@@ -149,7 +154,7 @@ class UserStore:
             display_name=display_name,
             roles=roles,
             source=source,
-            username=username,
+            username=username or email or external_id,
             attributes=attributes or {},
             active=active,
         )

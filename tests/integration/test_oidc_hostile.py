@@ -126,6 +126,7 @@ async def test_key_carried_in_the_token_header_is_never_used(oidc_gate, oidc_op,
         "jwk": public,
         "jku": oidc_op.url("/attacker-jwks"),
         "x5u": oidc_op.url("/attacker.pem"),
+        "x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"],
     }
     await refused(await oidc_gate(), "signature_invalid", counted_upstream)
 

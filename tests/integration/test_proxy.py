@@ -11,7 +11,7 @@ import asyncio
 import json
 import os
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,18 +67,15 @@ async def _read_body(reader: asyncio.StreamReader, headers: CIMultiDict[str]) ->
 async def raw_request(
     client: TestClient,
     target: str,
-    headers: list[tuple[str, str]] = (),  # type: ignore[assignment]
+    headers: Sequence[tuple[str, str]] = (),
     method: str = "GET",
     body: bytes = b"",
-    host: bool = True,
     content_length: bool = True,
 ) -> Raw:
     """One request written verbatim to authgate's socket; the response parsed by hand."""
     reader, writer = await asyncio.open_connection(client.host, client.port)
     try:
-        lines = [f"{method} {target} HTTP/1.1"]
-        if host:
-            lines.append(f"Host: {client.host}:{client.port}")
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {client.host}:{client.port}"]
         lines += [f"{name}: {value}" for name, value in headers]
         if body and content_length:
             lines.append(f"Content-Length: {len(body)}")

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -22,6 +23,7 @@ from yarl import URL
 from authgate.app import create_app
 from authgate.session.memory import MemoryStore
 from authgate.settings import Settings
+from authgate.upstream import _close_code
 from authgate.web.state import STATE
 from tests.conftest import make_settings, sign_in
 from tests.servers import free_port
@@ -213,3 +215,12 @@ async def test_client_vanishing_without_close_frame_closes_the_upstream(
     assert head.startswith(b"HTTP/1.1 101")
     writer.transport.abort()
     assert await _upstream_closes(upstream, 1) == [1000]
+
+
+@pytest.mark.parametrize(
+    ("reported", "sent"),
+    [(None, 1000), (1000, 1000), (1001, 1001), (4001, 4001), (1005, 1000), (1006, 1001),
+     (1015, 1001), (1004, 1001)],
+)  # fmt: skip
+def test_close_codes_passed_on_are_always_sendable(reported: int | None, sent: int):
+    assert _close_code(SimpleNamespace(close_code=reported)) == sent  # type: ignore[arg-type]

@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 from authgate.errors import LoginFailed, ProtocolError
 from authgate.identity import Identity
 from authgate.protocols.base import Protocol, ProtocolContext
-from authgate.protocols.oidc_client import TokenClient, load_signing_key
+from authgate.protocols.oidc_client import TokenClient, TokenEndpointError, load_signing_key
 from authgate.protocols.oidc_discovery import Discovery, ProviderInfo
 from authgate.protocols.oidc_graph import GraphGroups, has_overage
 from authgate.protocols.oidc_keys import KeyCache
@@ -337,8 +337,8 @@ class OidcProtocol(Protocol):
         form = {"grant_type": "refresh_token", "refresh_token": token}
         try:
             tokens = await self._token_client().grant(info.token_endpoint, form)
-        except ProtocolError as exc:
-            if "invalid_grant" in exc.detail or "invalid_client" in exc.detail:
+        except TokenEndpointError as exc:
+            if exc.definitive:
                 raise
             raise RefreshDeferred(exc.detail) from exc
         new_hint = dict(hint)
@@ -378,3 +378,33 @@ class OidcProtocol(Protocol):
         if isinstance(id_token, str):
             params["id_token_hint"] = id_token
         return _with_query(info.end_session_endpoint, params)
+
+    async def probe(self) -> list[tuple[bool, str]]:
+        """`authgate test`: discovery, keys and credentials checked now, as readable lines."""
+        lines: list[tuple[bool, str]] = [(True, f"redirect URI to register: {self.redirect_uri}")]
+        try:
+            self._token_client()
+            lines.append((True, f"client authentication: {self.conn.auth_method}"))
+        except LoginFailed as exc:
+            lines.append((False, f"client credentials: {exc.reason}: {exc.detail}"))
+        try:
+            info = await self.discovery.get()
+        except LoginFailed as exc:
+            return [*lines, (False, f"discovery {self.discovery.url}: {exc.reason}: {exc.detail}")]
+        lines.append((True, f"discovery {self.discovery.url}: issuer {info.issuer} matches"))
+        for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint"):
+            lines.append((True, f"  {name}: {getattr(info, name) or 'none'}"))
+        lines.append((True, f"  end_session_endpoint: {info.end_session_endpoint or 'none'}"))
+        lines.append((True, f"  RFC 9207 iss parameter: {info.iss_parameter_supported}"))
+        try:
+            usable = await self.keys.usable(info.jwks_uri, self.conn.allowed_algorithms)
+        except LoginFailed as exc:
+            return [*lines, (False, f"JWKS {info.jwks_uri}: {exc.reason}: {exc.detail}")]
+        lines.append(
+            (
+                bool(usable),
+                f"JWKS {info.jwks_uri}: {len(usable)} key(s) usable with"
+                f" {', '.join(self.conn.allowed_algorithms)}: {', '.join(usable) or 'none'}",
+            )
+        )
+        return lines

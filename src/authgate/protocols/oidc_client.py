@@ -53,13 +53,21 @@ def load_signing_key(path: Path) -> Key:
     return key
 
 
-def idp_error(where: str, exc: FetchError) -> ProtocolError:
+class TokenEndpointError(ProtocolError):
+    """The provider refused a grant or could not be asked; `definitive` tells which."""
+
+    def __init__(self, detail: str, status: int | None) -> None:
+        super().__init__("idp_error", detail)
+        self.definitive = status is not None and 400 <= status < 500 and status != 429
+
+
+def idp_error(where: str, exc: FetchError) -> TokenEndpointError:
     """The provider's own error code if it sent one (RFC 6749 §5.2), else the transport problem."""
     body = exc.body if isinstance(exc.body, dict) else {}
     if isinstance(body.get("error"), str):
         description = str(body.get("error_description", ""))[:200]
-        return ProtocolError("idp_error", f"{where}: {body['error']} {description}".rstrip())
-    return ProtocolError("idp_error", f"{where}: {exc}")
+        return TokenEndpointError(f"{where}: {body['error']} {description}".rstrip(), exc.status)
+    return TokenEndpointError(f"{where}: {exc}", exc.status)
 
 
 class TokenClient:

@@ -108,6 +108,16 @@ class KeyCache:
             raise ProtocolError("signature_invalid", self._why_not(header))
         return key
 
+    async def usable(self, jwks_uri: str, algorithms: list[str]) -> list[str]:
+        """Descriptions (`kid kty alg`) of the keys that can verify one of `algorithms`."""
+        await self._refresh(jwks_uri, forced=False)
+        found = []
+        for key in self._keys:
+            algs = [a for a in algorithms if fits(key, a)]
+            if algs:
+                found.append(f"{key.kid or '(no kid)'} {key.key_type} {'/'.join(algs)}")
+        return found
+
     def _candidates(self, header: dict) -> list[Key]:
         alg, kid = header["alg"], header.get("kid")
         return [k for k in self._keys if fits(k, alg) and (kid is None or k.kid == kid)]

@@ -28,6 +28,7 @@ from scim2_models import (
     ListResponse,
     Meta,
     NotFoundException,
+    NotImplementedException,
     Patch,
     ResourceType,
     Schema,
@@ -75,7 +76,7 @@ def _translate(exc: Exception, request: web.Request) -> Error:
     if isinstance(exc, AuthgateError):
         return Error(status=exc.status, detail=exc.reason)
     if isinstance(exc, web.HTTPException):
-        return Error(status=exc.status, detail=exc.reason)
+        return Error(status=exc.status, detail=f"{exc.reason}: {request.method} {request.path}")
     log.exception("SCIM: unhandled error (correlation id %s)", request.get(CID))
     return Error(status=500, detail=f"internal error (correlation id {request.get(CID, '-')})")
 
@@ -175,8 +176,11 @@ async def schema(request: web.Request) -> web.Response:
     return respond(found.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
 
 
-async def unknown_endpoint(request: web.Request) -> web.Response:
-    raise NotFoundException(detail=f"no SCIM endpoint at {request.path}")
+async def search_everything(request: web.Request) -> web.Response:
+    raise NotImplementedException(
+        detail="searching several resource types at once is not supported;"
+        " use /Users/.search or /Groups/.search"
+    )
 
 
 def create_scim_app(
@@ -203,5 +207,5 @@ def create_scim_app(
     app.router.add_get("/ResourceTypes/{id}", resource_type)
     app.router.add_get("/Schemas", schemas)
     app.router.add_get("/Schemas/{id}", schema)
-    app.router.add_route("*", "/{tail:.*}", unknown_endpoint)
+    app.router.add_post("/.search", search_everything)
     return app

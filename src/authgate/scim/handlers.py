@@ -31,7 +31,7 @@ from authgate.scim.http import TOKEN, ScimContext, audit_fields, read_json, resp
 from authgate.scim.resources import (
     UserResource,
     group_resource,
-    member_ids,
+    members_of,
     updated_user,
     user_fields,
     user_resource,
@@ -243,12 +243,17 @@ async def _check_members(ctx: ScimContext, connection: str, ids: set[str]) -> No
             raise InvalidValueException(detail=f"member {user_id} is not a user of this connection")
 
 
-async def _set_members(request: web.Request, group: store.Group, wanted: set[str]) -> None:
+async def _set_members(
+    request: web.Request, group: store.Group, members: dict[str, str | None]
+) -> None:
     """Apply a membership change; removed members' sessions end, their roles came from it."""
     ctx, connection = scim(request), _connection(request)
-    current = await ctx.users.members(group.id)
+    current, wanted = await ctx.users.members(group.id), set(members)
     added, removed = wanted - current, current - wanted
     await _check_members(ctx, connection, added)
+    display = {uid: name for uid, name in members.items() if name}
+    if display != group.member_display:
+        await ctx.users.save_group(replace(group, member_display=display))
     await ctx.users.add_members(group.id, added)
     await ctx.users.remove_members(group.id, removed)
     if not added and not removed:
@@ -283,8 +288,8 @@ async def create_group(request: web.Request) -> web.Response:
         resource = Group.model_validate(
             await read_json(request), scim_ctx=Context.RESOURCE_CREATION_REQUEST
         )
-    wanted = member_ids(resource)
-    await _check_members(ctx, connection, wanted)
+    wanted = members_of(resource)
+    await _check_members(ctx, connection, set(wanted))
     group = await ctx.users.create_group(
         connection, resource.display_name or "", resource.external_id
     )
@@ -313,7 +318,7 @@ async def _save_group(request: web.Request, group: store.Group, resource: Group)
     ctx.audit.emit(
         "scim.group.updated", group_id=group.id, name=updated.display_name, **audit_fields(request)
     )
-    await _set_members(request, updated, member_ids(resource))
+    await _set_members(request, updated, members_of(resource))
     return updated
 
 
@@ -346,7 +351,7 @@ async def delete_group(request: web.Request) -> web.Response:
     ctx = scim(request)
     group = await _own_group(ctx, _connection(request), request.match_info["id"])
     _check_if_match(request, await _group_view(ctx, group))
-    await _set_members(request, group, set())
+    await _set_members(request, group, {})
     await ctx.users.delete_group(group)
     ctx.audit.emit(
         "scim.group.deleted", group_id=group.id, name=group.display_name, **audit_fields(request)

@@ -28,7 +28,7 @@ from authgate import users as store
 
 UserResource = User[EnterpriseUser]
 LinkAttribute = Literal["externalId", "userName"]
-_DERIVED = ("id", "meta", "groups", "active")
+_DERIVED = ("id", "meta", "groups")
 
 
 def _when(timestamp: float) -> dt.datetime:
@@ -73,8 +73,10 @@ def _synthesised(user: store.User) -> dict[str, Any]:
 
 
 def user_resource(user: store.User, groups: list[store.Group], base: str) -> UserResource:
+    """The SCIM user; `active` is left out only when the IdP removed it and the user is active."""
     data = dict(user.attributes) or _synthesised(user)
-    data["active"] = user.active
+    if not user.active or "active" in data or not user.attributes:
+        data["active"] = user.active
     resource = UserResource.model_validate(data)
     resource.id = user.id
     resource.groups = [
@@ -111,8 +113,8 @@ def stored_attributes(resource: UserResource) -> dict[str, Any]:
     return {k: v for k, v in dumped.items() if k not in _DERIVED}
 
 
-def user_fields(resource: UserResource, link: LinkAttribute) -> dict[str, Any]:
-    """The user-record fields a SCIM user determines (see `authgate.users.User`)."""
+def user_fields(resource: UserResource, link: LinkAttribute, active: bool = True) -> dict[str, Any]:
+    """The user-record fields a SCIM user determines; no `active` keeps `active` as it was."""
     username = resource.user_name
     link_value = resource.external_id if link == "externalId" else username
     return {
@@ -120,23 +122,27 @@ def user_fields(resource: UserResource, link: LinkAttribute) -> dict[str, Any]:
         "username": username,
         "email": _primary_email(resource),
         "display_name": _display_name(resource),
-        "active": True if resource.active is None else bool(resource.active),
+        "active": active if resource.active is None else bool(resource.active),
         "attributes": stored_attributes(resource),
     }
 
 
 def updated_user(user: store.User, resource: UserResource, link: LinkAttribute) -> store.User:
-    return replace(user, **user_fields(resource, link))
+    return replace(user, **user_fields(resource, link, user.active))
 
 
-def group_resource(group: store.Group, member_ids: set[str] | None, base: str) -> Group:
-    """The SCIM group; `member_ids` None leaves `members` out (`excludedAttributes=members`)."""
+def group_resource(group: store.Group, member_ids: set[str], base: str) -> Group:
     resource = Group(
         id=group.id,
         display_name=group.display_name,
         external_id=group.external_id,
         members=[
-            GroupMember(value=uid, ref=f"{base}/Users/{uid}", type="User")
+            GroupMember(
+                value=uid,
+                ref=f"{base}/Users/{uid}",
+                type="User",
+                display=group.member_display.get(uid),
+            )
             for uid in sorted(member_ids)
         ]
         if member_ids
@@ -146,5 +152,6 @@ def group_resource(group: store.Group, member_ids: set[str] | None, base: str) -
     return _stamp(resource)
 
 
-def member_ids(resource: Group) -> set[str]:
-    return {m.value for m in resource.members or [] if m.value}
+def members_of(resource: Group) -> dict[str, str | None]:
+    """Member id -> display name, as the client sent them."""
+    return {m.value: m.display for m in resource.members or [] if m.value}

@@ -8,7 +8,8 @@ import jinja2
 from aiohttp import web
 
 HINTS: dict[str, str] = {
-    "weak_alg": "The identity provider signs with SHA-1. Set its signing algorithm to SHA-256.",
+    "weak_alg": "The identity provider signs with an algorithm authgate does not accept"
+    " (SHA-1, or an ID token algorithm outside allowed_algorithms). Use SHA-256 / RS256.",
     "replayed": "This sign-in response was already used. Start the sign-in again.",
     "protocol_mismatch": "A SAML message reached an OpenID Connect endpoint or the reverse."
     " Check the reply URL configured at the identity provider.",
@@ -34,6 +35,8 @@ HINTS: dict[str, str] = {
     "idp_error": "The identity provider reported an error.",
     "metadata_unavailable": "The identity provider's metadata could not be loaded.",
     "invalid_request": "The request was malformed.",
+    "not_a_member": "Your account is not in the directory group that may use this application."
+    " Ask your administrator to add you to it.",
     "store_unavailable": "The session store is unreachable. Try again in a moment.",
     "upstream_unavailable": "The application behind authgate cannot be reached.",
     "upstream_timeout": "The application behind authgate did not answer in time.",

@@ -12,6 +12,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from authgate.directory_sync import check_member
 from authgate.errors import LoginFailed
 from authgate.identity import Identity
 from authgate.policy import check_identity, roles_for
@@ -109,10 +110,14 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
     rules = st.rules[conn.id]
     try:
         check_identity(identity, rules)
+        await check_member(st.kv, st.settings.directory_sync, identity)
         user = await st.users.admit(identity, conn.provisioning)
     except LoginFailed as exc:
         await record_failure(request, conn.id, exc, identity)
         raise
+    provisioned = await st.users.groups_of(user.id)
+    groups = tuple(dict.fromkeys(identity.groups + tuple(g.display_name for g in provisioned)))
+    group_keys = groups + tuple(g.external_id for g in provisioned if g.external_id)
     previous = await current_session(request)
     if previous is not None:
         await st.sessions.delete(previous)
@@ -124,8 +129,8 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             username=identity.username or identity.email or identity.subject,
             email=identity.email,
             name=identity.name,
-            groups=identity.groups,
-            roles=roles_for(identity.groups, rules, user.roles),
+            groups=groups,
+            roles=roles_for(group_keys, rules, user.roles),
             created_at=0,
             last_seen=0,
             expires_at=identity.session_not_after or 0,

@@ -1,0 +1,123 @@
+"""`authgate secrets keygen|encrypt` and `authgate test CONN`: operator tools for connections."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from authgate.errors import LoginFailed
+from authgate.protocols.base import ProtocolContext
+from authgate.protocols.oidc import OidcProtocol
+from authgate.secrets import SecretBox, encrypt, generate_key, load_master_key
+from authgate.session.memory import MemoryStore
+from authgate.session.replay import ReplayCache
+from authgate.settings import SecretsSettings, Settings, load_settings
+
+DEFAULT_CONFIG = "conf/authgate.yaml"
+EXIT_PROBLEM = 1
+EXIT_USAGE = 2
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    print(generate_key())
+    return 0
+
+
+def _read_secret() -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass("secret to encrypt: ")
+    return sys.stdin.read().rstrip("\r\n")
+
+
+def cmd_encrypt(args: argparse.Namespace) -> int:
+    """Reads the secret from stdin (never argv, which shows in `ps` and shell history)."""
+    try:
+        key = load_master_key(SecretsSettings(master_key_file=args.key_file))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    secret = _read_secret()
+    if not secret:
+        print("error: the secret is empty", file=sys.stderr)
+        return EXIT_USAGE
+    print(encrypt(secret, key))
+    return 0
+
+
+def connection_problems(settings: Settings, conn: Any) -> list[str]:
+    """Problems visible without the network, for `authgate status`."""
+    if conn.type != "oidc":
+        return []
+    box = SecretBox(settings.secrets)
+    problems = []
+    for where, cipher in (
+        ("client_secret_encrypted", conn.client_secret_encrypted),
+        (
+            "graph.client_secret_encrypted",
+            conn.graph.client_secret_encrypted if conn.graph else None,
+        ),
+    ):
+        if cipher is None:
+            continue
+        try:
+            box.reveal(None, cipher)
+        except LoginFailed as exc:
+            problems.append(f"{where}: {exc.reason}: {exc.detail}")
+    return problems
+
+
+async def _probe_oidc(settings: Settings, conn: Any) -> list[tuple[bool, str]]:
+    async with aiohttp.ClientSession(headers={"User-Agent": "authgate"}) as http:
+        kv = MemoryStore()
+        ctx = ProtocolContext(settings=settings, http=http, kv=kv, replay=ReplayCache(kv))
+        return await OidcProtocol(conn, ctx).probe()
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    conn = settings.connection(args.connection)
+    if conn is None:
+        known = ", ".join(c.id for c in settings.connections) or "none"
+        print(f"error: no connection {args.connection!r} (configured: {known})", file=sys.stderr)
+        return EXIT_USAGE
+    if conn.type != "oidc":
+        print(f"error: no test for {conn.type} connections", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"connection {conn.id} ({conn.type}, {conn.name})")
+    lines = asyncio.run(_probe_oidc(settings, conn))
+    for ok, line in lines:
+        print(f"{'ok ' if ok else 'FAIL'} {line}")
+    failed = sum(not ok for ok, _ in lines)
+    print("result: OK" if not failed else f"result: {failed} problem(s)")
+    return EXIT_PROBLEM if failed else 0
+
+
+def add_commands(sub: Any) -> None:
+    secrets = sub.add_parser("secrets", help="encrypt client secrets for the config file")
+    actions = secrets.add_subparsers(dest="action", required=True, metavar="ACTION")
+    keygen = actions.add_parser("keygen", help="print a new master key (AUTHGATE_MASTER_KEY)")
+    keygen.set_defaults(func=cmd_keygen)
+    enc = actions.add_parser(
+        "encrypt",
+        help="read a secret on stdin, print it encrypted for client_secret_encrypted",
+    )
+    enc.add_argument(
+        "--key-file",
+        type=Path,
+        default=None,
+        help="master key file (default: the AUTHGATE_MASTER_KEY environment variable)",
+    )
+    enc.set_defaults(func=cmd_encrypt)
+
+    test = sub.add_parser(
+        "test", help="probe a connection: OIDC discovery and JWKS, credentials; exit 1 on problems"
+    )
+    test.add_argument("connection", help="connection id")
+    test.add_argument("--config", default=DEFAULT_CONFIG)
+    test.set_defaults(func=cmd_test)

@@ -1,0 +1,258 @@
+"""SAML endpoints: SP metadata, login (AuthnRequest), ACS and single logout.
+
+Handlers only move data between HTTP and the protocol engine. The
+AuthnRequest id is the key of the pending login behind the browser's
+pre-login cookie, so an ACS post is accepted once, from the browser that
+started it. Every refused login is recorded (audit, metric, connection
+status) before the error middleware renders it.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from markupsafe import Markup
+
+from authgate.errors import LoginFailed, LoginStateError, ProtocolError
+from authgate.protocols.saml import Outgoing, SamlProtocol
+from authgate.protocols.saml_logout import IncomingMessage, post_message, redirect_message
+from authgate.web.client_info import CID, CLIENT
+from authgate.web.signin import (
+    complete_login,
+    recall_login,
+    record_failure,
+    redirect,
+    remember_login,
+)
+from authgate.web.state import State, state
+
+OIDC_PARAMETERS = ("code", "state", "id_token")
+FORM_TYPE = "application/x-www-form-urlencoded"
+AUTO_SUBMIT = 'document.getElementById("saml-post").submit();'
+_SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_SUBMIT.encode()).digest()).decode()
+METADATA_TYPE = "application/samlmetadata+xml"
+
+
+def _protocol(request: web.Request) -> SamlProtocol:
+    """The connection's SAML engine; an OIDC connection reached here is a protocol mismatch."""
+    st = state(request)
+    conn_id = request.match_info["conn_id"]
+    conn = st.settings.connection(conn_id)
+    if conn is None or not conn.enabled:
+        raise LoginFailed("invalid_request", f"no enabled connection {conn_id!r}")
+    if conn.type != "saml":
+        raise ProtocolError("protocol_mismatch", f"{conn_id} is an {conn.type} connection")
+    protocol = st.protocols.get(conn_id)
+    if not isinstance(protocol, SamlProtocol):
+        raise ProtocolError("metadata_unavailable", f"connection {conn_id} is not started")
+    return protocol
+
+
+def _refuse_oidc(params: Mapping[str, str]) -> None:
+    if any(name in params for name in OIDC_PARAMETERS):
+        raise ProtocolError(
+            "protocol_mismatch", "OpenID Connect parameters reached a SAML endpoint"
+        )
+
+
+async def _recorded(request: web.Request, exc: LoginFailed) -> LoginFailed:
+    conn_id = request.match_info["conn_id"]
+    if state(request).settings.connection(conn_id) is not None:
+        await record_failure(request, conn_id, exc)
+    return exc
+
+
+async def _read_form(request: web.Request, limit: int) -> dict[str, str]:
+    """A bounded urlencoded body: no compressed bodies, nothing read past `limit`."""
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise ProtocolError("invalid_request", "compressed request bodies are not accepted")
+    if request.content_type != FORM_TYPE:
+        raise ProtocolError("invalid_request", f"expected {FORM_TYPE}")
+    if request.content_length is not None and request.content_length > limit:
+        raise ProtocolError("invalid_request", f"the request body is larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > limit:
+            raise ProtocolError("invalid_request", f"the request body is larger than {limit} bytes")
+    pairs = parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True, max_num_fields=32)
+    names = [name for name, _ in pairs]
+    if len(names) != len(set(names)):
+        raise ProtocolError("invalid_request", "a form field is repeated")
+    return dict(pairs)
+
+
+def _form_limit(protocol: SamlProtocol) -> int:
+    """Room for the base64 message (4/3 of the XML limit) plus RelayState and encoding."""
+    return protocol.conn.max_response_size * 2
+
+
+def _send(st: State, outgoing: Outgoing) -> web.Response:
+    if outgoing.fields is None:
+        return redirect(outgoing.url)
+    response = st.pages.render(
+        "saml_post.html",
+        url=outgoing.url,
+        fields=sorted(outgoing.fields.items()),
+        script=Markup(AUTO_SUBMIT),  # noqa: S704 - a constant, hashed into the CSP below
+    )
+    policy = response.headers["Content-Security-Policy"]
+    response.headers["Content-Security-Policy"] = f"{policy}; script-src 'sha256-{_SCRIPT_HASH}'"
+    return response
+
+
+async def metadata(request: web.Request) -> web.StreamResponse:
+    try:
+        protocol = _protocol(request)
+    except LoginFailed as exc:
+        raise web.HTTPNotFound(text=exc.detail) from None
+    return web.Response(
+        body=await protocol.sp_metadata(),
+        content_type=METADATA_TYPE,
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    st = state(request)
+    return_to = st.redirects.safe(request.query.get("rd"))
+    try:
+        _refuse_oidc(request.query)
+        protocol = _protocol(request)
+        start = await protocol.begin_login(return_to)
+    except LoginFailed as exc:
+        raise await _recorded(request, exc) from None
+    response = _send(st, start.outgoing)
+    pending = {"conn": protocol.conn.id, "idp": start.idp, "rd": return_to}
+    await remember_login(request, response, pending, key=start.request_id)
+    st.audit.emit(
+        "sso.login.initiated",
+        connection=protocol.conn.id,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+    return response
+
+
+async def acs(request: web.Request) -> web.StreamResponse:
+    """Assertion Consumer Service (HTTP-POST): validate, consume the pending login, sign in."""
+    st = state(request)
+    try:
+        _refuse_oidc(request.query)
+        protocol = _protocol(request)
+        form = await _read_form(request, _form_limit(protocol))
+        _refuse_oidc(form)
+        if "SAMLResponse" not in form:
+            raise ProtocolError("invalid_request", "the ACS received no SAMLResponse")
+        data = await protocol.consume_response(form["SAMLResponse"])
+        if data.in_response_to is None:
+            protocol.check_unsolicited(data)
+            return_to = st.redirects.safe(form.get("RelayState"))
+        else:
+            pending = await recall_login(request, data.in_response_to)
+            if pending.get("conn") != protocol.conn.id or pending.get("idp") != data.issuer:
+                raise LoginStateError("state_mismatch", "the response answers another sign-in")
+            return_to = st.redirects.safe(pending.get("rd"))
+        identity = protocol.identity(data)
+    except LoginFailed as exc:
+        raise await _recorded(request, exc) from None
+    return await complete_login(request, identity, return_to)
+
+
+async def acs_get(request: web.Request) -> web.StreamResponse:
+    try:
+        _refuse_oidc(request.query)
+        _protocol(request)
+        raise ProtocolError("invalid_request", "the ACS accepts only HTTP-POST")
+    except LoginFailed as exc:
+        raise await _recorded(request, exc) from None
+
+
+async def _incoming(request: web.Request, protocol: SamlProtocol) -> IncomingMessage | None:
+    if request.method == "POST":
+        form = await _read_form(request, _form_limit(protocol))
+        _refuse_oidc(form)
+        kind = next((k for k in ("SAMLRequest", "SAMLResponse") if k in form), None)
+        return post_message(form, kind) if kind else None
+    kind = next((k for k in ("SAMLRequest", "SAMLResponse") if k in request.query), None)
+    return redirect_message(request.raw_path.partition("?")[2], kind) if kind else None
+
+
+async def slo(request: web.Request) -> web.StreamResponse:
+    """Single logout: the IdP's LogoutRequest, its LogoutResponse, or our own POST to send."""
+    st = state(request)
+    try:
+        _refuse_oidc(request.query)
+        protocol = _protocol(request)
+        if request.method == "GET" and "send" in request.query:
+            outgoing = await protocol.pending_logout_form(request.query["send"])
+            if outgoing is None:
+                raise LoginStateError("state_expired", "no pending logout to send")
+            return _send(st, outgoing)
+        message = await _incoming(request, protocol)
+        if message is None:
+            raise ProtocolError("invalid_request", "no SAMLRequest or SAMLResponse")
+        if message.kind == "SAMLRequest":
+            return await _idp_logout(request, protocol, message)
+        result = await protocol.logout_response(message)
+    except LoginFailed as exc:
+        _audit_logout_failure(request, exc)
+        raise
+    if not result.success:
+        _audit_logout_failure(request, ProtocolError("idp_error", f"IdP answered {result.status}"))
+    response = st.pages.render("signed_out.html", login_url=st.url("/login"))
+    st.cookies.clear_session(response)
+    return response
+
+
+async def _idp_logout(
+    request: web.Request, protocol: SamlProtocol, message: IncomingMessage
+) -> web.StreamResponse:
+    """Federated sign-out: end the person's sessions on every replica, then answer the IdP."""
+    st = state(request)
+    data, reply = await protocol.logout_request(message)
+    user = await st.users.by_link(protocol.conn.id, data.name_id)
+    revoked = await st.sessions.revoke_user(user.id) if user is not None else 0
+    st.audit.emit(
+        "session.logout",
+        connection=protocol.conn.id,
+        user_id=user.id if user is not None else None,
+        subject=data.name_id,
+        initiated_by="idp",
+        sessions=revoked,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+    if reply is None:
+        response = st.pages.render("signed_out.html", login_url=st.url("/login"))
+    else:
+        response = _send(st, reply)
+    st.cookies.clear_session(response)
+    return response
+
+
+def _audit_logout_failure(request: web.Request, exc: LoginFailed) -> None:
+    state(request).audit.emit(
+        "sso.logout.failed",
+        connection=request.match_info["conn_id"],
+        reason=exc.reason,
+        detail=exc.detail,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+
+
+def routes(prefix: str) -> list[web.RouteDef]:
+    base = prefix + "/saml/{conn_id}"
+    return [
+        web.get(base + "/metadata", metadata),
+        web.get(base + "/login", login, allow_head=False),
+        web.post(base + "/acs", acs),
+        web.get(base + "/acs", acs_get, allow_head=False),
+        web.get(base + "/slo", slo, allow_head=False),
+        web.post(base + "/slo", slo),
+    ]
