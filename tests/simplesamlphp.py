@@ -1,0 +1,183 @@
+"""SimpleSAMLphp (Debian's `simplesamlphp` package) as an independent SAML 2.0 IdP for tests.
+
+It runs under `php -S` on a loopback port with a generated config directory
+(`SIMPLESAMLPHP_CONFIG_DIR`): one hosted IdP signing with its own key, one
+remote SP (authgate), and `exampleauth:UserPass` users. Under CI=true a
+missing php or SimpleSAMLphp is a failure, never a skip (`.ci/run` installs both).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from authgate.keys import generate
+from tests.servers import free_port, require_binary, wait_for_port
+
+SSP_ROOT = Path("/usr/share/simplesamlphp")
+EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+
+USERS: dict[str, dict[str, list[str]]] = {
+    "alice:alice-password": {
+        "uid": ["alice"],
+        "mail": ["alice@example.com"],
+        "displayName": ["Alice Example"],
+        "eduPersonAffiliation": ["member", "staff"],
+    },
+}
+
+
+def _php(value: Any) -> str:
+    """A PHP literal for plain data (JSON strings are valid PHP strings once `$` is escaped)."""
+    if isinstance(value, dict):
+        items = ", ".join(f"{_php(k)} => {_php(v)}" for k, v in value.items())
+        return f"[{items}]"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_php(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    return json.dumps(str(value)).replace("$", "\\$")
+
+
+def _cert_body(cert_pem: bytes) -> str:
+    der = x509.load_pem_x509_certificate(cert_pem).public_bytes(serialization.Encoding.DER)
+    return base64.b64encode(der).decode()
+
+
+class SimpleSamlPhp:
+    """One IdP instance; `sp` describes the authgate connection it trusts."""
+
+    def __init__(
+        self,
+        sp_entity_id: str,
+        acs_url: str,
+        slo_url: str,
+        sp_cert_pem: bytes,
+        encrypt_assertions: bool = False,
+    ) -> None:
+        self.php = require_binary("php")
+        if not (SSP_ROOT / "www" / "saml2" / "idp" / "SSOService.php").is_file():
+            raise RuntimeError(
+                "SimpleSAMLphp is not installed: run `bash .ci/run` or"
+                " `apt-get install simplesamlphp php-cli`"
+            )
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.entity_id = self.base + "/saml2/idp/metadata.php"
+        self.metadata_url = self.entity_id
+        self.dir = Path(tempfile.mkdtemp(prefix="authgate-ssp-"))
+        self.sp = {
+            "entity_id": sp_entity_id,
+            "acs": acs_url,
+            "slo": slo_url,
+            "cert": _cert_body(sp_cert_pem),
+            "encrypt": encrypt_assertions,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _write_config(self) -> None:
+        for sub in ("config", "metadata", "cert", "tmp", "log", "data", "sessions"):
+            (self.dir / sub).mkdir(exist_ok=True)
+        key_pem, cert_pem = generate("simplesamlphp-test-idp", days=30, bits=2048)
+        (self.dir / "cert" / "idp.key").write_bytes(key_pem)
+        (self.dir / "cert" / "idp.crt").write_bytes(cert_pem)
+        config = {
+            "baseurlpath": self.base + "/",
+            "certdir": str(self.dir / "cert") + "/",
+            "loggingdir": str(self.dir / "log") + "/",
+            "datadir": str(self.dir / "data") + "/",
+            "tempdir": str(self.dir / "tmp"),
+            "metadatadir": str(self.dir / "metadata") + "/",
+            "attributenamemapdir": "/etc/simplesamlphp/attributemap/",
+            "secretsalt": secrets.token_hex(16),
+            "auth.adminpassword": secrets.token_hex(16),
+            "technicalcontact_email": "na@example.org",
+            "timezone": "UTC",
+            "logging.handler": "file",
+            "logging.logfile": "simplesamlphp.log",
+            "logging.level": 4,
+            "enable.saml20-idp": True,
+            "module.enable": {"exampleauth": True, "core": True, "saml": True, "admin": True},
+            "store.type": "phpsession",
+            "session.cookie.secure": False,
+            "session.phpsession.cookiename": "SSPSESSID",
+            "session.phpsession.savepath": str(self.dir / "sessions"),
+            "language.available": ["en"],
+        }
+        self._php_file("config/config.php", "config", config)
+        authsources = {
+            "admin": ["core:AdminPassword"],
+            "users": {0: "exampleauth:UserPass", **USERS},
+        }
+        self._php_file("config/authsources.php", "config", authsources)
+        idp = {
+            "host": "__DEFAULT__",
+            "privatekey": "idp.key",
+            "certificate": "idp.crt",
+            "auth": "users",
+            "signature.algorithm": RSA_SHA256,
+            "sign.logout": True,
+            "redirect.sign": True,
+            "authproc": {
+                10: {"class": "saml:AttributeNameID", "attribute": "mail", "Format": EMAIL},
+            },
+        }
+        self._php_file("metadata/saml20-idp-hosted.php", "metadata", {"__DYNAMIC:1__": idp})
+        sp = {
+            "AssertionConsumerService": self.sp["acs"],
+            "SingleLogoutService": self.sp["slo"],
+            "NameIDFormat": EMAIL,
+            "certData": self.sp["cert"],
+            "validate.authnrequest": True,
+            "validate.logout": True,
+            "sign.logout": True,
+            "redirect.sign": True,
+            "saml20.sign.assertion": True,
+            "saml20.sign.response": True,
+            "assertion.encryption": bool(self.sp["encrypt"]),
+            "signature.algorithm": RSA_SHA256,
+        }
+        self._php_file("metadata/saml20-sp-remote.php", "metadata", {self.sp["entity_id"]: sp})
+
+    def _php_file(self, name: str, variable: str, value: dict[Any, Any]) -> None:
+        """`$config = [...]` for config files, `$metadata[id] = [...]` per metadata entry."""
+        if variable == "config":
+            lines = [f"$config = {_php(value)};"]
+        else:
+            lines = [f"${variable}[{_php(k)}] = {_php(v)};" for k, v in value.items()]
+        (self.dir / name).write_text("<?php\n" + "\n".join(lines) + "\n")
+
+    def start(self) -> SimpleSamlPhp:
+        self._write_config()
+        env = {**os.environ, "SIMPLESAMLPHP_CONFIG_DIR": str(self.dir / "config")}
+        self.proc = subprocess.Popen(
+            [self.php, "-S", f"127.0.0.1:{self.port}", "-t", str(SSP_ROOT / "www")],
+            cwd=str(SSP_ROOT / "www"),
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(self.dir / "log" / "php-server.log").open("wb"),
+        )
+        wait_for_port(self.port)
+        return self
+
+    def log(self) -> str:
+        parts = [p.read_text(errors="replace") for p in sorted((self.dir / "log").glob("*.log"))]
+        return "\n".join(parts)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
