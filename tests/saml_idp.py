@@ -329,3 +329,37 @@ class TestIdp:
         )
         sub(sub(data, XENC + "CipherData"), XENC + "CipherValue", base64.b64encode(cipher).decode())
         return holder
+
+    def logout_request(
+        self,
+        name_id: str,
+        destination: str | None,
+        session_index: str | None = None,
+        issuer: str | None = None,
+    ) -> etree._Element:
+        root = etree.Element(SAMLP + "LogoutRequest", nsmap=NSMAP)
+        root.attrib.update({"ID": new_id(), "Version": "2.0", "IssueInstant": instant(time.time())})
+        if destination is not None:
+            root.set("Destination", destination)
+        sub(root, SAML + "Issuer", issuer or self.entity_id)
+        sub(root, SAML + "NameID", name_id, Format=EMAIL)
+        if session_index is not None:
+            sub(root, SAMLP + "SessionIndex", session_index)
+        return root
+
+    def logout_response(
+        self, in_response_to: str, destination: str, status: str = SUCCESS
+    ) -> etree._Element:
+        root = etree.Element(SAMLP + "LogoutResponse", nsmap=NSMAP)
+        root.attrib.update(
+            {
+                "ID": new_id(),
+                "Version": "2.0",
+                "IssueInstant": instant(time.time()),
+                "Destination": destination,
+                "InResponseTo": in_response_to,
+            }
+        )
+        sub(root, SAML + "Issuer", self.entity_id)
+        sub(sub(root, SAMLP + "Status"), SAMLP + "StatusCode", Value=status)
+        return root

@@ -9,16 +9,20 @@ missing php or SimpleSAMLphp is a failure, never a skip (`.ci/run` installs both
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
+import re
 import secrets
 import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from yarl import URL
 
 from authgate.keys import generate
 from tests.servers import free_port, require_binary, wait_for_port
@@ -26,6 +30,7 @@ from tests.servers import free_port, require_binary, wait_for_port
 SSP_ROOT = Path("/usr/share/simplesamlphp")
 EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+HTML = {"Accept": "text/html"}
 
 USERS: dict[str, dict[str, list[str]]] = {
     "alice:alice-password": {
@@ -115,6 +120,7 @@ class SimpleSamlPhp:
             "session.phpsession.cookiename": "SSPSESSID",
             "session.phpsession.savepath": str(self.dir / "sessions"),
             "language.available": ["en"],
+            "trusted.url.domains": [URL(self.sp["acs"]).host, URL(self.sp["acs"]).authority],
         }
         self._php_file("config/config.php", "config", config)
         authsources = {
@@ -181,3 +187,55 @@ class SimpleSamlPhp:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+class Browser:
+    """A browser for the interop flow: follows redirects by hand so that signed query strings
+    reach each server byte for byte (aiohttp's own redirect following re-quotes URLs), fills
+    SimpleSAMLphp's login form and submits the auto-POST forms a browser would submit."""
+
+    def __init__(self) -> None:
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def follow(self, url: str, base: str | None = None) -> aiohttp.ClientResponse:
+        while True:
+            target = URL(url, encoded=True)
+            if not target.is_absolute():
+                assert base is not None
+                target = URL(base).join(target)
+            resp = await self.http.get(target, allow_redirects=False, headers=HTML)
+            if resp.status not in (301, 302, 303, 307):
+                return resp
+            base, url = str(resp.url), resp.headers["Location"]
+
+    async def submit_auto_post(self, resp: aiohttp.ClientResponse) -> aiohttp.ClientResponse:
+        """Submit the page's single auto-POST form (a SAML HTTP-POST binding message)."""
+        page = await resp.text()
+        action = re.search(r'<form[^>]*action="([^"]+)"', page)
+        assert action is not None, page[:2000]
+        fields = {
+            html.unescape(k): html.unescape(v)
+            for k, v in re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page)
+        }
+        post = await self.http.post(
+            html.unescape(action.group(1)), data=fields, allow_redirects=False, headers=HTML
+        )
+        if post.status in (301, 302, 303):
+            return await self.follow(post.headers["Location"], str(post.url))
+        return post
+
+    async def sign_in_at_idp(
+        self, resp: aiohttp.ClientResponse, user: str, password: str
+    ) -> aiohttp.ClientResponse:
+        """On SimpleSAMLphp's login page: post the credentials, return the SAML POST page."""
+        page = await resp.text()
+        state = re.search(r'name="AuthState" value="([^"]+)"', page)
+        assert state is not None, page[:2000]
+        form = {"username": user, "password": password, "AuthState": html.unescape(state.group(1))}
+        post = await self.http.post(resp.url, data=form, allow_redirects=False, headers=HTML)
+        if post.status in (301, 302, 303):
+            return await self.follow(post.headers["Location"], str(post.url))
+        return post

@@ -14,6 +14,8 @@ from authgate.app import build_store, serve
 from authgate.cli_oidc import add_commands as add_connection_commands
 from authgate.cli_oidc import connection_problems
 from authgate.cli_provisioning import add_commands
+from authgate.cli_saml import add_commands as add_saml_commands
+from authgate.cli_saml import metadata_status
 from authgate.errors import StoreUnavailable
 from authgate.settings import ConfigError, Settings, load_settings
 from authgate.status import ConnectionStatus
@@ -70,6 +72,8 @@ async def _status(settings: Settings) -> int:
             )
             for problem in connection_problems(settings, conn):
                 print(f"  problem: {problem}")
+            for line in await metadata_status(kv, conn):
+                print(f"  {line}")
         return 0
     finally:
         await kv.close()
@@ -106,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
     add_commands(sub)
     add_connection_commands(sub)
+    add_saml_commands(sub)
     return parser
 
 

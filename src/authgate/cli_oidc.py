@@ -14,6 +14,8 @@ import aiohttp
 from authgate.errors import LoginFailed
 from authgate.protocols.base import ProtocolContext
 from authgate.protocols.oidc import OidcProtocol
+from authgate.protocols.registry import build_protocol
+from authgate.protocols.saml import SamlProtocol
 from authgate.secrets import SecretBox, encrypt, generate_key, load_master_key
 from authgate.session.memory import MemoryStore
 from authgate.session.replay import ReplayCache
@@ -72,11 +74,13 @@ def connection_problems(settings: Settings, conn: Any) -> list[str]:
     return problems
 
 
-async def _probe_oidc(settings: Settings, conn: Any) -> list[tuple[bool, str]]:
+async def _probe(settings: Settings, conn: Any) -> list[tuple[bool, str]]:
     async with aiohttp.ClientSession(headers={"User-Agent": "authgate"}) as http:
         kv = MemoryStore()
         ctx = ProtocolContext(settings=settings, http=http, kv=kv, replay=ReplayCache(kv))
-        return await OidcProtocol(conn, ctx).probe()
+        protocol = build_protocol(conn, ctx)
+        assert isinstance(protocol, OidcProtocol | SamlProtocol)
+        return await protocol.probe()
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -86,11 +90,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         known = ", ".join(c.id for c in settings.connections) or "none"
         print(f"error: no connection {args.connection!r} (configured: {known})", file=sys.stderr)
         return EXIT_USAGE
-    if conn.type != "oidc":
-        print(f"error: no test for {conn.type} connections", file=sys.stderr)
-        return EXIT_USAGE
     print(f"connection {conn.id} ({conn.type}, {conn.name})")
-    lines = asyncio.run(_probe_oidc(settings, conn))
+    lines = asyncio.run(_probe(settings, conn))
     for ok, line in lines:
         print(f"{'ok ' if ok else 'FAIL'} {line}")
     failed = sum(not ok for ok, _ in lines)
@@ -116,7 +117,9 @@ def add_commands(sub: Any) -> None:
     enc.set_defaults(func=cmd_encrypt)
 
     test = sub.add_parser(
-        "test", help="probe a connection: OIDC discovery and JWKS, credentials; exit 1 on problems"
+        "test",
+        help="probe a connection (OIDC discovery, JWKS, credentials; SAML IdP metadata);"
+        " exit 1 on problems",
     )
     test.add_argument("connection", help="connection id")
     test.add_argument("--config", default=DEFAULT_CONFIG)

@@ -19,6 +19,7 @@ from tests.conftest import UPSTREAM_HITS
 from tests.saml_gate import ACS_URL, JSON, SP_ENTITY, SamlBrowser
 from tests.saml_idp import (
     DS,
+    RSA_1_5,
     RSA_SHA1,
     SAML,
     SAMLP,
@@ -482,8 +483,6 @@ async def test_encrypted_for_another_sp_key(saml_gate, saml_idp, sp_keys, counte
 
 
 async def test_rsa_1_5_key_transport(saml_gate, saml_idp, sp_keys, counted_upstream):
-    from tests.saml_idp import RSA_1_5
-
     browser = await saml_gate(sp_keys=[sp_keys])
     rid = await browser.start()
     hidden = saml_idp.encrypt(saml_idp.sign(assertion(saml_idp, rid)), _sp_cert(sp_keys), RSA_1_5)

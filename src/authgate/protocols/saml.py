@@ -35,7 +35,7 @@ from authgate.protocols.saml_config import (
     sp_config,
     sp_metadata,
 )
-from authgate.protocols.saml_crypto import RSA_SHA256, SHA256, XmlSec
+from authgate.protocols.saml_crypto import RSA_SHA256, SHA256, XmlSec, describe
 from authgate.protocols.saml_logout import (
     IncomingMessage,
     LogoutPolicy,
@@ -295,3 +295,29 @@ class SamlProtocol(Protocol):
         if raw is None or json.loads(raw)["conn"] != self.conn.id:
             raise LoginStateError("state_expired", "this LogoutResponse answers no pending logout")
         return data
+
+    async def probe(self) -> list[tuple[bool, str]]:
+        """`authgate test`: what to register at the IdP, and the IdP metadata checked now."""
+        lines: list[tuple[bool, str]] = [
+            (True, f"SP entity ID (Identifier): {self.sp.entity_id}"),
+            (True, f"ACS URL (Reply URL): {self.sp.acs_url}"),
+            (True, f"SLO URL: {self.sp.slo_url if self.conn.slo else 'off'}"),
+            (True, f"SP metadata URL: {self.sp.metadata_url}"),
+        ]
+        await self.metadata.refresh()
+        idp = self.metadata.current
+        if idp is None:
+            return [*lines, (False, f"IdP metadata: {self.metadata.error}")]
+        binding, url = idp.sso_endpoint()
+        slo = idp.slo_endpoint()
+        lines += [
+            (True, f"IdP entity ID: {idp.entity_id}"),
+            (True, f"IdP SSO ({binding}): {url}"),
+            (True, f"IdP SLO: {f'{slo[1]} ({slo[0]})' if slo else 'none'}"),
+        ]
+        lines += [(True, f"IdP signing certificate: {describe(c)}") for c in idp.signing_certs]
+        problem = self.metadata.problem()
+        lines.append((problem is None, f"IdP metadata: {problem or 'usable'}"))
+        if idp.want_authn_requests_signed and not self._signs:
+            lines.append((False, "the IdP wants signed AuthnRequests: add an sp_keys signing key"))
+        return lines

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import logging
 import tempfile
 import threading
@@ -181,6 +182,17 @@ def public_key(cert_b64: str) -> rsa.RSAPublicKey | ec.EllipticCurvePublicKey | 
     except (ValueError, binascii.Error):
         return None
     return key if isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey) else None
+
+
+def describe(cert_b64: str) -> str:
+    """Subject and validity of a certificate, for operators comparing it with the IdP's."""
+    try:
+        cert = x509.load_der_x509_certificate(base64.b64decode(cert_b64))
+    except (ValueError, binascii.Error):
+        return "unreadable certificate"
+    until = cert.not_valid_after_utc.strftime("%Y-%m-%d")
+    expired = " (expired)" if cert.not_valid_after_utc < dt.datetime.now(dt.UTC) else ""
+    return f"{cert.subject.rfc4514_string()}, valid until {until}{expired}"
 
 
 def embedded_certificate(signature: etree._Element) -> str | None:

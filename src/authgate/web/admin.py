@@ -103,7 +103,9 @@ async def connection_report(st: State) -> list[dict[str, Any]]:
 
 async def _all_users(st: State) -> list[User]:
     found = [await st.users.get(user_id) for user_id in await st.users.all_ids()]
-    return sorted((u for u in found if u is not None), key=lambda u: ((u.email or "").lower(), u.id))
+    return sorted(
+        (u for u in found if u is not None), key=lambda u: ((u.email or "").lower(), u.id)
+    )
 
 
 async def active_sessions(st: State) -> int:
@@ -131,9 +133,7 @@ async def user_json(st: State, user: User) -> dict[str, Any]:
     }
 
 
-async def search_users(
-    st: State, users: list[User], query: str, limit: int
-) -> dict[str, Any]:
+async def search_users(st: State, users: list[User], query: str, limit: int) -> dict[str, Any]:
     """Users whose email, name, external id or id contains `query` (case-insensitive)."""
     needle = query.strip().lower()
     matched = [u for u in users if _matches(u, needle)]
@@ -193,9 +193,7 @@ async def _target(request: web.Request) -> User | None:
 
 
 def _unknown_user(request: web.Request) -> web.Response:
-    return web.json_response(
-        {"error": "unknown_user", "correlation_id": request[CID]}, status=404
-    )
+    return web.json_response({"error": "unknown_user", "correlation_id": request[CID]}, status=404)
 
 
 async def api_user(request: web.Request, actor: Actor) -> web.StreamResponse:

@@ -1,0 +1,220 @@
+"""Single logout with the test IdP: SP-initiated (LogoutRequest out, LogoutResponse back) and
+IdP-initiated (federated sign-out), both bindings, signatures verified, sessions gone in Redis."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+from lxml import etree
+from yarl import URL
+
+from authgate.web.state import STATE
+from tests.integration.test_saml_hostile import signed
+from tests.saml_gate import JSON, SLO_URL, SamlBrowser, decode_redirect
+from tests.saml_idp import (
+    POST,
+    RSA_SHA1,
+    SAML,
+    SAMLP,
+    KeyPair,
+    TestIdp,
+    encode,
+    redirect_query,
+)
+
+SLO_PATH = "/_authgate/saml/corp/slo"
+
+
+async def signed_in(browser: SamlBrowser, idp: TestIdp) -> None:
+    rid = await browser.start()
+    assert (await browser.post(encode(signed(idp, rid)))).status == 302
+    assert (await browser.whoami()).status == 200
+
+
+def slo(browser: SamlBrowser, query: str, **kw):
+    """GET the SLO endpoint with the query exactly as built (yarl would re-quote a plain str,
+    and HTTP-Redirect signatures cover the raw octets, as a real browser sends them)."""
+    url = URL(f"{browser.gate.make_url(SLO_PATH)}?{query}", encoded=True)
+    return browser.gate.session.get(url, **kw)
+
+
+async def user_sessions(browser: SamlBrowser) -> int:
+    st = browser.gate.app[STATE]
+    user = await st.users.by_link("corp", "alice@example.com")
+    assert user is not None
+    return await st.sessions.count_for_user(user.id)
+
+
+async def error_of(resp) -> str:
+    return (await resp.json())["error"]
+
+
+# --- SP-initiated -----------------------------------------------------------------------------
+
+
+async def test_sp_initiated_logout_round_trip(saml_gate, saml_idp, sp_keys):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    await signed_in(browser, saml_idp)
+    out = await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    location = out.headers["Location"]
+    assert location.startswith(saml_idp.slo_url + "?")
+    assert "Signature" in parse_qs(urlsplit(location).query)
+    request = decode_redirect(location)
+    assert request.tag == SAMLP + "LogoutRequest"
+    assert request.findtext(SAML + "NameID") == "alice@example.com"
+    assert request.findtext(SAMLP + "SessionIndex").startswith("_session-")
+    assert (await browser.whoami()).status == 401
+    assert await user_sessions(browser) == 0
+
+    answer = saml_idp.logout_response(request.get("ID"), SLO_URL)
+    back = redirect_query("SAMLResponse", answer, keys=saml_idp.keys)
+    done = await slo(browser, back, headers={"Accept": "text/html"})
+    assert done.status == 200
+    assert "signed out" in (await done.text()).lower()
+    again = await slo(browser, back, headers=JSON)
+    assert await error_of(again) == "state_expired"
+
+
+async def test_logout_response_answering_nothing_we_sent(saml_gate, saml_idp):
+    browser = await saml_gate()
+    answer = saml_idp.logout_response("id-not-ours", SLO_URL)
+    resp = await browser.gate.get(
+        f"{SLO_PATH}?{redirect_query('SAMLResponse', answer)}", headers=JSON
+    )
+    assert await error_of(resp) == "state_expired"
+
+
+async def test_logout_response_signed_by_an_untrusted_key(saml_gate, saml_idp):
+    browser = await saml_gate()
+    await signed_in(browser, saml_idp)
+    out = await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    request = decode_redirect(out.headers["Location"])
+    answer = saml_idp.logout_response(request.get("ID"), SLO_URL)
+    forged = redirect_query("SAMLResponse", answer, keys=KeyPair.create("impostor"))
+    resp = await slo(browser, forged, headers=JSON)
+    assert await error_of(resp) == "signature_invalid"
+
+
+async def test_sp_initiated_logout_to_a_post_only_idp(saml_gate, saml_idp, sp_keys, tmp_path):
+    root = etree.fromstring(saml_idp.metadata())
+    slo = root.find(".//{urn:oasis:names:tc:SAML:2.0:metadata}SingleLogoutService")
+    slo.set("Binding", POST)
+    metadata = tmp_path / "post-slo.xml"
+    metadata.write_bytes(etree.tostring(root))
+    browser = await saml_gate(sp_keys=[sp_keys], idp_metadata_file=str(metadata))
+    await signed_in(browser, saml_idp)
+    out = await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    assert out.headers["Location"].startswith(SLO_PATH + "?send=")
+    page = await (await browser.gate.get(out.headers["Location"])).text()
+    assert f'action="{saml_idp.slo_url}"' in page
+    assert re.search(r'name="SAMLRequest" value="[^"]+"', page)
+
+
+# --- IdP-initiated ----------------------------------------------------------------------------
+
+
+async def test_idp_initiated_logout_ends_the_session_on_every_replica(saml_gate, saml_idp):
+    browser = await saml_gate()
+    replica = await saml_gate()
+    await signed_in(browser, saml_idp)
+    request = saml_idp.logout_request("alice@example.com", SLO_URL)
+    query = redirect_query("SAMLRequest", request, relay_state="r1", keys=saml_idp.keys)
+    resp = await slo(replica, query, allow_redirects=False)
+    assert resp.status == 302
+    location = resp.headers["Location"]
+    assert location.startswith(saml_idp.slo_url + "?")
+    assert parse_qs(urlsplit(location).query)["RelayState"] == ["r1"]
+    answer = decode_redirect(location, "SAMLResponse")
+    assert answer.get("InResponseTo") == request.get("ID")
+    assert answer.find(f"{SAMLP}Status/{SAMLP}StatusCode").get("Value").endswith("Success")
+    assert await user_sessions(browser) == 0
+    assert (await browser.whoami()).status == 401
+
+
+async def test_idp_initiated_logout_by_http_post(saml_gate, saml_idp):
+    browser = await saml_gate()
+    await signed_in(browser, saml_idp)
+    request = saml_idp.sign(saml_idp.logout_request("alice@example.com", SLO_URL))
+    resp = await browser.gate.post(
+        SLO_PATH, data={"SAMLRequest": encode(request)}, allow_redirects=False
+    )
+    assert resp.status == 302
+    assert await user_sessions(browser) == 0
+
+
+async def test_unsigned_logout_request_is_refused(saml_gate, saml_idp):
+    browser = await saml_gate()
+    await signed_in(browser, saml_idp)
+    request = saml_idp.logout_request("alice@example.com", SLO_URL)
+    resp = await browser.gate.get(
+        f"{SLO_PATH}?{redirect_query('SAMLRequest', request)}", headers=JSON
+    )
+    assert await error_of(resp) == "signature_invalid"
+    assert await user_sessions(browser) == 1
+
+
+async def test_logout_request_signed_by_an_untrusted_key(saml_gate, saml_idp):
+    browser = await saml_gate()
+    await signed_in(browser, saml_idp)
+    request = saml_idp.logout_request("alice@example.com", SLO_URL)
+    forged = redirect_query("SAMLRequest", request, keys=KeyPair.create("impostor"))
+    resp = await slo(browser, forged, headers=JSON)
+    assert await error_of(resp) == "signature_invalid"
+    assert await user_sessions(browser) == 1
+
+
+async def test_logout_request_with_the_signed_query_altered(saml_gate, saml_idp):
+    browser = await saml_gate()
+    await signed_in(browser, saml_idp)
+    request = saml_idp.logout_request("alice@example.com", SLO_URL)
+    query = redirect_query("SAMLRequest", request, relay_state="a", keys=saml_idp.keys)
+    resp = await browser.gate.get(
+        f"{SLO_PATH}?{query.replace('RelayState=a', 'RelayState=b')}", headers=JSON
+    )
+    assert await error_of(resp) == "signature_invalid"
+
+
+async def test_logout_request_signed_with_sha1(saml_gate, saml_idp):
+    browser = await saml_gate()
+    await signed_in(browser, saml_idp)
+    request = saml_idp.logout_request("alice@example.com", SLO_URL)
+    query = redirect_query("SAMLRequest", request, keys=saml_idp.keys, sig_alg=RSA_SHA1)
+    resp = await slo(browser, query, headers=JSON)
+    assert await error_of(resp) == "weak_alg"
+    assert await user_sessions(browser) == 1
+
+
+async def test_logout_request_from_another_issuer(saml_gate, saml_idp):
+    browser = await saml_gate()
+    await signed_in(browser, saml_idp)
+    request = saml_idp.logout_request(
+        "alice@example.com", SLO_URL, issuer="https://other-idp.example.test"
+    )
+    query = redirect_query("SAMLRequest", request, keys=saml_idp.keys)
+    resp = await slo(browser, query, headers=JSON)
+    assert await error_of(resp) == "issuer_mismatch"
+
+
+async def test_logout_request_for_another_sp(saml_gate, saml_idp):
+    browser = await saml_gate()
+    request = saml_idp.logout_request("alice@example.com", "https://other-sp.test/slo")
+    query = redirect_query("SAMLRequest", request, keys=saml_idp.keys)
+    resp = await slo(browser, query, headers=JSON)
+    assert await error_of(resp) == "audience_mismatch"
+
+
+async def test_replayed_logout_request(saml_gate, saml_idp):
+    browser = await saml_gate()
+    await signed_in(browser, saml_idp)
+    request = saml_idp.logout_request("alice@example.com", SLO_URL)
+    query = redirect_query("SAMLRequest", request, keys=saml_idp.keys)
+    assert (await slo(browser, query, allow_redirects=False)).status == 302
+    again = await slo(browser, query, headers=JSON)
+    assert await error_of(again) == "replayed"
+
+
+async def test_oidc_parameters_at_the_slo_endpoint(saml_gate):
+    browser = await saml_gate()
+    resp = await browser.gate.get(f"{SLO_PATH}?state=x&code=y", headers=JSON)
+    assert await error_of(resp) == "protocol_mismatch"
