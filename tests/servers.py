@@ -26,7 +26,9 @@ def require_binary(name: str) -> str:
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None
     )
     if path is None:
-        raise RuntimeError(f"{name} is not installed: run `bash .ci/run` or install it with apt-get")
+        raise RuntimeError(
+            f"{name} is not installed: run `bash .ci/run` or install it with apt-get"
+        )
     return path
 
 
@@ -56,9 +58,22 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", self.dir, *self.extra],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+                *self.extra,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port)
         return self
@@ -72,8 +87,9 @@ class RedisServer:
     def flush(self) -> None:
         cli = shutil.which("redis-cli")
         if cli:
-            subprocess.run([cli, "-p", str(self.port), "FLUSHALL"], check=True,
-                           stdout=subprocess.DEVNULL)
+            subprocess.run(
+                [cli, "-p", str(self.port), "FLUSHALL"], check=True, stdout=subprocess.DEVNULL
+            )
 
 
 class Nginx:
@@ -106,7 +122,8 @@ http {{
     def start(self) -> Nginx:
         self.proc = subprocess.Popen(
             [self.binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             wait_for_port(self.port)
@@ -120,6 +137,8 @@ http {{
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
 def _redis_cli(port: int, *args: str) -> str:
     cli = require_binary("redis-cli")
     done = subprocess.run(

@@ -99,16 +99,14 @@ async def _reload_keys(st: State) -> None:
 
 def _resources(st: State):
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        client = create_client(st.settings.upstream)
-        st.upstream = Upstream(client, st.settings.upstream, st.metrics)
         cfg = st.settings.headers.assertion
         if cfg.header:
             st.signer = assertion.AssertionSigner(
                 await _load_ring(st), st.settings.public_url, cfg.audience, cfg.lifetime
             )
-            reloader = asyncio.create_task(_reload_keys(st))
-        else:
-            reloader = None
+        client = create_client(st.settings.upstream)
+        st.upstream = Upstream(client, st.settings.upstream, st.metrics)
+        reloader = asyncio.create_task(_reload_keys(st)) if cfg.header else None
         yield
         if reloader is not None:
             reloader.cancel()

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import secrets
 import time
+from dataclasses import replace
 from http.cookies import SimpleCookie
 from typing import Any, cast
 
@@ -228,6 +229,22 @@ async def test_a_touch_never_resurrects_a_revoked_session(store_backend: StoreBa
     assert await racing.load(session.id) is None
     assert await store_backend.client().get("sess:" + digest(session.id)) is None
     assert await admin.load(session.id) is None
+
+
+async def test_update_renews_contents_but_never_resurrects(store_backend: StoreBackend) -> None:
+    clock = Clock()
+    replica_a, replica_b = sessions(store_backend, clock), sessions(store_backend, clock)
+    session = await replica_a.create(template())
+    renewed = await replica_a.update(replace(session, roles=("editor",)))
+    assert renewed is not None
+    loaded = await replica_b.load(session.id)
+    assert loaded is not None and loaded.roles == ("editor",)
+    assert loaded.expires_at == session.expires_at, "a renewal never extends the lifetime"
+    await replica_b.revoke_user("u-alice")
+    assert await replica_a.update(replace(session, roles=("admin",))) is None
+    assert await store_backend.client().get("sess:" + digest(session.id)) is None
+    clock.now = session.expires_at
+    assert await replica_a.update(session) is None
 
 
 async def test_revoke_user_ends_every_session_of_that_user_only(

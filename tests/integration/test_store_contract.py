@@ -71,6 +71,21 @@ async def test_only_if_new_has_exactly_one_winner_across_replicas(
     assert await replicas[1].get("race") == str(winner).encode()
 
 
+async def test_a_fresh_client_takes_a_burst_of_first_commands(
+    store_backend: StoreBackend,
+) -> None:
+    """Requests arriving together right after start-up must not break a new client.
+
+    redis-py 8.x's cluster client fails most such bursts unless RedisStore
+    initialises it once first; several fresh clients make the race certain.
+    """
+    await store_backend.client().set("warm", b"v")
+    for _ in range(5):
+        fresh = store_backend.client()
+        results = await asyncio.gather(*(fresh.get("warm") for _ in range(20)))
+        assert results == [b"v"] * 20
+
+
 async def test_take_consumes_exactly_once(store_backend: StoreBackend) -> None:
     kv = store_backend.client()
     assert await kv.take("nothing") is None

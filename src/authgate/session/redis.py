@@ -6,10 +6,11 @@ callers fail closed with a 503 and never mistake an outage for "no session".
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -31,11 +32,15 @@ _OUTAGES = (RedisError, RedisClusterException, OSError, TimeoutError)
 _DETAIL_CHARS = 200
 
 
-def _fail_closed(func: Callable[P, Awaitable[T]]) -> Callable[P, Awaitable[T]]:
+def _fail_closed(
+    func: Callable[Concatenate[RedisStore, P], Awaitable[T]],
+) -> Callable[Concatenate[RedisStore, P], Awaitable[T]]:
     @wraps(func)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+    async def wrapper(store: RedisStore, *args: P.args, **kwargs: P.kwargs) -> T:
         try:
-            return await func(*args, **kwargs)
+            if not store._ready:
+                await store._initialise()
+            return await func(store, *args, **kwargs)
         except _OUTAGES as exc:
             reason = str(exc).split("<", 1)[0].rstrip(" :")[:_DETAIL_CHARS]
             raise StoreUnavailable(detail=f"redis: {type(exc).__name__}: {reason}") from exc
@@ -86,6 +91,21 @@ class RedisStore(KeyValueStore):
     def __init__(self, client: Any, prefix: str = "authgate:") -> None:
         self._redis = client
         self._prefix = prefix
+        self._ready = not isinstance(client, RedisCluster)
+        self._init_lock = asyncio.Lock()
+
+    async def _initialise(self) -> None:
+        """Discover the cluster once, before any command.
+
+        redis-py 8.x's cluster client breaks connections (AttributeError,
+        "Connection closed by server") when many first commands initialise it
+        at once, which is exactly what concurrent requests after start-up do.
+        A failed attempt is retried by the next call, so a late cluster recovers.
+        """
+        async with self._init_lock:
+            if not self._ready:
+                await self._redis.initialize()
+                self._ready = True
 
     def _k(self, key: str) -> str:
         return self._prefix + key
