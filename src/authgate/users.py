@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-from authgate.errors import PolicyDenied
+from authgate.errors import PolicyDenied, StoreUnavailable
 from authgate.identity import Identity
 from authgate.session.kv import KeyValueStore
 
@@ -272,18 +272,28 @@ class UserStore:
             user = await self.create(
                 identity.connection, identity.subject, identity.email, identity.name
             )
-        if not user.active:
-            raise PolicyDenied("user_disabled", f"user {user.id} is deactivated")
-        if identity.email and (user.email or "").lower() != identity.email.lower():
-            user = await self._change_email(user, identity.email)
-        user = replace(
-            user,
-            linked=True,
-            last_login_at=time.time(),
-            display_name=identity.name or user.display_name,
-        )
-        await self.save(user)
-        return user
+        return await self._record_login(user.id, identity)
+
+    async def _record_login(self, user_id: str, identity: Identity) -> User:
+        """Mark the login with compare-and-set, so a concurrent retire is never undone."""
+        for _ in range(8):
+            raw = await self._kv.get("user:" + user_id)
+            if raw is None:
+                raise PolicyDenied("user_disabled", f"user {user_id} was deleted")
+            user = User.from_json(raw)
+            if not user.active:
+                raise PolicyDenied("user_disabled", f"user {user.id} is deactivated")
+            if identity.email and (user.email or "").lower() != identity.email.lower():
+                user = await self._change_email(user, identity.email)
+            user = replace(
+                user,
+                linked=True,
+                last_login_at=time.time(),
+                display_name=identity.name or user.display_name,
+            )
+            if await self._kv.replace("user:" + user_id, raw, user.to_json()):
+                return user
+        raise StoreUnavailable(detail=f"user {user_id} kept changing during sign-in")
 
     async def _change_email(self, user: User, email: str) -> User:
         """Follow an email change at the IdP, unless another user owns the new address."""

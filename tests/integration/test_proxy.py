@@ -23,6 +23,7 @@ from authgate.app import create_app
 from authgate.identity import Identity
 from authgate.session.memory import MemoryStore
 from authgate.settings import Settings
+from authgate.web.state import STATE
 from tests.conftest import cookie_header, make_settings, sign_in
 from tests.servers import free_port
 from tests.upstream_app import GZIP_BODY
@@ -589,3 +590,17 @@ async def test_read_timeout_is_a_504(gate: Gate, upstream: Any, accept: str):
         assert "Traceback" not in html
     else:
         assert await resp.json() == {"error": "upstream_timeout", "correlation_id": cid}
+
+
+async def test_authgate_cookies_never_reach_the_upstream(authgate):
+    """They are bearer credentials; a legacy app that logs headers must not see them."""
+    session = await sign_in(authgate)
+    names = authgate.app[STATE].cookies
+    cookie = (
+        f"theme=dark; {names.session_name}={session.id}; {names.login_name}=pending; JSESSIONID=abc"
+    )
+    authgate.session.cookie_jar.clear()
+    resp = await authgate.get("/cookies", headers={"Cookie": cookie})
+    assert resp.status == 200
+    seen = [v for k, v in (await resp.json())["headers"] if k.lower() == "cookie"]
+    assert seen == ["theme=dark; JSESSIONID=abc"]

@@ -51,6 +51,34 @@ async def test_only_if_exists_never_creates(store_backend: StoreBackend) -> None
     assert await kv.get("xx") == b"v2"
 
 
+async def test_replace_is_compare_and_set(store_backend: StoreBackend) -> None:
+    kv = store_backend.client()
+    assert await kv.replace("cas", b"v0", b"v1") is False, "no key, nothing to compare"
+    assert await kv.get("cas") is None
+    await kv.set("cas", b"v0", ttl=30)
+    assert await kv.replace("cas", b"stale", b"v1") is False
+    assert await kv.get("cas") == b"v0"
+    assert await kv.replace("cas", b"v0", BINARY) is True
+    assert await kv.get("cas") == BINARY
+
+
+async def test_replace_keeps_the_ttl(store_backend: StoreBackend) -> None:
+    kv = store_backend.client()
+    await kv.set("cas-ttl", b"v0", ttl=SHORT_TTL)
+    assert await kv.replace("cas-ttl", b"v0", b"v1") is True
+    await asyncio.sleep(PAST_SHORT_TTL)
+    assert await kv.get("cas-ttl") is None
+
+
+async def test_replace_has_one_winner_across_replicas(store_backend: StoreBackend) -> None:
+    replicas = [store_backend.client() for _ in range(2)]
+    await replicas[0].set("cas-race", b"start")
+    results = await asyncio.gather(
+        *(replicas[i % 2].replace("cas-race", b"start", str(i).encode()) for i in range(10))
+    )
+    assert results.count(True) == 1
+
+
 async def test_both_conditions_at_once_is_a_programming_error(
     store_backend: StoreBackend,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -130,3 +131,40 @@ async def test_refusal_is_audited_counted_and_shown(state, audit_file, identity,
         == 1
     )
     assert not await state.users.all_ids()
+
+
+async def test_a_session_limit_already_passed_is_refused_as_expired(state, audit_file):
+    req = request_for(state)
+
+    async def handler(request):
+        return await complete_login(request, ident(session_not_after=time.time() - 1), "/")
+
+    response = await error_pages(req, handler)
+    assert response.status == 400
+    assert '<code id="reason">expired</code>' in response.text
+    assert events(audit_file)[-1]["reason"] == "expired"
+    assert not await state.users.all_ids()
+
+
+async def test_a_user_retired_during_sign_in_gets_no_session(state, audit_file):
+    """The retire lands after the user record was checked but before the session exists."""
+    create = state.sessions.create
+
+    async def create_then_retire(template):
+        session = await create(template)
+        user = await state.users.get(session.user_id)
+        await state.users.set_active(user, False)
+        return session
+
+    state.sessions.create = create_then_retire
+    req = request_for(state)
+
+    async def handler(request):
+        return await complete_login(request, ident(), "/")
+
+    response = await error_pages(req, handler)
+    assert response.status == 403
+    assert '<code id="reason">user_disabled</code>' in response.text
+    [user_id] = await state.users.all_ids()
+    assert await state.sessions.count_for_user(user_id) == 0
+    assert events(audit_file)[-1]["event"] == "sso.login.failed"

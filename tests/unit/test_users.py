@@ -75,3 +75,29 @@ async def test_email_change_at_the_idp_follows_unless_taken(users):
     with pytest.raises(PolicyDenied) as exc:
         await users.admit(ident("s1", "bob@example.com"), "jit")
     assert exc.value.reason == "email_conflict"
+
+
+async def test_a_retire_racing_a_login_is_never_undone(users):
+    """The login read the user while active; the admin retired it before the login wrote."""
+    user = await users.admit(ident(), "jit")
+    kv = users._kv
+    stale = await kv.get("user:" + user.id)
+    original_get = kv.get
+    reads = 0
+
+    async def get_then_retire(key: str):
+        nonlocal reads
+        value = await original_get(key)
+        if key == "user:" + user.id:
+            reads += 1
+            if reads == 2:
+                kv.get = original_get
+                await users.set_active(await users.get(user.id), False)
+        return value
+
+    kv.get = get_then_retire
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(ident(), "jit")
+    assert exc.value.reason == "user_disabled"
+    assert stale is not None and reads == 2
+    assert (await users.get(user.id)).active is False, "the login must not re-activate the user"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-PASSWORD = "demo"
+PASSWORD = "demo"  # noqa: S105 - the published password of the test users
 
 
 @dataclass(frozen=True, slots=True)

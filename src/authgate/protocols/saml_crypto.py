@@ -1,12 +1,17 @@
-"""XML signature and encryption for SAML: algorithm allowlists, signature shape, xmlsec1.
+"""XML signature and encryption for SAML: algorithm allowlists, signature shape, libxmlsec1.
 
-Cryptography is delegated to the `xmlsec1` program through pysaml2's backend,
-which is always given the trusted IdP certificates and never the key a
-message carries. Before xmlsec1 runs, the shape of every signature is
-checked here, because xmlsec1 verifies whatever it is pointed at: one
-enveloped signature, one Reference to its parent's ID, only allowlisted
-transforms and algorithms, no ds:Object or ds:Manifest. All functions here
-block (they run a subprocess) and are called from an executor.
+Cryptography runs in-process in libxmlsec1 (the `xmlsec` package), on the
+very lxml tree the validators read, always with keys given explicitly: the
+IdP metadata's certificates for signatures, the SP's keys for decryption,
+never a key a message carries. Before libxmlsec1 runs, the shape of every
+signature is checked here: one enveloped signature, one Reference to its
+parent's ID, only allowlisted transforms and algorithms, no ds:Object or
+ds:Manifest; the signature context then enables only those transforms as
+well. The work is CPU-bound (about a millisecond per operation, mostly
+outside the GIL), so callers still run it in an executor, off the event loop.
+
+`xmlsec` and lxml each bundle libxml2 and pass trees between them, so both
+must carry the same libxml2 minor version; pyproject.toml pins the pair.
 """
 
 from __future__ import annotations
@@ -14,20 +19,17 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import logging
-import tempfile
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Iterable, Sequence
+from contextlib import suppress
 from pathlib import Path
 
+import xmlsec
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from lxml import etree
-from saml2.sigver import CryptoBackendXmlSec1, SigverError, get_xmlsec_binary
 
 from authgate.errors import ProtocolError
 from authgate.protocols.saml_xml import DS, SAML, XENC, child, children, previous_element
@@ -99,10 +101,9 @@ def check_signature_shape(
     """Refuse any signature that is not SAML's enveloped profile (SAML core 5.4) over `parent`.
 
     It must be a direct child of the signed element, right after its Issuer
-    (`after`; first child for metadata) because xmlsec1 checks the first
-    ds:Signature it meets below the element it is pointed at, so position
-    decides which signature is checked; with one Reference to the parent's
-    ID and nothing that could carry unsigned content.
+    (`after`; first child for metadata), as SAML places it, so that exactly
+    one signature at a known place can vouch for an element; with one
+    Reference to the parent's ID and nothing that could carry unsigned content.
     """
     what = f"signature of {etree.QName(parent).localname}"
     if signature.getparent() is not parent:
@@ -202,65 +203,115 @@ def embedded_certificate(signature: etree._Element) -> str | None:
 
 
 def ordered(certs: Sequence[str], hint: str | None) -> list[str]:
-    """Trusted certificates, the one the message names first (saves xmlsec1 runs on rollover)."""
+    """Trusted certificates, the one the message names first (saves a verification on rollover)."""
     return sorted(certs, key=lambda c: c != hint)
 
 
-@contextmanager
-def _temp_file(content: bytes, suffix: str) -> Iterator[str]:
-    with tempfile.NamedTemporaryFile(suffix=suffix) as handle:
-        handle.write(content)
-        handle.flush()
-        yield handle.name
+def _transforms(algorithms: Iterable[str]) -> tuple[xmlsec.Transform, ...]:
+    """libxmlsec1's transforms for allowlisted algorithm URIs (KeyError if one is missing)."""
+    known = {t.href: t for t in vars(xmlsec.constants).values() if hasattr(t, "usage")}
+    return tuple(known[uri] for uri in sorted(algorithms))
+
+
+REFERENCE_TRANSFORMS = _transforms(TRANSFORMS | DIGESTS)
+SIGNATURE_TRANSFORMS = _transforms(CANONICALIZATIONS | SIGNATURE_HASHES.keys())
 
 
 class XmlSec:
-    """pysaml2's xmlsec1 backend, created on first use (it runs `xmlsec1 --version`)."""
+    """libxmlsec1 in-process, on the caller's own lxml tree, with keys it is given only.
+
+    Construction removes xmlsec's I/O callbacks for the whole process, so no
+    ds:Reference or RetrievalMethod can read a file or URL: only same-document
+    references resolve (what `xmlsec1 --enabled-reference-uris same-doc` did).
+    """
 
     def __init__(self) -> None:
-        self._backend: CryptoBackendXmlSec1 | None = None
-        self._lock = threading.Lock()
+        xmlsec.cleanup_callbacks()
+        self._cert_keys: dict[str, xmlsec.Key | None] = {}
+        self._sp_keys: dict[Path, tuple[int, xmlsec.Key | None]] = {}
 
-    @property
-    def binary(self) -> str:
-        return get_xmlsec_binary()
+    def verify(self, signature: etree._Element, certs: Sequence[str]) -> bool:
+        """True if the enveloped `signature` verifies over its parent with a trusted cert.
 
-    def _get(self) -> CryptoBackendXmlSec1:
-        with self._lock:
-            if self._backend is None:
-                # pysaml2 logs xmlsec1's full output at ERROR for every key that does not
-                # match (normal during rollover); authgate reports the outcome itself.
-                logging.getLogger("saml2.sigver").setLevel(logging.CRITICAL)
-                self._backend = CryptoBackendXmlSec1(self.binary)
-            return self._backend
-
-    def verify(
-        self, xml: bytes, node_name: str, node_id: str, certs: Sequence[str], hint: str | None
-    ) -> bool:
-        """True if the enveloped signature of element `node_id` verifies with a trusted cert.
-
-        xmlsec1 is limited to same-document references and raw keys, and the
-        trusted certificate is passed explicitly, so a key or certificate
-        carried in the message's KeyInfo can never be the one that verifies.
+        The signature context gets no keys manager and the trusted key is set
+        on it explicitly, so libxmlsec1 never reads KeyInfo: a key or
+        certificate carried in the message can never be the one that verifies.
+        Only the parent's ID attribute is registered, and the parser collected
+        no IDs, so the Reference (already checked to be `#` + that ID) can
+        resolve to that element only: the element whose values authgate reads.
         """
-        backend = self._get()
-        for cert in ordered(certs, hint):
-            with _temp_file(pem(cert).encode(), ".pem") as cert_file, suppress(SigverError):
-                if backend.validate_signature(xml, cert_file, "pem", node_name, node_id):
-                    return True
+        for cert in ordered(certs, embedded_certificate(signature)):
+            key = self._cert_key(cert)
+            if key is not None and _verifies(signature, key):
+                return True
         return False
 
-    def decrypt(self, xml: bytes, key_files: Sequence[Path]) -> bytes:
-        """The document with its EncryptedData replaced by the plaintext, or decrypt_failed."""
-        backend = self._get()
+    def decrypt(self, encrypted: etree._Element, key_files: Sequence[Path]) -> bytes:
+        """The document with `encrypted`'s EncryptedData replaced by its plaintext, serialised.
+
+        The replacement happens in the caller's tree, which is serialised so
+        that the plaintext passes the XML gate again like any input; no SP key
+        that decrypts it is decrypt_failed. The Id
+        attributes inside `encrypted` are registered so a RetrievalMethod to a
+        sibling EncryptedKey (Okta) resolves; `check_encryption_shape` keeps
+        those references inside the message. Each SP key is tried in its own
+        keys manager, so the key-encryption key is always one of ours.
+        """
+        data = child(encrypted, XENC + "EncryptedData")
+        assert data is not None, "check_encryption_shape runs first"
+        xmlsec.tree.add_ids(encrypted, ["Id"])
         for key_file in key_files:
-            with suppress(SigverError):
-                plain = backend.decrypt(xml, str(key_file))
-                if plain:
-                    return plain.encode("utf-8") if isinstance(plain, str) else plain
+            key = self._sp_key(key_file)
+            if key is None:
+                continue
+            manager = xmlsec.KeysManager()
+            manager.add_key(key)
+            with suppress(xmlsec.Error):
+                xmlsec.EncryptionContext(manager).decrypt(data)
+                return etree.tostring(encrypted.getroottree())
         raise ProtocolError(
             "decrypt_failed", "no SP key decrypts the assertion (check sp_keys and the IdP's cert)"
         )
+
+    def _cert_key(self, cert_b64: str) -> xmlsec.Key | None:
+        """A metadata certificate's public key, loaded once."""
+        if cert_b64 not in self._cert_keys:
+            try:
+                key = xmlsec.Key.from_memory(pem(cert_b64), xmlsec.KeyFormat.CERT_PEM)
+            except xmlsec.Error:
+                key = None
+            self._cert_keys[cert_b64] = key
+        return self._cert_keys[cert_b64]
+
+    def _sp_key(self, path: Path) -> xmlsec.Key | None:
+        """An SP private key, read again only when its file changes (rotation on disk)."""
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._sp_keys.get(path)
+        if cached is None or cached[0] != stamp:
+            try:
+                key = xmlsec.Key.from_file(str(path), xmlsec.KeyFormat.PEM)
+            except xmlsec.Error:
+                key = None
+            cached = self._sp_keys[path] = (stamp, key)
+        return cached[1]
+
+
+def _verifies(signature: etree._Element, key: xmlsec.Key) -> bool:
+    context = xmlsec.SignatureContext()
+    context.key = key
+    for transform in REFERENCE_TRANSFORMS:
+        context.enable_reference_transform(transform)
+    for transform in SIGNATURE_TRANSFORMS:
+        context.enable_signature_transform(transform)
+    try:
+        context.register_id(signature.getparent(), "ID")
+        context.verify(signature)
+    except xmlsec.Error:
+        return False
+    return True
 
 
 def _der_ecdsa(raw: bytes) -> bytes:

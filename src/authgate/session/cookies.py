@@ -23,6 +23,10 @@ class CookiePolicy:
         name = settings.session.cookie_name or f"{prefix}authgate"
         return cls(session_name=name, login_name=f"{prefix}authgate_login", secure=settings.https)
 
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset({self.session_name, self.login_name})
+
     def _set(
         self, response: web.StreamResponse, name: str, value: str, max_age: int, same_site: str
     ) -> None:

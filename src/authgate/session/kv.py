@@ -37,6 +37,14 @@ class KeyValueStore(ABC):
         """
 
     @abstractmethod
+    async def replace(self, key: str, expected: bytes, value: bytes) -> bool:
+        """Compare-and-set: write `value` only if the key still holds `expected` (TTL kept).
+
+        Read-modify-write of shared records (a login updating a user while an
+        admin retires it) must not silently undo the other writer's change.
+        """
+
+    @abstractmethod
     async def take(self, key: str) -> bytes | None:
         """Atomic get-and-delete, so single-use values can be consumed exactly once."""
 

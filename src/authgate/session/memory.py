@@ -51,6 +51,12 @@ class MemoryStore(KeyValueStore):
         self._put(key, value, ttl)
         return True
 
+    async def replace(self, key: str, expected: bytes, value: bytes) -> bool:
+        if not self._live(key) or self._data[key] != expected:
+            return False
+        self._data[key] = value
+        return True
+
     async def take(self, key: str) -> bytes | None:
         if not self._live(key):
             return None

@@ -53,6 +53,15 @@ def _no_retry() -> Retry:
     return Retry(NoBackoff(), 1)
 
 
+_REPLACE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'KEEPTTL')
+  return 1
+end
+return 0
+"""
+
+
 def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
 
@@ -130,6 +139,10 @@ class RedisStore(KeyValueStore):
             self._k(key), value, px=px, nx=only_if_new, xx=only_if_exists
         )
         return bool(written)
+
+    @_fail_closed
+    async def replace(self, key: str, expected: bytes, value: bytes) -> bool:
+        return bool(await self._redis.eval(_REPLACE, 1, self._k(key), expected, value))
 
     @_fail_closed
     async def take(self, key: str) -> bytes | None:

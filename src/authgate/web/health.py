@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from authgate.errors import StoreUnavailable
 from authgate.web.state import state
+
+log = logging.getLogger("authgate")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -19,7 +23,8 @@ async def readyz(request: web.Request) -> web.Response:
         await st.kv.ping()
         checks["store"] = "ok"
     except StoreUnavailable as exc:
-        checks["store"] = f"unavailable: {exc.detail}"
+        log.warning("readiness: session store unavailable: %s", exc.detail)
+        checks["store"] = "unavailable"
     for conn_id, protocol in st.protocols.items():
         problem = protocol.readiness_problem()
         checks[f"connection:{conn_id}"] = problem or "ok"

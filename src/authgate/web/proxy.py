@@ -12,6 +12,18 @@ from authgate.web.gate import challenge, current_session
 from authgate.web.state import State, state
 
 
+def _drop_own_cookies(headers: CIMultiDict[str], names: frozenset[str]) -> None:
+    """authgate's cookies are bearer credentials; an app that logs headers must not see them."""
+    kept = [
+        pair.strip()
+        for value in headers.popall("Cookie", ())
+        for pair in value.split(";")
+        if pair.strip() and pair.split("=", 1)[0].strip() not in names
+    ]
+    if kept:
+        headers["Cookie"] = "; ".join(kept)
+
+
 def _forward_headers(st: State, request: web.Request, session: Session | None) -> CIMultiDict[str]:
     client: ClientInfo = request[CLIENT]
     headers = st.headers.clean(
@@ -24,6 +36,7 @@ def _forward_headers(st: State, request: web.Request, session: Session | None) -
             "X-Request-Id",
         ),
     )
+    _drop_own_cookies(headers, st.cookies.names)
     headers["X-Forwarded-For"] = client.forwarded_for
     headers["X-Forwarded-Proto"] = client.proto
     headers["X-Forwarded-Host"] = client.host

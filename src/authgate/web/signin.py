@@ -7,13 +7,14 @@ cookie, audit, metrics, connection status — identically for SAML and OIDC.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
 from authgate.directory_sync import check_member
-from authgate.errors import LoginFailed
+from authgate.errors import LoginFailed, PolicyDenied, ProtocolError
 from authgate.identity import Identity
 from authgate.policy import check_identity, roles_for
 from authgate.session.login_state import new_browser_id
@@ -102,6 +103,19 @@ async def record_failure(
     await st.status.failure(conn_id, exc.reason, request[CID])
 
 
+async def _still_active(
+    request: web.Request, conn_id: str, identity: Identity, session: Session
+) -> None:
+    """A retire that raced this login has either been seen here or will find the new session."""
+    st = state(request)
+    user = await st.users.get(session.user_id)
+    if user is None or not user.active:
+        await st.sessions.delete(session)
+        exc = PolicyDenied("user_disabled", f"user {session.user_id} was retired during sign-in")
+        await record_failure(request, conn_id, exc, identity)
+        raise exc
+
+
 async def complete_login(request: web.Request, identity: Identity, return_to: str) -> web.Response:
     st = state(request)
     conn = st.settings.connection(identity.connection)
@@ -109,6 +123,8 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
         raise LoginFailed("invalid_request", f"unknown connection {identity.connection!r}")
     rules = st.rules[conn.id]
     try:
+        if identity.session_not_after is not None and identity.session_not_after <= time.time():
+            raise ProtocolError("expired", "the IdP's session limit has already passed")
         check_identity(identity, rules)
         await check_member(st.kv, st.settings.directory_sync, identity)
         user = await st.users.admit(identity, conn.provisioning)
@@ -137,6 +153,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             logout_hint=identity.logout_hint,
         )
     )
+    await _still_active(request, conn.id, identity, session)
     st.audit.emit(
         "sso.login.success",
         connection=conn.id,

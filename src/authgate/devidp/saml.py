@@ -1,0 +1,272 @@
+"""The development IdP's SAML 2.0 side: pysaml2's own IdP (`saml2.server.Server`) and xmlsec1.
+
+Nothing here builds XML by hand: requests are parsed and their signatures
+checked by pysaml2, responses and assertions are built and signed by it
+(RSA-SHA256, SHA-256 digests). It knows only the service providers whose
+metadata it was given, and answers only at the ACS and SLO URLs that
+metadata lists. Every call may run xmlsec1: call them from an executor.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2.config import IdPConfig
+from saml2.metadata import entity_descriptor
+from saml2.request import AuthnRequest, LogoutRequest
+from saml2.s_utils import UnknownPrincipal, UnsupportedBinding
+from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+from saml2.server import Server
+from saml2.sigver import get_xmlsec_binary
+
+from authgate.devidp.users import DevUser
+from authgate.keys import generate
+
+RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
+PASSWORD_CLASS = "urn:oasis:names:tc:SAML:2.0:ac:classes:Password"  # noqa: S105 - a URI
+BINDINGS = {"redirect": BINDING_HTTP_REDIRECT, "post": BINDING_HTTP_POST}
+KEY_BITS = 2048
+ASSERTION_MINUTES = 5
+SESSION_SECONDS = 8 * 3600
+
+
+class SamlRequestError(Exception):
+    """A SAML message the development IdP refuses; the text is shown on its error page."""
+
+
+@dataclass(frozen=True, slots=True)
+class SamlLogin:
+    """A verified AuthnRequest, waiting for the person to sign in."""
+
+    request_id: str
+    sp_entity_id: str
+    acs_url: str
+    relay_state: str
+    force_authn: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SamlLogout:
+    """A verified LogoutRequest from a known SP."""
+
+    sp_entity_id: str
+    name_id: str
+    reply: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PostForm:
+    """A message for the browser to POST to an SP endpoint."""
+
+    url: str
+    fields: dict[str, str]
+
+
+def _message_id(message: Any) -> str:
+    return str(message.id)
+
+
+class SamlIdp:
+    """One pysaml2 IdP with a fresh RSA key, trusting the SPs whose metadata it was given."""
+
+    def __init__(
+        self,
+        base_url: str,
+        key_dir: Path,
+        service_providers: Sequence[bytes],
+        require_signed_requests: bool = True,
+    ) -> None:
+        self.entity_id = base_url + "/saml/metadata"
+        self.sso_url = base_url + "/saml/sso"
+        self.slo_url = base_url + "/saml/slo"
+        key_pem, cert_pem = generate("authgate development IdP (not for production)", bits=KEY_BITS)
+        key_file, cert_file = key_dir / "devidp-saml.key", key_dir / "devidp-saml.crt"
+        key_file.write_bytes(key_pem)
+        key_file.chmod(0o600)
+        cert_file.write_bytes(cert_pem)
+        self.certificate = cert_pem
+        config = IdPConfig().load(
+            self._config(key_file, cert_file, service_providers, require_signed_requests)
+        )
+        self.server = Server(config=config)
+
+    def _config(
+        self, key_file: Path, cert_file: Path, sps: Sequence[bytes], signed: bool
+    ) -> dict[str, Any]:
+        return {
+            "entityid": self.entity_id,
+            "xmlsec_binary": get_xmlsec_binary(),
+            "key_file": str(key_file),
+            "cert_file": str(cert_file),
+            "signing_algorithm": RSA_SHA256,
+            "digest_algorithm": SHA256,
+            "accepted_time_diff": 60,
+            "metadata": {"inline": [sp.decode() for sp in sps]},
+            "service": {
+                "idp": {
+                    "name": "authgate development IdP",
+                    "endpoints": {
+                        "single_sign_on_service": [
+                            (self.sso_url, BINDING_HTTP_REDIRECT),
+                            (self.sso_url, BINDING_HTTP_POST),
+                        ],
+                        "single_logout_service": [
+                            (self.slo_url, BINDING_HTTP_REDIRECT),
+                            (self.slo_url, BINDING_HTTP_POST),
+                        ],
+                    },
+                    "name_id_format": [NAMEID_FORMAT_PERSISTENT],
+                    "want_authn_requests_signed": signed,
+                    "sign_response": True,
+                    "sign_assertion": True,
+                    "policy": {
+                        "default": {
+                            "lifetime": {"minutes": ASSERTION_MINUTES},
+                            "attribute_restrictions": None,
+                        }
+                    },
+                }
+            },
+        }
+
+    def metadata(self) -> bytes:
+        return entity_descriptor(self.server.config).to_string()
+
+    def _parse(self, kind: str, binding: str, message: str, params: dict[str, str]) -> Any:
+        """Decode, verify the signature (redirect query or XML) and schema-check one request."""
+        parse = (
+            self.server.parse_authn_request
+            if kind == "AuthnRequest"
+            else self.server.parse_logout_request
+        )
+        try:
+            parsed = parse(
+                message,
+                BINDINGS[binding],
+                relay_state=params.get("RelayState"),
+                sigalg=params.get("SigAlg"),
+                signature=params.get("Signature"),
+            )
+        except Exception as exc:
+            raise SamlRequestError(f"the {kind} was refused: {_describe(exc)}") from None
+        if parsed is None:
+            raise SamlRequestError(f"the {kind} was refused: not a valid {kind}")
+        issuer = parsed.message.issuer.text.strip() if parsed.message.issuer is not None else ""
+        if issuer not in self.server.metadata.service_providers():
+            raise SamlRequestError(f"the {kind} comes from an unknown service provider {issuer!r}")
+        return parsed
+
+    def parse_login(self, binding: str, message: str, params: dict[str, str]) -> SamlLogin:
+        """A known SP's AuthnRequest, with the ACS URL its metadata allows (never another)."""
+        parsed: AuthnRequest = self._parse("AuthnRequest", binding, message, params)
+        request = parsed.message
+        try:
+            args = self.server.response_args(request, [BINDING_HTTP_POST])
+        except (UnknownPrincipal, UnsupportedBinding, KeyError) as exc:
+            raise SamlRequestError(f"no usable ACS for this request: {_describe(exc)}") from None
+        if request.assertion_consumer_service_url and (
+            request.assertion_consumer_service_url != args["destination"]
+        ):
+            raise SamlRequestError(
+                f"the ACS URL {request.assertion_consumer_service_url!r} is not in the SP metadata"
+            )
+        return SamlLogin(
+            request_id=_message_id(request),
+            sp_entity_id=args["sp_entity_id"],
+            acs_url=args["destination"],
+            relay_state=params.get("RelayState", ""),
+            force_authn=str(request.force_authn).lower() in ("true", "1"),
+        )
+
+    def login_response(self, login: SamlLogin, user: DevUser, session_index: str) -> PostForm:
+        """A signed Response with a signed assertion, to be POSTed to the SP's ACS."""
+        identity = {
+            "email": [user.email] if user.email_verified else [],
+            "displayName": [user.name],
+            "givenName": [user.given_name],
+            "sn": [user.family_name],
+            "groups": list(user.groups),
+        }
+        name_id = NameID(
+            format=NAMEID_FORMAT_PERSISTENT,
+            text=user.id,
+            name_qualifier=self.entity_id,
+            sp_name_qualifier=login.sp_entity_id,
+        )
+        response = self.server.create_authn_response(
+            identity={k: v for k, v in identity.items() if v},
+            in_response_to=login.request_id,
+            destination=login.acs_url,
+            sp_entity_id=login.sp_entity_id,
+            name_id=name_id,
+            authn={
+                "class_ref": PASSWORD_CLASS,
+                "authn_instant": int(time.time()),
+                "session_index": session_index,
+            },
+            sign_response=True,
+            sign_assertion=True,
+            sign_alg=RSA_SHA256,
+            digest_alg=SHA256,
+            session_not_on_or_after=_instant(time.time() + SESSION_SECONDS),
+        )
+        return _post_form(str(response), login.acs_url, login.relay_state)
+
+    def parse_logout(self, binding: str, message: str, params: dict[str, str]) -> SamlLogout:
+        """A known SP's LogoutRequest, and the signed LogoutResponse that answers it."""
+        parsed: LogoutRequest = self._parse("LogoutRequest", binding, message, params)
+        request = parsed.message
+        sp = request.issuer.text.strip()
+        reply_binding = BINDINGS[binding]
+        try:
+            response = self.server.create_logout_response(
+                request,
+                [reply_binding],
+                sign=reply_binding == BINDING_HTTP_POST,
+                sign_alg=RSA_SHA256,
+                digest_alg=SHA256,
+            )
+            args = self.server.response_args(request, [reply_binding], descr_type="spsso")
+        except (UnknownPrincipal, UnsupportedBinding, KeyError) as exc:
+            raise SamlRequestError(f"the SP has no usable SLO endpoint: {_describe(exc)}") from None
+        relay = params.get("RelayState", "")
+        if reply_binding == BINDING_HTTP_POST:
+            form = _post_form(str(response), args["destination"], relay)
+            reply: dict[str, Any] = {"url": form.url, "fields": form.fields}
+        else:
+            info = self.server.apply_binding(
+                reply_binding,
+                str(response),
+                args["destination"],
+                relay_state=relay,
+                response=True,
+                sign=True,
+                sigalg=RSA_SHA256,
+            )
+            reply = {"url": dict(info["headers"])["Location"], "fields": None}
+        name_id = request.name_id.text.strip() if request.name_id is not None else ""
+        return SamlLogout(sp_entity_id=sp, name_id=name_id, reply=reply)
+
+
+def _post_form(xml: str, url: str, relay_state: str) -> PostForm:
+    """HTTP-POST binding: the base64 message (and RelayState) for our own auto-submit page."""
+    fields = {"SAMLResponse": base64.b64encode(xml.encode()).decode()}
+    if relay_state:
+        fields["RelayState"] = relay_state
+    return PostForm(url=url, fields=fields)
+
+
+def _instant(timestamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
