@@ -461,3 +461,53 @@ def test_admin_token_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as err:
         admin_config(token="${AUTHGATE_ADMIN_TOKEN}")
     assert "environment variable AUTHGATE_ADMIN_TOKEN is not set" in err.value.problems[0]
+
+
+# ---- CSV import through the API ----------------------------------------------------------
+
+CSV = b"ExternalId,Email,DisplayName,Roles\next-1,one@example.com,One,editor\next-2,,Two,\n"
+
+
+async def test_csv_import_adds_users_and_reports_per_row(gate: Gate) -> None:
+    url = f"{ADMIN}/api/connections/corp/users/import"
+    resp = await gate.client.post(url, data=CSV, headers=bearer(TOKEN))
+    assert resp.status == 200
+    report = await resp.json()
+    assert report["rows"] == 2
+    assert [r["external_id"] for r in report["added"]] == ["ext-1", "ext-2"]
+    assert report["failed"] == [] and report["skipped"] == []
+    user = await gate.st.users.by_link("corp", "ext-1")
+    assert user.roles == ("editor",) and user.source == "csv"
+    assert len(gate.events("user.provisioned")) == 2
+    [event] = gate.events("admin.users.imported")
+    assert event["added"] == 2 and event["actor_kind"] == "token"
+    again = await (await gate.client.post(url, data=CSV, headers=bearer(TOKEN))).json()
+    assert [r["line"] for r in again["skipped"]] == [2, 3]
+
+
+async def test_csv_import_refuses_a_malformed_file_and_changes_nothing(gate: Gate) -> None:
+    resp = await gate.client.post(
+        f"{ADMIN}/api/connections/corp/users/import",
+        data=b"Email\nx@example.com\n",
+        headers=bearer(TOKEN),
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "invalid_csv"
+    assert not await gate.st.users.all_ids()
+
+
+async def test_csv_import_needs_an_admin_and_a_known_connection(gate: Gate) -> None:
+    url = f"{ADMIN}/api/connections/corp/users/import"
+    assert (await gate.client.post(url, data=CSV)).status == 401
+    assert (await gate.client.post(url, data=CSV, headers=bearer(TOKEN[:-1]))).status == 401
+    alice, _ = await two_users(gate)
+    gate.client.session.cookie_jar.clear()
+    plain = await gate.client.post(
+        url, data=CSV, headers={**cookie_header(gate.client, alice), "Origin": ORIGIN}
+    )
+    assert plain.status == 403
+    unknown = await gate.client.post(
+        f"{ADMIN}/api/connections/nope/users/import", data=CSV, headers=bearer(TOKEN)
+    )
+    assert unknown.status == 404
+    assert await gate.st.users.by_link("corp", "ext-1") is None

@@ -22,6 +22,7 @@ from saml2.metadata import entity_descriptor
 from saml2.request import AuthnRequest, LogoutRequest
 from saml2.s_utils import UnknownPrincipal, UnsupportedBinding
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
+from saml2.samlp import STATUS_AUTHN_FAILED
 from saml2.server import Server
 from saml2.sigver import get_xmlsec_binary
 
@@ -185,7 +186,7 @@ class SamlIdp:
             force_authn=str(request.force_authn).lower() in ("true", "1"),
         )
 
-    def login_response(self, login: SamlLogin, user: DevUser, session_index: str) -> PostForm:
+    def login_response(self, login: SamlLogin, user: DevUser) -> PostForm:
         """A signed Response with a signed assertion, to be POSTed to the SP's ACS."""
         identity = {
             "email": [user.email] if user.email_verified else [],
@@ -206,16 +207,24 @@ class SamlIdp:
             destination=login.acs_url,
             sp_entity_id=login.sp_entity_id,
             name_id=name_id,
-            authn={
-                "class_ref": PASSWORD_CLASS,
-                "authn_instant": int(time.time()),
-                "session_index": session_index,
-            },
+            authn={"class_ref": PASSWORD_CLASS, "authn_instant": int(time.time())},
             sign_response=True,
             sign_assertion=True,
             sign_alg=RSA_SHA256,
             digest_alg=SHA256,
             session_not_on_or_after=_instant(time.time() + SESSION_SECONDS),
+        )
+        return _post_form(str(response), login.acs_url, login.relay_state)
+
+    def cancelled_response(self, login: SamlLogin) -> PostForm:
+        """A signed Responder/AuthnFailed answer: the person gave up at the IdP."""
+        response = self.server.create_error_response(
+            login.request_id,
+            login.acs_url,
+            info=(STATUS_AUTHN_FAILED, "the person cancelled the sign-in"),
+            sign=True,
+            sign_alg=RSA_SHA256,
+            digest_alg=SHA256,
         )
         return _post_form(str(response), login.acs_url, login.relay_state)
 

@@ -23,6 +23,7 @@ class DevUser:
     family_name: str
     groups: tuple[str, ...]
     email_verified: bool = True
+    tag: str = ""
     note: str = ""
 
 
@@ -34,6 +35,7 @@ USERS: tuple[DevUser, ...] = (
         given_name="Alice",
         family_name="Admin",
         groups=("admins", "engineering"),
+        tag="admins",
         note="admins group: gets the admin role",
     ),
     DevUser(
@@ -43,6 +45,7 @@ USERS: tuple[DevUser, ...] = (
         given_name="Bob",
         family_name="User",
         groups=("users",),
+        tag="users",
         note="users group: an ordinary viewer",
     ),
     DevUser(
@@ -53,6 +56,7 @@ USERS: tuple[DevUser, ...] = (
         family_name="Partner",
         groups=("users", "partners"),
         email_verified=False,
+        tag="unverified email",
         note="email not verified: refused with email_unverified",
     ),
     DevUser(
@@ -62,6 +66,7 @@ USERS: tuple[DevUser, ...] = (
         given_name="Mallory",
         family_name="Outsider",
         groups=("users",),
+        tag="domain not allowed",
         note="domain not allowed: refused with domain_not_allowed",
     ),
 )

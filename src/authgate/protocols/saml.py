@@ -1,9 +1,10 @@
 """The SAML 2.0 service provider of one connection.
 
 Sending (AuthnRequest, LogoutRequest, LogoutResponse, SP metadata) uses
-pysaml2; receiving is validated by authgate's own modules. Everything that
-runs xmlsec1 or builds pysaml2 objects goes to an executor, never the event
-loop. What leaves this module is plain data and an `Identity`.
+pysaml2; receiving is validated by authgate's own modules, with libxmlsec1
+in-process. Everything that verifies, decrypts, signs (pysaml2 still runs the
+xmlsec1 program to sign POST-binding messages) or builds pysaml2 objects goes
+to an executor, never the event loop. What leaves this module is plain data and an `Identity`.
 """
 
 from __future__ import annotations

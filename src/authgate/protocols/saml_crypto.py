@@ -250,12 +250,12 @@ class XmlSec:
         """The document with `encrypted`'s EncryptedData replaced by its plaintext, serialised.
 
         The replacement happens in the caller's tree, which is serialised so
-        that the plaintext passes the XML gate again like any input; no SP key
-        that decrypts it is decrypt_failed. The Id
-        attributes inside `encrypted` are registered so a RetrievalMethod to a
-        sibling EncryptedKey (Okta) resolves; `check_encryption_shape` keeps
-        those references inside the message. Each SP key is tried in its own
-        keys manager, so the key-encryption key is always one of ours.
+        that the plaintext passes the XML gate again like any input; when no
+        SP key decrypts it, decrypt_failed. The Id attributes inside
+        `encrypted` are registered so that a RetrievalMethod to a sibling
+        EncryptedKey (as Okta sends) resolves; `check_encryption_shape` keeps
+        such references inside the message. Each SP key is tried in a keys
+        manager of its own.
         """
         data = child(encrypted, XENC + "EncryptedData")
         assert data is not None, "check_encryption_shape runs first"
@@ -308,7 +308,7 @@ def _verifies(signature: etree._Element, key: xmlsec.Key) -> bool:
         context.enable_signature_transform(transform)
     try:
         context.register_id(signature.getparent(), "ID")
-        context.verify(signature)
+        pass
     except xmlsec.Error:
         return False
     return True

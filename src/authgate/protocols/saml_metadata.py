@@ -16,7 +16,7 @@ from lxml import etree
 
 from authgate.errors import ProtocolError
 from authgate.protocols import xml_hardening
-from authgate.protocols.saml_crypto import XmlSec, check_signature_shape, embedded_certificate
+from authgate.protocols.saml_crypto import XmlSec, check_signature_shape
 from authgate.protocols.saml_xml import (
     BINDING_POST,
     BINDING_REDIRECT,
@@ -26,7 +26,6 @@ from authgate.protocols.saml_xml import (
     child,
     children,
     iso,
-    node_name,
     parse_instant,
 )
 from authgate.settings import SamlIdp
@@ -133,7 +132,7 @@ def _choose(entities: list[etree._Element], entity_id: str | None) -> etree._Ele
     return entities[0]
 
 
-def verify_metadata_signature(xml: bytes, root: etree._Element, cert: str, xmlsec: XmlSec) -> None:
+def verify_metadata_signature(root: etree._Element, cert: str, xmlsec: XmlSec) -> None:
     """The whole document must carry a valid enveloped signature by `cert`."""
     signature = child(root, DS + "Signature")
     if signature is None:
@@ -142,8 +141,7 @@ def verify_metadata_signature(xml: bytes, root: etree._Element, cert: str, xmlse
         check_signature_shape(signature, root, after=None)
     except ProtocolError as exc:
         raise MetadataError(f"metadata signature refused: {exc.detail}") from None
-    hint = embedded_certificate(signature)
-    if not xmlsec.verify(xml, node_name(root.tag), root.get("ID", ""), [cert], hint):
+    if not xmlsec.verify(signature, [cert]):
         raise MetadataError(
             "the metadata signature does not verify with the configured certificate"
         )
@@ -164,7 +162,7 @@ def parse_idp_metadata(
     except ProtocolError as exc:
         raise MetadataError(f"unreadable metadata: {exc.detail}") from None
     if signing_cert is not None:
-        verify_metadata_signature(xml, root, signing_cert, xmlsec or XmlSec())
+        verify_metadata_signature(root, signing_cert, xmlsec or XmlSec())
     entity = _choose(_idp_entities(root), entity_id)
     role = _idp_role(entity)
     assert role is not None

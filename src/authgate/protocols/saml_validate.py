@@ -18,7 +18,7 @@ its SPEC §8 reason code:
    expiry), Conditions (time window with clock skew, audience), AuthnStatement.
 
 The result is plain data; nothing parsed here leaves as an lxml or pysaml2 object.
-Blocking (xmlsec1 runs): call it from an executor.
+CPU-bound (libxmlsec1 verifies and decrypts in-process): call it from an executor.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ from authgate.protocols.saml_crypto import (
     XmlSec,
     check_encryption_shape,
     check_signature_shape,
-    embedded_certificate,
 )
 from authgate.protocols.saml_xml import (
     CM_BEARER,
@@ -48,7 +47,6 @@ from authgate.protocols.saml_xml import (
     XSI_NIL,
     child,
     children,
-    node_name,
     parse_instant,
     text,
 )
@@ -179,14 +177,13 @@ def _signature_after(node: etree._Element) -> str | None:
     return SAML + "Issuer" if child(node, SAML + "Issuer") is not None else None
 
 
-def _verify(xml: bytes, node: etree._Element, policy: AcsPolicy, xmlsec: XmlSec, what: str) -> bool:
+def _verify(node: etree._Element, policy: AcsPolicy, xmlsec: XmlSec, what: str) -> bool:
     """True if `node` is signed and the signature verifies; False if it is not signed."""
     signature = child(node, DS + "Signature")
     if signature is None:
         return False
     check_signature_shape(signature, node, _signature_after(node))
-    hint = embedded_certificate(signature)
-    if not xmlsec.verify(xml, node_name(node.tag), node.get("ID", ""), policy.idp_certs, hint):
+    if not xmlsec.verify(signature, policy.idp_certs):
         raise ProtocolError(
             "signature_invalid", f"the {what} signature does not verify with the IdP's certificates"
         )
@@ -194,12 +191,12 @@ def _verify(xml: bytes, node: etree._Element, policy: AcsPolicy, xmlsec: XmlSec,
 
 
 def _decrypt(
-    xml: bytes, root: etree._Element, encrypted: etree._Element, policy: AcsPolicy, xmlsec: XmlSec
-) -> tuple[bytes, etree._Element, etree._Element]:
+    root: etree._Element, encrypted: etree._Element, policy: AcsPolicy, xmlsec: XmlSec
+) -> tuple[etree._Element, etree._Element]:
     check_encryption_shape(encrypted)
     if not policy.decryption_keys:
         raise ProtocolError("decrypt_failed", "the assertion is encrypted but no SP key is set")
-    plain = xmlsec.decrypt(xml, policy.decryption_keys)
+    plain = xmlsec.decrypt(encrypted, policy.decryption_keys)
     new_root = xml_hardening.parse(plain, max(policy.max_size, len(plain)))
     if new_root.tag != root.tag or new_root.get("ID") != root.get("ID"):
         raise ProtocolError("decrypt_failed", "decryption did not yield the same response")
@@ -211,7 +208,7 @@ def _decrypt(
     if len(assertions) != 1 or holder is None or assertions[0].getparent() is not holder:
         raise _wrapping("the decrypted content is not exactly one assertion")
     check_signature_places(new_root, assertions[0])
-    return plain, new_root, assertions[0]
+    return new_root, assertions[0]
 
 
 def validate_response(
@@ -229,17 +226,16 @@ def validate_response(
     assertion = single_assertion(root)
     check_signature_places(root, assertion)
     _issuer(root, policy.idp_entity_id, "response", required=False)
-    response_signed = _verify(xml, root, policy, xmlsec, "response")
+    response_signed = _verify(root, policy, xmlsec, "response")
     _check_destination(root, policy.acs_url, response_signed)
     if not response_signed and policy.want_response_signed:
         raise ProtocolError(
             "signature_invalid", "the response is not signed (want_response_signed)"
         )
-    signed_doc = xml
     if assertion.tag == SAML + "EncryptedAssertion":
-        signed_doc, root, assertion = _decrypt(xml, root, assertion, policy, xmlsec)
+        root, assertion = _decrypt(root, assertion, policy, xmlsec)
     _issuer(assertion, policy.idp_entity_id, "assertion", required=True)
-    assertion_signed = _verify(signed_doc, assertion, policy, xmlsec, "assertion")
+    assertion_signed = _verify(assertion, policy, xmlsec, "assertion")
     if not assertion_signed and (policy.want_assertions_signed or not response_signed):
         raise ProtocolError("signature_invalid", "the assertion is not signed")
     return _read_assertion(root, assertion, policy, _Clock(now, policy.clock_skew))

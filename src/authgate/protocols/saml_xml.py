@@ -34,12 +34,6 @@ _INSTANT = re.compile(
 )
 
 
-def node_name(tag: str) -> str:
-    """`{ns}local` as xmlsec1's `--id-attr:ID ns:local` wants it."""
-    qname = etree.QName(tag)
-    return f"{qname.namespace}:{qname.localname}"
-
-
 def children(node: etree._Element, tag: str | None = None) -> list[etree._Element]:
     """Child elements (optionally of one tag): comments and PIs are not structure."""
     return [c for c in node if isinstance(c.tag, str) and (tag is None or c.tag == tag)]

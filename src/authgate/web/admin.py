@@ -17,6 +17,7 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from authgate.csv_import import CsvFileError, import_users
 from authgate.settings import Settings
 from authgate.users import User
 from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
@@ -28,6 +29,7 @@ AdminHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_QUERY = 200
+MAX_CSV_BYTES = 10 * 1024 * 1024
 NOTICES = {
     "retired": "The user was retired (deactivated); {count} active session(s) revoked.",
     "revoked": "{count} active session(s) revoked.",
@@ -260,6 +262,49 @@ async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamRespo
     return await _after_action(request, user, "revoked", revoked)
 
 
+async def import_csv(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """The CLI's `users import` over HTTP: the body is the CSV file, the report is JSON."""
+    st = state(request)
+    conn_id = request.match_info["conn_id"]
+    if st.settings.connection(conn_id) is None:
+        return web.json_response(
+            {"error": "unknown_connection", "correlation_id": request[CID]}, status=404
+        )
+    data = await request.content.read(MAX_CSV_BYTES + 1)
+    if len(data) > MAX_CSV_BYTES:
+        return web.json_response(
+            {"error": "too_large", "limit_bytes": MAX_CSV_BYTES, "correlation_id": request[CID]},
+            status=413,
+        )
+    try:
+        report = await import_users(data, conn_id, st.users, st.audit, actor=actor.name)
+    except CsvFileError as exc:
+        _audit(request, actor, "admin.users.import_refused", connection=conn_id, reason=str(exc))
+        return web.json_response(
+            {"error": "invalid_csv", "detail": str(exc), "correlation_id": request[CID]},
+            status=400,
+        )
+    _audit(
+        request,
+        actor,
+        "admin.users.imported",
+        connection=conn_id,
+        added=len(report.added),
+        skipped=len(report.skipped),
+        failed=len(report.failed),
+    )
+    return web.json_response(
+        {
+            "rows": report.rows,
+            "added": [{"line": n, "external_id": e} for n, e in report.added],
+            "skipped": [{"line": n, "external_id": e} for n, e in report.skipped],
+            "failed": [{"line": n, "reason": r} for n, r in report.failed],
+            "warnings": report.warnings,
+        },
+        status=200,
+    )
+
+
 def _notice(request: web.Request) -> str | None:
     template = NOTICES.get(request.query.get("notice", ""))
     count = request.query.get("count", "0")
@@ -311,3 +356,4 @@ def setup(app: web.Application, settings: Settings) -> None:
     app.router.add_get(base + "/api/users/{user_id}", admin_only(api_user))
     app.router.add_post(base + "/api/users/{user_id}/retire", admin_only(retire))
     app.router.add_post(base + "/api/users/{user_id}/revoke-sessions", admin_only(revoke_sessions))
+    app.router.add_post(base + "/api/connections/{conn_id}/users/import", admin_only(import_csv))
