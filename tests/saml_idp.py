@@ -105,6 +105,20 @@ def encode(root: etree._Element) -> str:
     return base64.b64encode(etree.tostring(root)).decode()
 
 
+def key_value(keys: KeyPair, private: bool = False) -> etree._Element:
+    """A ds:KeyInfo carrying a raw RSA key, with its private exponent when `private`."""
+    numbers = keys.private_key().private_numbers()
+    parts = [("Modulus", numbers.public_numbers.n), ("Exponent", numbers.public_numbers.e)]
+    if private:
+        parts.append(("PrivateExponent", numbers.d))
+    key_info = etree.Element(DS + "KeyInfo", nsmap={"ds": DS_NS})
+    rsa_value = etree.SubElement(etree.SubElement(key_info, DS + "KeyValue"), DS + "RSAKeyValue")
+    for tag, number in parts:
+        raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+        etree.SubElement(rsa_value, DS + tag).text = base64.b64encode(raw).decode()
+    return key_info
+
+
 def redirect_query(
     kind: str,
     root: etree._Element,

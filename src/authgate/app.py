@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from authgate import assertion
 from authgate.audit import AuditLog
@@ -42,6 +42,8 @@ from authgate.web.state import STATE, State
 log = logging.getLogger("authgate")
 KEY_RELOAD_INTERVAL = 60.0
 IDP_TIMEOUT = 30.0
+# Requests still running at shutdown get this long to finish.
+SHUTDOWN_TIMEOUT = 10.0
 
 
 def build_store(settings: Settings) -> KeyValueStore:
@@ -74,7 +76,7 @@ def build_state(settings: Settings, kv: KeyValueStore) -> State:
         redirects=RedirectPolicy.build(settings.public_url, settings.access.allowed_redirect_hosts),
         public_paths=PublicPaths.build(settings.access.public_paths),
         rules={c.id: AccessRules.build(c, settings.access) for c in settings.connections},
-        pages=Pages(),
+        pages=Pages(settings.branding, settings.prefix + "/login"),
         trusted=TrustedProxies(settings.trusted_proxies),
     )
 
@@ -170,36 +172,60 @@ async def _not_found(request: web.Request) -> web.Response:
 
 
 def create_metrics_app(app: web.Application) -> web.Application:
-    registry = app[STATE].metrics.registry
+    return metrics_app(app[STATE].metrics.registry)
+
+
+def metrics_app(registry: CollectorRegistry) -> web.Application:
+    """`/metrics` for one registry: one process's, or the supervisor's sum over its workers."""
 
     async def metrics(request: web.Request) -> web.Response:
         return web.Response(
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
 
-    metrics_app = web.Application()
-    metrics_app.router.add_get("/metrics", metrics)
-    return metrics_app
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app
 
 
-def _split(listen: str) -> tuple[str, int]:
+def split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     return host.strip("[]"), int(port)
 
 
-async def serve(settings: Settings, force_retire: bool = False) -> None:
-    """Run until cancelled: the main site, and /metrics on its own port."""
-    app = create_app(settings, force_retire=force_retire)
-    runners = [web.AppRunner(app, access_log=None)]
-    if settings.metrics.enabled:
-        runners.append(web.AppRunner(create_metrics_app(app), access_log=None))
-    listens = [settings.listen, settings.metrics.listen]
+async def start_site(app: web.Application, listen: str, reuse_port: bool = False) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    host, port = split_listen(listen)
     try:
-        for runner, listen in zip(runners, listens, strict=False):
-            await runner.setup()
-            host, port = _split(listen)
-            await web.TCPSite(runner, host, port).start()
-            log.info("listening on %s", listen)
+        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("listening on %s", listen)
+    return runner
+
+
+async def serve(
+    settings: Settings,
+    force_retire: bool = False,
+    *,
+    worker: bool = False,
+    ready: Callable[[], None] | None = None,
+) -> None:
+    """Run until cancelled: the main site, and /metrics on its own port.
+
+    One of several workers binds with SO_REUSEPORT next to its siblings, and
+    leaves /metrics to the supervisor, which serves the sum over all of them.
+    """
+    app = create_app(settings, force_retire=force_retire)
+    runners: list[web.AppRunner] = []
+    try:
+        runners.append(await start_site(app, settings.listen, reuse_port=worker))
+        if settings.metrics.enabled and not worker:
+            runners.append(await start_site(create_metrics_app(app), settings.metrics.listen))
+        if ready is not None:
+            ready()
         await asyncio.Event().wait()
     finally:
         for runner in reversed(runners):

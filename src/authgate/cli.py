@@ -10,12 +10,14 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
-from authgate.app import build_store, serve
+from authgate import demo, workers
+from authgate.app import build_store
 from authgate.cli_oidc import add_commands as add_connection_commands
 from authgate.cli_oidc import connection_problems
 from authgate.cli_provisioning import add_commands
 from authgate.cli_saml import add_commands as add_saml_commands
 from authgate.cli_saml import metadata_status
+from authgate.devidp import NotLoopback
 from authgate.errors import StoreUnavailable
 from authgate.settings import ConfigError, Settings, load_settings
 from authgate.status import ConnectionStatus
@@ -30,12 +32,27 @@ def _load(path: str) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    settings = _load(args.config)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings, force_retire=args.force_retire))
+    return workers.run(_load(args.config), args.log_level, force_retire=args.force_retire)
+
+
+def _demo_port(value: str) -> int:
+    """The IdP takes the next port, so the last usable one is 65534."""
+    if not value.isdigit() or int(value) > 65534:
+        raise argparse.ArgumentTypeError("expected a port from 0 to 65534")
+    return int(value)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(demo.run(args.host, args.port, args.force))
+    except NotLoopback as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"error: {exc} (choose other ports with --port)", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     return 0
 
 
@@ -100,6 +117,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="retire removed connections even if no admin could sign in afterwards",
     )
     run.set_defaults(func=cmd_run)
+
+    demo_cmd = sub.add_parser(
+        "demo",
+        help="try a complete sign-in: development IdP, example app and authgate in one process",
+    )
+    demo_cmd.add_argument(
+        "--port",
+        type=_demo_port,
+        default=demo.DEFAULT_PORT,
+        help="authgate's port; the development IdP takes the next one (default 4180; 0: any)",
+    )
+    demo_cmd.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    demo_cmd.add_argument(
+        "--force",
+        action="store_true",
+        help="listen on a non-loopback --host anyway (its test users' password is public)",
+    )
+    demo_cmd.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
     check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)

@@ -23,9 +23,11 @@ from tests.saml_idp import (
     RSA_SHA1,
     SAML,
     SAMLP,
+    XENC,
     KeyPair,
     TestIdp,
     encode,
+    key_value,
     new_id,
 )
 
@@ -132,6 +134,34 @@ async def test_signed_by_an_untrusted_key_carried_in_keyinfo(saml_gate, saml_idp
     carried = next(root.iter(DS + "X509Certificate")).text
     assert "".join(carried.split()) == impostor.cert_b64
     await post_refused(browser, root, "signature_invalid", counted_upstream)
+
+
+def _key_info_replaced(signed_assertion: etree._Element, key_info: etree._Element) -> None:
+    """KeyInfo is outside what a signature signs, so anyone can swap it without breaking it."""
+    signature = signed_assertion.find(DS + "Signature")
+    signature.replace(signature.find(DS + "KeyInfo"), key_info)
+
+
+async def test_signed_by_an_untrusted_key_carried_as_key_value(
+    saml_gate, saml_idp, counted_upstream
+):
+    browser = await saml_gate()
+    rid = await browser.start()
+    impostor = KeyPair.create("impostor")
+    forged = saml_idp.sign(assertion(saml_idp, rid), keys=impostor)
+    _key_info_replaced(forged, key_value(impostor))
+    await post_refused(
+        browser, response(saml_idp, rid, forged), "signature_invalid", counted_upstream
+    )
+
+
+async def test_key_info_naming_another_key_does_not_change_a_trusted_signature(saml_gate, saml_idp):
+    """The control for the test above: KeyInfo is ignored, whatever it says."""
+    browser = await saml_gate()
+    rid = await browser.start()
+    genuine = saml_idp.sign(assertion(saml_idp, rid))
+    _key_info_replaced(genuine, key_value(KeyPair.create("impostor")))
+    assert (await browser.post(encode(response(saml_idp, rid, genuine)))).status == 302
 
 
 async def test_rsa_sha1_signature(saml_gate, saml_idp, counted_upstream):
@@ -487,3 +517,15 @@ async def test_rsa_1_5_key_transport(saml_gate, saml_idp, sp_keys, counted_upstr
     rid = await browser.start()
     hidden = saml_idp.encrypt(saml_idp.sign(assertion(saml_idp, rid)), _sp_cert(sp_keys), RSA_1_5)
     await post_refused(browser, response(saml_idp, rid, hidden), "weak_alg", counted_upstream)
+
+
+async def test_encrypted_key_carrying_its_own_private_key(
+    saml_gate, saml_idp, sp_keys, counted_upstream
+):
+    """Wrapped for the attacker's key, which the EncryptedKey carries: only SP keys decrypt."""
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    attacker = KeyPair.create("attacker")
+    hidden = saml_idp.encrypt(saml_idp.sign(assertion(saml_idp, rid)), attacker.cert_pem)
+    hidden.find(f".//{XENC}EncryptedKey").insert(1, key_value(attacker, private=True))
+    await post_refused(browser, response(saml_idp, rid, hidden), "decrypt_failed", counted_upstream)

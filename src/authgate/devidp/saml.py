@@ -10,17 +10,19 @@ metadata lists. Every call may run xmlsec1: call them from an executor.
 from __future__ import annotations
 
 import base64
+import functools
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, SAMLError
 from saml2.config import IdPConfig
 from saml2.metadata import entity_descriptor
 from saml2.request import AuthnRequest, LogoutRequest
-from saml2.s_utils import UnknownPrincipal, UnsupportedBinding
+from saml2.s_utils import SamlException
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 from saml2.samlp import STATUS_AUTHN_FAILED
 from saml2.server import Server
@@ -29,6 +31,7 @@ from saml2.sigver import get_xmlsec_binary
 from authgate.devidp.users import DevUser
 from authgate.keys import generate
 
+T = TypeVar("T")
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 SHA256 = "http://www.w3.org/2001/04/xmlenc#sha256"
 PASSWORD_CLASS = "urn:oasis:names:tc:SAML:2.0:ac:classes:Password"  # noqa: S105 - a URI
@@ -70,8 +73,15 @@ class PostForm:
     fields: dict[str, str]
 
 
-def _message_id(message: Any) -> str:
-    return str(message.id)
+def _serialised(method: Callable[..., T]) -> Callable[..., T]:
+    """pysaml2's Server keeps state between the steps of one call: one message at a time."""
+
+    @functools.wraps(method)
+    def locked(self: SamlIdp, *args: Any) -> T:
+        with self._lock:
+            return method(self, *args)
+
+    return locked
 
 
 class SamlIdp:
@@ -92,11 +102,11 @@ class SamlIdp:
         key_file.write_bytes(key_pem)
         key_file.chmod(0o600)
         cert_file.write_bytes(cert_pem)
-        self.certificate = cert_pem
         config = IdPConfig().load(
             self._config(key_file, cert_file, service_providers, require_signed_requests)
         )
         self.server = Server(config=config)
+        self._lock = threading.Lock()
 
     def _config(
         self, key_file: Path, cert_file: Path, sps: Sequence[bytes], signed: bool
@@ -137,6 +147,7 @@ class SamlIdp:
             },
         }
 
+    @_serialised
     def metadata(self) -> bytes:
         return entity_descriptor(self.server.config).to_string()
 
@@ -164,28 +175,27 @@ class SamlIdp:
             raise SamlRequestError(f"the {kind} comes from an unknown service provider {issuer!r}")
         return parsed
 
+    @_serialised
     def parse_login(self, binding: str, message: str, params: dict[str, str]) -> SamlLogin:
-        """A known SP's AuthnRequest, with the ACS URL its metadata allows (never another)."""
+        """A known SP's AuthnRequest and its ACS: pysaml2 answers only at an ACS the SP's
+        metadata lists, so a request naming any other URL is refused."""
         parsed: AuthnRequest = self._parse("AuthnRequest", binding, message, params)
         request = parsed.message
         try:
             args = self.server.response_args(request, [BINDING_HTTP_POST])
-        except (UnknownPrincipal, UnsupportedBinding, KeyError) as exc:
-            raise SamlRequestError(f"no usable ACS for this request: {_describe(exc)}") from None
-        if request.assertion_consumer_service_url and (
-            request.assertion_consumer_service_url != args["destination"]
-        ):
+        except (SAMLError, SamlException, KeyError) as exc:
             raise SamlRequestError(
-                f"the ACS URL {request.assertion_consumer_service_url!r} is not in the SP metadata"
-            )
+                f"no ACS in the SP metadata matches this request: {_describe(exc)}"
+            ) from None
         return SamlLogin(
-            request_id=_message_id(request),
+            request_id=str(request.id),
             sp_entity_id=args["sp_entity_id"],
             acs_url=args["destination"],
             relay_state=params.get("RelayState", ""),
             force_authn=str(request.force_authn).lower() in ("true", "1"),
         )
 
+    @_serialised
     def login_response(self, login: SamlLogin, user: DevUser) -> PostForm:
         """A signed Response with a signed assertion, to be POSTed to the SP's ACS."""
         identity = {
@@ -216,6 +226,7 @@ class SamlIdp:
         )
         return _post_form(str(response), login.acs_url, login.relay_state)
 
+    @_serialised
     def cancelled_response(self, login: SamlLogin) -> PostForm:
         """A signed Responder/AuthnFailed answer: the person gave up at the IdP."""
         response = self.server.create_error_response(
@@ -228,6 +239,7 @@ class SamlIdp:
         )
         return _post_form(str(response), login.acs_url, login.relay_state)
 
+    @_serialised
     def parse_logout(self, binding: str, message: str, params: dict[str, str]) -> SamlLogout:
         """A known SP's LogoutRequest, and the signed LogoutResponse that answers it."""
         parsed: LogoutRequest = self._parse("LogoutRequest", binding, message, params)
@@ -243,7 +255,7 @@ class SamlIdp:
                 digest_alg=SHA256,
             )
             args = self.server.response_args(request, [reply_binding], descr_type="spsso")
-        except (UnknownPrincipal, UnsupportedBinding, KeyError) as exc:
+        except (SAMLError, SamlException, KeyError) as exc:
             raise SamlRequestError(f"the SP has no usable SLO endpoint: {_describe(exc)}") from None
         relay = params.get("RelayState", "")
         if reply_binding == BINDING_HTTP_POST:

@@ -228,7 +228,7 @@ class XmlSec:
     def __init__(self) -> None:
         xmlsec.cleanup_callbacks()
         self._cert_keys: dict[str, xmlsec.Key | None] = {}
-        self._sp_keys: dict[Path, tuple[int, xmlsec.Key | None]] = {}
+        self._sp_keys: dict[Path, tuple[tuple[int, ...], xmlsec.KeysManager | None]] = {}
 
     def verify(self, signature: etree._Element, certs: Sequence[str]) -> bool:
         """True if the enveloped `signature` verifies over its parent with a trusted cert.
@@ -255,17 +255,18 @@ class XmlSec:
         `encrypted` are registered so that a RetrievalMethod to a sibling
         EncryptedKey (as Okta sends) resolves; `check_encryption_shape` keeps
         such references inside the message. Each SP key is tried in a keys
-        manager of its own.
+        manager of its own, so the key-encryption key is always one of ours (a
+        key in the EncryptedKey's KeyInfo, even a private one, is not used).
+        The managers are built once: building one loads the system's CA store
+        (about 10 ms, holding the GIL); using one only reads it.
         """
         data = child(encrypted, XENC + "EncryptedData")
         assert data is not None, "check_encryption_shape runs first"
         xmlsec.tree.add_ids(encrypted, ["Id"])
         for key_file in key_files:
-            key = self._sp_key(key_file)
-            if key is None:
+            manager = self._sp_keys_manager(key_file)
+            if manager is None:
                 continue
-            manager = xmlsec.KeysManager()
-            manager.add_key(key)
             with suppress(xmlsec.Error):
                 xmlsec.EncryptionContext(manager).decrypt(data)
                 return etree.tostring(encrypted.getroottree())
@@ -283,20 +284,26 @@ class XmlSec:
             self._cert_keys[cert_b64] = key
         return self._cert_keys[cert_b64]
 
-    def _sp_key(self, path: Path) -> xmlsec.Key | None:
-        """An SP private key, read again only when its file changes (rotation on disk)."""
+    def _sp_keys_manager(self, path: Path) -> xmlsec.KeysManager | None:
+        """A keys manager holding one SP private key, rebuilt when its file changes (rotation)."""
         try:
-            stamp = path.stat().st_mtime_ns
+            info = path.stat()
         except OSError:
             return None
+        stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
         cached = self._sp_keys.get(path)
         if cached is None or cached[0] != stamp:
-            try:
-                key = xmlsec.Key.from_file(str(path), xmlsec.KeyFormat.PEM)
-            except xmlsec.Error:
-                key = None
-            cached = self._sp_keys[path] = (stamp, key)
+            cached = self._sp_keys[path] = (stamp, _keys_manager(path))
         return cached[1]
+
+
+def _keys_manager(key_file: Path) -> xmlsec.KeysManager | None:
+    manager = xmlsec.KeysManager()
+    try:
+        manager.add_key(xmlsec.Key.from_file(str(key_file), xmlsec.KeyFormat.PEM))
+    except xmlsec.Error:
+        return None
+    return manager
 
 
 def _verifies(signature: etree._Element, key: xmlsec.Key) -> bool:
@@ -308,7 +315,7 @@ def _verifies(signature: etree._Element, key: xmlsec.Key) -> bool:
         context.enable_signature_transform(transform)
     try:
         context.register_id(signature.getparent(), "ID")
-        pass
+        context.verify(signature)
     except xmlsec.Error:
         return False
     return True

@@ -1,0 +1,229 @@
+"""The run's machine, its numbers against SPEC §11, and the JSON and markdown written from them."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from bench.stack import ROOT
+
+# SPEC §11, at 50 connections.
+PROXY_RATIO, PROXY_P99_MS, AUTH_RATIO = 0.30, 15.0, 0.40
+LOGIN_P50_MS, LOGIN_P99_MS, REVOCATION_S = 20.0, 60.0, 1.0
+
+PATH_TITLES = {
+    "nginx-proxy-pass": "nginx proxy_pass → upstream (B)",
+    "authgate-proxy": "authgate reverse proxy, valid session → upstream",
+    "nginx-auth-200": "nginx auth_request → return 200 → upstream (C)",
+    "nginx-auth-authgate": "nginx auth_request → authgate /auth → upstream",
+    "authgate-auth": "authgate /auth alone",
+}
+
+
+def _version(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "absent"
+    return (done.stdout + done.stderr).strip().splitlines()[0] if done.stdout + done.stderr else "?"
+
+
+def _package(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "aiohttp": _package("aiohttp"),
+        "uvloop": _package("uvloop"),
+        "redis-py": _package("redis"),
+        "hiredis": _package("hiredis"),
+        "nginx": _version(["nginx", "-v"]),
+        "redis-server": _version(["redis-server", "--version"]),
+        "wrk": _version(["wrk", "--version"]),
+        "commit": _version(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
+    }
+
+
+def ratios(paths: dict[str, dict[str, dict[str, Any]]]) -> None:
+    """Adds `vs_B` and `vs_C` (throughput ratios) to every path, per connection count."""
+    for conns, base_b in paths.get("nginx-proxy-pass", {}).items():
+        base_c = paths.get("nginx-auth-200", {}).get(conns)
+        for runs in paths.values():
+            if conns not in runs:
+                continue
+            runs[conns]["vs_B"] = runs[conns]["rps"] / base_b["rps"]
+            if base_c:
+                runs[conns]["vs_C"] = runs[conns]["rps"] / base_c["rps"]
+
+
+def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each SPEC §11 target this run could judge: what it needs, what was measured, met or not."""
+    checks: list[dict[str, Any]] = []
+    paths = result["paths"]
+
+    def check(name: str, need: str, got: float | None, ok: bool | None, unit: str = "") -> None:
+        if got is not None:
+            checks.append({"target": name, "need": need, "measured": f"{got:.2f}{unit}", "met": ok})
+
+    proxy = paths.get("authgate-proxy", {}).get("50", {})
+    if "vs_B" in proxy:
+        check(
+            "reverse proxy throughput",
+            f"≥ {PROXY_RATIO} x B",
+            proxy["vs_B"],
+            proxy["vs_B"] >= PROXY_RATIO,
+            " x B",
+        )
+    if proxy:
+        check(
+            "reverse proxy p99",
+            f"≤ {PROXY_P99_MS} ms",
+            proxy["p99_ms"],
+            proxy["p99_ms"] <= PROXY_P99_MS,
+            " ms",
+        )
+    auth = paths.get("nginx-auth-authgate", {}).get("50", {})
+    if "vs_C" in auth:
+        check(
+            "auth_request → authgate throughput",
+            f"≥ {AUTH_RATIO} x C",
+            auth["vs_C"],
+            auth["vs_C"] >= AUTH_RATIO,
+            " x C",
+        )
+    for name, stats in result.get("logins", {}).items():
+        if stats.get("n"):
+            check(
+                f"{name} p50",
+                f"< {LOGIN_P50_MS} ms",
+                stats["p50_ms"],
+                stats["p50_ms"] < LOGIN_P50_MS,
+                " ms",
+            )
+            check(
+                f"{name} p99",
+                f"< {LOGIN_P99_MS} ms",
+                stats["p99_ms"],
+                stats["p99_ms"] < LOGIN_P99_MS,
+                " ms",
+            )
+    storm = result.get("storm")
+    if storm:
+        p99 = storm["proxy"]["p99_ms"]
+        check(
+            "proxy p99 during a login storm",
+            f"≤ {PROXY_P99_MS} ms",
+            p99,
+            p99 <= PROXY_P99_MS,
+            " ms",
+        )
+    revocation = result.get("revocation")
+    if revocation:
+        worst = revocation["max_s"]
+        check(
+            "revocation on every worker and replica",
+            f"< {REVOCATION_S} s",
+            worst,
+            worst < REVOCATION_S,
+            " s",
+        )
+    return checks
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    run = result["run"]
+    lines = [
+        f"# authgate benchmark, {result['started']}",
+        "",
+        f"Machine: {m['cores']} cores, {m['cpu']}, Linux {m['kernel']}; Python {m['python']},"
+        f" aiohttp {m['aiohttp']}, uvloop {m['uvloop']}, hiredis {m['hiredis']};"
+        f" {m['nginx']}; {m['redis-server']}; commit {m['commit']}.",
+        "",
+        f"authgate workers: {run['workers']}; nginx worker_processes: auto; wrk: 2 threads,"
+        f" keep-alive, {run['duration']} s per run, {run['repetitions']} interleaved repetitions"
+        " (medians shown); 1 KiB upstream page served by nginx.",
+        "",
+        "| path | conns | req/s | p50 ms | p99 ms | x B | x C |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, runs in result["paths"].items():
+        for conns, stats in runs.items():
+            lines.append(
+                f"| {PATH_TITLES[key]} | {conns} | {stats['rps']:.0f} | {_fmt(stats['p50_ms'])}"
+                f" | {_fmt(stats['p99_ms'])} | {_fmt(stats.get('vs_B', '-'))}"
+                f" | {_fmt(stats.get('vs_C', '-'))} |"
+            )
+    if result.get("logins"):
+        lines += [
+            "",
+            "| login step (one at a time) | n | p50 ms | p99 ms |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, stats in result["logins"].items():
+            lines.append(
+                f"| {name} | {stats['n']} | {_fmt(stats['p50_ms'])} | {_fmt(stats['p99_ms'])} |"
+            )
+    storm = result.get("storm")
+    if storm:
+        lines += [
+            "",
+            f"Login storm: {storm['concurrency']} browsers signing in for {storm['seconds']} s"
+            f" ({storm['logins']} logins, {storm['logins_per_s']:.0f}/s) while wrk drives the"
+            f" reverse proxy at 50 connections: {storm['proxy']['rps']:.0f} req/s,"
+            f" p50 {storm['proxy']['p50_ms']:.2f} ms, p99 {storm['proxy']['p99_ms']:.2f} ms;"
+            f" OIDC callback p50/p99 {_fmt(storm['oidc_callback']['p50_ms'])}/"
+            f"{_fmt(storm['oidc_callback']['p99_ms'])} ms, SAML ACS p50/p99"
+            f" {_fmt(storm['saml_acs']['p50_ms'])}/{_fmt(storm['saml_acs']['p99_ms'])} ms.",
+        ]
+    revocation = result.get("revocation")
+    if revocation:
+        lines += [
+            "",
+            f"Revocation: logout on one replica, {revocation['probes']} keep-alive probe"
+            f" connections over {revocation['replicas']} replicas ({run['workers']} + 1 workers):"
+            f" median {revocation['median_s'] * 1000:.1f} ms,"
+            f" worst {revocation['max_s'] * 1000:.1f} ms"
+            f" over {revocation['rounds']} logouts.",
+        ]
+    if result["targets"]:
+        lines += ["", "| SPEC §11 target | needs | measured | met |", "|---|---|---:|---|"]
+        for t in result["targets"]:
+            lines.append(
+                f"| {t['target']} | {t['need']} | {t['measured']} | {'yes' if t['met'] else 'NO'} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def write(result: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    stem = directory / f"bench-{result['started'].replace(':', '').replace('-', '')}"
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
+    md_path.write_text(markdown(result))
+    return json_path, md_path

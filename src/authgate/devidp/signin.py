@@ -1,0 +1,131 @@
+"""The development IdP's one sign-in page, shared by OIDC and SAML, and its answer.
+
+Signing in with a test user's password (or continuing the IdP's own session)
+completes whichever protocol parked the pending sign-in; cancelling answers
+with the protocol's refusal, so the application shows an `idp_error`.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from aiohttp import web
+
+from authgate.devidp.oidc import AuthorizationRequest
+from authgate.devidp.pages import log
+from authgate.devidp.state import (
+    SESSION_COOKIE,
+    SESSION_TTL,
+    Pending,
+    SsoSession,
+    blocking,
+    idp_of,
+    now,
+    read_form,
+    redirect,
+    sso_session,
+)
+from authgate.devidp.users import DevUser, authenticate
+
+
+async def index(request: web.Request) -> web.Response:
+    idp = idp_of(request)
+    return idp.pages.render(
+        "index.html",
+        issuer=idp.oidc.issuer,
+        discovery=idp.oidc.issuer + "/.well-known/openid-configuration",
+        saml_metadata=idp.saml.entity_id,
+        users=idp.config.users,
+    )
+
+
+def _login_page(
+    request: web.Request, txn: str, pending: Pending, error: str | None = None, chosen: str = ""
+) -> web.Response:
+    idp = idp_of(request)
+    session = None if pending.force_login else sso_session(request)
+    current = idp.user(session.user_id) if session else None
+    return idp.pages.render(
+        "login.html",
+        status=401 if error else 200,
+        action="/login",
+        txn=txn,
+        client=pending.client,
+        protocol="OpenID Connect" if pending.kind == "oidc" else "SAML 2.0",
+        users=idp.config.users,
+        current=current,
+        chosen=chosen,
+        error=error,
+    )
+
+
+async def login_form(request: web.Request) -> web.Response:
+    txn = request.query.get("txn", "")
+    pending = idp_of(request).pending.get(txn)
+    if pending is None:
+        return expired(request)
+    return _login_page(request, txn, pending)
+
+
+def expired(request: web.Request) -> web.Response:
+    return idp_of(request).pages.message(
+        "Sign-in expired",
+        "This sign-in is unknown or took longer than ten minutes. Go back to the application"
+        " and start again.",
+        status=400,
+    )
+
+
+async def login_submit(request: web.Request) -> web.StreamResponse:
+    """Sign in (or continue the IdP session, or cancel), then answer the waiting protocol."""
+    idp = idp_of(request)
+    form = await read_form(request)
+    txn = form.get("txn", "")
+    pending = idp.pending.get(txn)
+    if pending is None:
+        return expired(request)
+    if "cancel" in form:
+        idp.pending.discard(txn)
+        log.info("sign-in cancelled for %s", pending.client)
+        return await _cancelled(request, pending)
+    session = sso_session(request)
+    user = None
+    if "continue" in form and session is not None and not pending.force_login:
+        user, auth_time = idp.user(session.user_id), session.auth_time
+    if user is None:
+        email = form.get("email", "")
+        user, auth_time = authenticate(email, form.get("password", ""), idp.config.users), now()
+        if user is None:
+            log.warning("wrong email or password for %r", email[:100])
+            return _login_page(request, txn, pending, "Wrong email or password.", email)
+    idp.pending.discard(txn)
+    log.info("%s signed in for %s (%s)", user.email, pending.client, pending.kind)
+    response = await _answer(request, pending, user, auth_time)
+    if session is None or session.user_id != user.id or session.auth_time != auth_time:
+        sid = secrets.token_urlsafe(32)
+        idp.sessions.put(sid, SsoSession(user.id, auth_time), SESSION_TTL)
+        response.set_cookie(SESSION_COOKIE, sid, path="/", httponly=True, samesite="Lax")
+    return response
+
+
+async def _answer(
+    request: web.Request, pending: Pending, user: DevUser, auth_time: int
+) -> web.Response:
+    idp = idp_of(request)
+    if isinstance(pending.request, AuthorizationRequest):
+        return redirect(idp.oidc.issue_code(pending.request, user, auth_time))
+    form = await blocking(idp.saml.login_response, pending.request, user)
+    return idp.pages.auto_post(form.url, form.fields, "signed SAML response")
+
+
+async def _cancelled(request: web.Request, pending: Pending) -> web.Response:
+    idp = idp_of(request)
+    if isinstance(pending.request, AuthorizationRequest):
+        req = pending.request
+        return redirect(
+            idp.oidc.error_redirect(
+                req.redirect_uri, req.state, "access_denied", "the person cancelled the sign-in"
+            )
+        )
+    form = await blocking(idp.saml.cancelled_response, pending.request)
+    return idp.pages.auto_post(form.url, form.fields, "SAML response")

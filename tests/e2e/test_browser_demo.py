@@ -1,0 +1,207 @@
+"""`authgate demo` in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+The demo runs as a newcomer starts it (`authgate demo`, here on free ports)
+and one browser serves the whole module; each test starts with no cookies.
+Every page a person meets is saved under test-artifacts/screenshots/.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+
+from authgate.demo import OIDC_ID, SAML_ID
+from tests.servers import require_binary
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STARTUP_TIMEOUT = 60.0
+SAML_BUTTON = "Log in using Development IdP (SAML)"
+OIDC_BUTTON = "Log in using Development IdP (OpenID Connect)"
+
+
+@dataclass(frozen=True)
+class RunningDemo:
+    url: str
+    idp_url: str
+
+
+def _wait_for_banner(proc: subprocess.Popen[bytes], log: Path) -> RunningDemo:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace")
+        app = re.search(r"^Open (http://\S+)/ — users:", text, re.M)
+        idp = re.search(r"development IdP:\s+(http://\S+)/ ", text)
+        if app and idp:
+            return RunningDemo(app.group(1), idp.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"authgate demo exited with {proc.returncode}:\n{text}")
+        time.sleep(0.1)
+    raise RuntimeError(f"authgate demo printed no URL in {STARTUP_TIMEOUT}s")
+
+
+@pytest.fixture(scope="module")
+def demo() -> Iterator[RunningDemo]:
+    """`authgate demo --port 0` as a subprocess; its output goes to a file (never a full pipe)."""
+    with tempfile.TemporaryDirectory(prefix="authgate-demo-test-") as tmp:
+        log = Path(tmp) / "demo.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "authgate", "demo", "--port", "0"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            yield _wait_for_banner(proc, log)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def context() -> Iterator[BrowserContext]:
+    chromium = require_binary("chromium")
+    with (
+        tempfile.TemporaryDirectory(prefix="authgate-chromium-") as profile,
+        sync_playwright() as playwright,
+    ):
+        browser = playwright.chromium.launch_persistent_context(
+            profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(context: BrowserContext) -> Iterator[Page]:
+    context.clear_cookies()
+    tab = context.new_page()
+    yield tab
+    tab.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in_at_idp(page: Page, email: str, screenshot: str | None = None) -> None:
+    """On the development IdP's page: pick the test user, type the password, sign in."""
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Sign in to continue")
+    page.locator(f"input[type=radio][value='{email}']").check()
+    page.get_by_label("Password").fill("demo")
+    if screenshot:
+        shot(page, screenshot)
+    page.locator("#sign-in").click()
+
+
+def start(page: Page, demo: RunningDemo, button: str) -> None:
+    page.goto(demo.url + "/")
+    expect(page).to_have_url(re.compile(re.escape(demo.url) + r"/_authgate/login\?rd=%2F$"))
+    page.get_by_role("link", name=button).click()
+    expect(page).to_have_url(re.compile(re.escape(demo.idp_url) + r"/login\?txn="))
+
+
+def expect_app(page: Page, demo: RunningDemo, user: str, connection: str) -> None:
+    expect(page).to_have_url(demo.url + "/")
+    expect(page.locator("#x-user")).to_have_text(user)
+    expect(page.locator("#x-auth-connection")).to_have_text(connection)
+    expect(page.locator("#assertion-status")).to_contain_text("Verified")
+
+
+def test_saml_sign_in_shows_the_app_then_single_logout(page: Page, demo: RunningDemo):
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(demo.url + "/")
+    shot(page, "sign-in-mobile")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    start(page, demo, SAML_BUTTON)
+    sign_in_at_idp(page, "bob@example.com", "devidp-sign-in")
+    expect_app(page, demo, "bob@example.com", SAML_ID)
+    expect(page.locator("#x-roles")).to_have_text("viewer")
+    shot(page, "upstream-after-saml-login")
+    page.locator("#sign-out").click()
+    expect(page).to_have_url(re.compile(rf"/_authgate/saml/{SAML_ID}/slo\?SAMLResponse="))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Signed out")
+    page.goto(demo.url + "/")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+
+
+def test_oidc_sign_in_shows_the_app_then_sign_out_asks_to_sign_in_again(
+    page: Page, demo: RunningDemo
+):
+    start(page, demo, OIDC_BUTTON)
+    shot(page, "devidp-sign-in-oidc")
+    sign_in_at_idp(page, "alice@example.com")
+    expect_app(page, demo, "alice@example.com", OIDC_ID)
+    expect(page.locator("#x-roles")).to_have_text(re.compile(r"\badmin\b"))
+    shot(page, "upstream-after-oidc-login")
+    page.locator("#sign-out").click()
+    expect(page).to_have_url(demo.url + "/_authgate/logout")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Signed out")
+    shot(page, "signed-out")
+    page.get_by_role("link", name="Sign in again").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+    page.goto(demo.url + "/reports")
+    expect(page).to_have_url(demo.url + "/_authgate/login?rd=%2Freports")
+    shot(page, "sign-in")
+    page.get_by_role("link", name=OIDC_BUTTON).click()
+    expect(page.get_by_role("heading", level=1)).to_contain_text("Sign in to continue")
+    expect(page.locator("#continue-as")).to_have_count(0)
+
+
+def test_disallowed_domain_sees_the_reason_and_the_admin_page_shows_it(
+    page: Page, demo: RunningDemo
+):
+    start(page, demo, OIDC_BUTTON)
+    sign_in_at_idp(page, "mallory@evil.example")
+    expect(page.locator("#reason")).to_have_text("domain_not_allowed")
+    correlation_id = page.locator("#correlation-id").inner_text()
+    assert re.fullmatch(r"[0-9a-f]{16}", correlation_id)
+    expect(page.locator("#operator-hint")).to_contain_text("allowed_domains")
+    shot(page, "error-domain-not-allowed")
+    page.context.clear_cookies()
+    start(page, demo, OIDC_BUTTON)
+    sign_in_at_idp(page, "alice@example.com")
+    expect_app(page, demo, "alice@example.com", OIDC_ID)
+    page.get_by_role("link", name="Admin").click()
+    row = page.locator(f"#connection-{OIDC_ID}")
+    expect(row.locator("code.reason")).to_have_text("domain_not_allowed")
+    expect(row).to_contain_text(correlation_id)
+    shot(page, "admin")
+
+
+def test_unverified_email_is_refused(page: Page, demo: RunningDemo):
+    start(page, demo, OIDC_BUTTON)
+    sign_in_at_idp(page, "carol@partner.example")
+    expect(page.locator("#reason")).to_have_text("email_unverified")
+    expect(page.get_by_role("link", name="Start again")).to_be_visible()
+
+
+def test_a_stale_sign_in_gets_the_start_again_page(page: Page, demo: RunningDemo):
+    page.goto(f"{demo.url}/_authgate/oidc/{OIDC_ID}/callback?state=stale&code=unused")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign-in expired")
+    shot(page, "sign-in-expired")
+    page.get_by_role("link", name="Start again").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
