@@ -17,6 +17,7 @@ import asyncio
 import datetime as dt
 import os
 import shutil
+import signal
 import statistics
 import sys
 import time
@@ -250,10 +251,9 @@ class Bench:
 
     async def _throughput(self, targets: dict[str, Target]) -> dict[str, dict[str, dict[str, Any]]]:
         tool = binary("wrk")
+        warmup = min(WARMUP_SECONDS, self.args.duration)
         for name, target in targets.items():
-            await wrk.run(
-                tool, target.url, max(self.args.connections), WARMUP_SECONDS, target.headers
-            )
+            await wrk.run(tool, target.url, max(self.args.connections), warmup, target.headers)
             say(f"warmed up {name}")
         runs: dict[str, dict[int, list[wrk.WrkResult]]] = {n: {} for n in targets}
         for rep in range(1, self.args.repetitions + 1):
@@ -321,8 +321,14 @@ def _median(results: list[wrk.WrkResult]) -> dict[str, Any]:
     }
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so every process started is stopped on the way out."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _stop_on_sigterm()
     bench = Bench(args)
     try:
         bench.start()

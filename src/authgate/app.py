@@ -20,6 +20,7 @@ from authgate.protocols.base import ProtocolContext
 from authgate.protocols.registry import build_protocol
 from authgate.provisioning import setup as setup_provisioning
 from authgate.session import redis as redis_store
+from authgate.session.cache import INVALIDATIONS, SessionCache
 from authgate.session.cookies import CookiePolicy
 from authgate.session.kv import KeyValueStore
 from authgate.session.login_state import LoginStateStore
@@ -33,6 +34,7 @@ from authgate.urls import PublicPaths, RedirectPolicy
 from authgate.users import UserStore
 from authgate.web import admin, forward_auth, health, proxy, signin
 from authgate.web.client_info import TrustedProxies
+from authgate.web.fastpath import Front
 from authgate.web.middlewares import error_pages, request_context
 from authgate.web.oidc import routes as oidc_routes
 from authgate.web.pages import Pages
@@ -44,6 +46,7 @@ KEY_RELOAD_INTERVAL = 60.0
 IDP_TIMEOUT = 30.0
 # Requests still running at shutdown get this long to finish.
 SHUTDOWN_TIMEOUT = 10.0
+LISTENER_STOP_TIMEOUT = 5.0
 
 
 def build_store(settings: Settings) -> KeyValueStore:
@@ -61,10 +64,11 @@ def build_store(settings: Settings) -> KeyValueStore:
 
 def build_state(settings: Settings, kv: KeyValueStore) -> State:
     sess = settings.session
+    cache = SessionCache() if sess.cache and kv.shared else None
     return State(
         settings=settings,
         kv=kv,
-        sessions=SessionStore(kv, sess.lifetime, sess.idle_timeout),
+        sessions=SessionStore(kv, sess.lifetime, sess.idle_timeout, cache=cache),
         login_state=LoginStateStore(kv, sess.login_state_ttl),
         replay=ReplayCache(kv),
         users=UserStore(kv),
@@ -99,6 +103,14 @@ async def _reload_keys(st: State) -> None:
             log.exception("could not reload the assertion signing keys; keeping the current ones")
 
 
+async def _stop_listening(listener: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Ask the subscription to end; cancel it only if it does not within a few seconds."""
+    stop.set()
+    await asyncio.wait({listener}, timeout=LISTENER_STOP_TIMEOUT)
+    if not listener.done():
+        listener.cancel()
+
+
 def _resources(st: State):
     async def resources(app: web.Application) -> AsyncIterator[None]:
         cfg = st.settings.headers.assertion
@@ -109,11 +121,18 @@ def _resources(st: State):
         client = create_client(st.settings.upstream)
         st.upstream = Upstream(client, st.settings.upstream, st.metrics)
         reloader = asyncio.create_task(_reload_keys(st)) if cfg.header else None
+        stop = asyncio.Event()
+        listener = None
+        if st.sessions.cache is not None:
+            listener = asyncio.create_task(st.kv.listen(INVALIDATIONS, st.sessions.cache, stop))
         yield
         if reloader is not None:
             reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
+        if listener is not None:
+            await _stop_listening(listener, stop)
+        await st.upstream.close()
         await client.close()
         await st.kv.close()
         st.audit.close()
@@ -193,17 +212,40 @@ def split_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-async def start_site(app: web.Application, listen: str, reuse_port: bool = False) -> web.AppRunner:
+@contextlib.asynccontextmanager
+async def site(app: web.Application, listen: str) -> AsyncIterator[None]:
+    """`app` served by aiohttp on `listen` for the duration of the block."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
-    host, port = split_listen(listen)
     try:
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
-    except BaseException:
+        host, port = split_listen(listen)
+        await web.TCPSite(runner, host, port).start()
+        log.info("listening on %s", listen)
+        yield
+    finally:
         await runner.cleanup()
-        raise
-    log.info("listening on %s", listen)
-    return runner
+
+
+@contextlib.asynccontextmanager
+async def front_site(app: web.Application, listen: str, reuse_port: bool) -> AsyncIterator[Front]:
+    """The main listener: the fast path first, aiohttp for every connection it hands over."""
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    await runner.setup()
+    try:
+        assert runner.server is not None
+        front = Front(app, runner.server)
+        host, port = split_listen(listen)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(front, host, port, reuse_port=reuse_port or None)
+        front.start()
+        log.info("listening on %s", listen)
+        try:
+            yield front
+        finally:
+            server.close()
+            front.close_all()
+    finally:
+        await runner.cleanup()
 
 
 async def serve(
@@ -219,14 +261,10 @@ async def serve(
     leaves /metrics to the supervisor, which serves the sum over all of them.
     """
     app = create_app(settings, force_retire=force_retire)
-    runners: list[web.AppRunner] = []
-    try:
-        runners.append(await start_site(app, settings.listen, reuse_port=worker))
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(front_site(app, settings.listen, reuse_port=worker))
         if settings.metrics.enabled and not worker:
-            runners.append(await start_site(create_metrics_app(app), settings.metrics.listen))
+            await stack.enter_async_context(site(create_metrics_app(app), settings.metrics.listen))
         if ready is not None:
             ready()
         await asyncio.Event().wait()
-    finally:
-        for runner in reversed(runners):
-            await runner.cleanup()

@@ -7,10 +7,11 @@ WSGI, PHP) fold `X_User` and `X-User` into the same variable.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict, MultiMapping
 
 from authgate.session.sessions import Session
 from authgate.settings import HeaderSettings
@@ -50,11 +51,13 @@ _ALWAYS_STRIPPED = (
 _STRIPPED_PREFIXES = ("x-auth-request-",)
 
 
+@functools.lru_cache(maxsize=4096)
 def normalise(name: str) -> str:
+    """Header names repeat on every request; the cache saves three string copies per name."""
     return name.strip().lower().replace("_", "-")
 
 
-def connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
+def connection_tokens(headers: MultiMapping[str]) -> set[str]:
     """Header names a client listed in `Connection`, which are hop-by-hop by definition."""
     named: set[str] = set()
     for value in headers.getall("Connection", ()):
@@ -92,17 +95,29 @@ class IdentityHeaders:
         return key in self.protected or key.startswith(_STRIPPED_PREFIXES)
 
     def clean(
-        self, incoming: CIMultiDictProxy[str], extra_drop: Iterable[str] = ()
+        self, incoming: MultiMapping[str], extra_drop: Iterable[str] = ()
     ) -> CIMultiDict[str]:
         """Copy of the client's headers without hop-by-hop and identity headers."""
-        drop = HOP_BY_HOP | connection_tokens(incoming) | {normalise(n) for n in extra_drop}
-        out: CIMultiDict[str] = CIMultiDict()
-        for name, value in incoming.items():
-            key = normalise(name)
-            if key in drop or self._protected_key(key):
-                continue
-            out.add(name, value)
-        return out
+        return CIMultiDict(self.kept(incoming, frozenset(normalise(n) for n in extra_drop)))
+
+    def kept(
+        self, incoming: MultiMapping[str], extra_drop: frozenset[str] = frozenset()
+    ) -> list[tuple[str, str]]:
+        """The client's header lines, in order, without hop-by-hop, identity and `extra_drop`.
+
+        `extra_drop` holds normalised names (see `normalise`).
+        """
+        named = connection_tokens(incoming) if "Connection" in incoming else set()
+        return [
+            (name, value)
+            for name, value in incoming.items()
+            if not (
+                (key := normalise(name)) in HOP_BY_HOP
+                or key in named
+                or key in extra_drop
+                or self._protected_key(key)
+            )
+        ]
 
     def identity(self, session: Session, assertion: str | None) -> list[tuple[str, str]]:
         """Headers that carry the signed-in identity (upstream and in the /auth answer)."""
@@ -130,4 +145,6 @@ class IdentityHeaders:
 
 def _header_safe(value: str) -> str:
     """IdP-supplied text must not be able to break out of its header line."""
-    return "".join(ch if ch.isprintable() and ch not in "\r\n" else " " for ch in value)
+    if value.isprintable():
+        return value
+    return "".join(ch if ch.isprintable() else " " for ch in value)

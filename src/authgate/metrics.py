@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
@@ -15,6 +15,15 @@ class Metrics:
     upstream_latency: Histogram
     store_latency: Histogram
     store_errors: Counter
+    # `labels()` validates and locks on every call; the hot path looks its child up once.
+    _request_counters: dict[tuple[str, str], Counter] = field(default_factory=dict)
+
+    def count(self, kind: str, outcome: str) -> None:
+        """One request of `kind` (proxy, auth, ...) that ended with `outcome`."""
+        counter = self._request_counters.get((kind, outcome))
+        if counter is None:
+            counter = self._request_counters[kind, outcome] = self.requests.labels(kind, outcome)
+        counter.inc()
 
     @classmethod
     def create(cls) -> Metrics:

@@ -137,6 +137,8 @@ class SessionSettings(_Model):
     lifetime: Duration = 8 * 3600.0
     idle_timeout: Duration = 3600.0
     login_state_ttl: Duration = 600.0
+    # Each process caches sessions it read, invalidated over Redis pub/sub (session/cache.py).
+    cache: bool = True
 
     @model_validator(mode="after")
     def _redis_needed(self) -> SessionSettings:

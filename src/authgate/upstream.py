@@ -1,15 +1,18 @@
-"""Forwarding to the protected application over one pooled client session.
+"""Forwarding to the protected application: HTTP over `upstream_pool`, WebSockets over aiohttp.
 
 Bodies are streamed in both directions in fixed-size chunks, so a 200 MB
-upload or download costs a few chunks of memory. The path and query go out
-exactly as the client sent them (encoded slashes, `%2e`, `;`), because the
-upstream, not authgate, owns their meaning.
+upload or download costs a few chunks of memory; an answer that is already
+complete when its headers arrive (the usual small page) goes back in one
+write. The path and query go out exactly as the client sent them (encoded
+slashes, `%2e`, `;`, an empty `?`), because the upstream, not authgate, owns
+their meaning.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -17,9 +20,17 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from authgate.errors import BadRequest, UpstreamError, UpstreamTimeout
-from authgate.headers import HOP_BY_HOP, connection_tokens, normalise
+from authgate.headers import HOP_BY_HOP, normalise
 from authgate.metrics import Metrics
 from authgate.settings import UpstreamSettings
+from authgate.upstream_pool import (
+    Exchange,
+    Response,
+    UnsafeHead,
+    UpstreamFailure,
+    UpstreamPool,
+    UpstreamTimedOut,
+)
 
 CHUNK = 64 * 1024
 _WS_HANDSHAKE = frozenset(
@@ -75,13 +86,26 @@ def create_client(settings: UpstreamSettings) -> aiohttp.ClientSession:
     )
 
 
-def _response_headers(upstream: aiohttp.ClientResponse) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | connection_tokens(upstream.headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.headers.items():
-        if normalise(name) not in drop:
-            out.add(name, value)
-    return out
+def response_headers(received: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The upstream's header lines for the client: no hop-by-hop ones, nor those it named so."""
+    named = {
+        normalise(token)
+        for name, value in received
+        if normalise(name) == "connection"
+        for token in value.split(",")
+        if token.strip()
+    }
+    return [
+        (name, value)
+        for name, value in received
+        if (key := normalise(name)) not in HOP_BY_HOP and key not in named
+    ]
+
+
+def _client_gone(request: web.Request) -> None:
+    """Cut the client's connection: a truncated answer must not look complete."""
+    if request.transport is not None:
+        request.transport.close()
 
 
 class Upstream:
@@ -89,45 +113,56 @@ class Upstream:
         self, client: aiohttp.ClientSession, settings: UpstreamSettings, metrics: Metrics
     ) -> None:
         self._client = client
-        self._base = settings.url
+        self._pool = UpstreamPool(
+            settings.url,
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            limit=settings.max_connections,
+        )
         self._ws_base = "ws" + settings.url.removeprefix("http")
         self._pass_host = settings.pass_host_header
         self._metrics = metrics
 
-    async def forward(self, request: web.Request, headers: CIMultiDict[str]) -> web.StreamResponse:
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def forward(
+        self, request: web.Request, headers: list[tuple[str, str]]
+    ) -> web.StreamResponse:
+        body = request.content.iter_chunked(CHUNK) if request.body_exists else None
+        exchange = await self.send(
+            request.method, request.raw_path, headers, body, request.content_length
+        )
+        try:
+            return await _respond(request, exchange.response)
+        finally:
+            exchange.release()
+
+    async def send(
+        self,
+        method: str,
+        raw_path: str,
+        headers: list[tuple[str, str]],
+        body: AsyncIterator[bytes] | None,
+        length: int | None,
+    ) -> Exchange:
+        """Send the request; returns with the answer's status and headers, its body to come.
+
+        The caller streams the answer and must `release()` the exchange.
+        """
         if not self._pass_host:
-            headers.popall("Host", None)
-        body = request.content if request.body_exists else None
+            headers = [(name, value) for name, value in headers if name.lower() != "host"]
         started = time.perf_counter()
         try:
-            upstream = await self._client.request(
-                request.method,
-                upstream_url(self._base, request.raw_path),
-                headers=headers,
-                data=body,
-                allow_redirects=False,
-                compress=None,
-                chunked=None,
-            )
-        except TimeoutError as exc:
-            raise UpstreamTimeout(detail="the application did not answer in time") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(detail=f"cannot reach the application: {exc}") from exc
+            exchange = await self._pool.send(method, origin_form(raw_path), headers, body, length)
+        except UpstreamTimedOut as exc:
+            raise UpstreamTimeout(detail=str(exc)) from exc
+        except UpstreamFailure as exc:
+            raise UpstreamError(detail=str(exc)) from exc
+        except UnsafeHead as exc:
+            raise BadRequest(detail=str(exc)) from exc
         self._metrics.upstream_latency.observe(time.perf_counter() - started)
-        async with upstream:
-            response = web.StreamResponse(
-                status=upstream.status, reason=upstream.reason, headers=_response_headers(upstream)
-            )
-            await response.prepare(request)
-            try:
-                async for chunk in upstream.content.iter_chunked(CHUNK):
-                    await response.write(chunk)
-            except (aiohttp.ClientError, TimeoutError, ConnectionResetError):
-                if request.transport is not None:
-                    request.transport.close()
-                return response
-            await response.write_eof()
-        return response
+        return exchange
 
     async def websocket(
         self, request: web.Request, headers: CIMultiDict[str]
@@ -172,6 +207,26 @@ class Upstream:
                     await upstream.close(code=_close_code(client))
                 raise
         return client
+
+
+async def _respond(request: web.Request, upstream: Response) -> web.StreamResponse:
+    """The upstream's answer to the client: in one write when complete, else streamed."""
+    headers = CIMultiDict(response_headers(upstream.headers))
+    if upstream.complete and request.method != "HEAD":
+        body = upstream.take_body()
+        if body:
+            return web.Response(
+                status=upstream.status, reason=upstream.reason, headers=headers, body=body
+            )
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    try:
+        await response.prepare(request)
+        async for chunk in upstream.chunks():
+            await response.write(chunk)
+        await response.write_eof()
+    except (UpstreamFailure, ConnectionResetError):
+        _client_gone(request)
+    return response
 
 
 WebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse

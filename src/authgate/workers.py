@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry, multiprocess
 
-from authgate.app import metrics_app, serve, start_site
+from authgate.app import metrics_app, serve, site
 from authgate.errors import StoreUnavailable
 from authgate.settings import Settings
 
@@ -165,14 +165,12 @@ class Supervisor:
             self.exit_code = exc.code or 1
             return
         log.info("%d workers serving %s", len(self._slots), self.settings.listen)
-        runner = None
-        if self.settings.metrics.enabled:
-            runner = await start_site(_summed_metrics(), self.settings.metrics.listen)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            if self.settings.metrics.enabled:
+                await stack.enter_async_context(
+                    site(_summed_metrics(), self.settings.metrics.listen)
+                )
             await asyncio.gather(*(self._watch(slot) for slot in self._slots))
-        finally:
-            if runner is not None:
-                await runner.cleanup()
 
     async def _start(self, slot: _Slot) -> None:
         """Spawn one worker and wait until it listens; an early exit is a start-up failure."""

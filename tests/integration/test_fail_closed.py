@@ -21,6 +21,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 from authgate.app import create_app
+from authgate.session.cache import LIVENESS
 from authgate.settings import Settings
 from authgate.web.state import STATE
 from tests.conftest import cookie_header, sign_in
@@ -141,6 +142,9 @@ async def test_frozen_redis_times_out_into_503_instead_of_hanging(
 
     os.kill(own_redis.proc.pid, signal.SIGSTOP)
     try:
+        # A frozen store breaks no connection: the session cache notices the missing
+        # heartbeat answers within LIVENESS, and from then on serves nothing.
+        await asyncio.sleep(LIVENESS)
         await assert_outage_refuses_everything(gate, session.id)
     finally:
         os.kill(own_redis.proc.pid, signal.SIGCONT)

@@ -230,11 +230,11 @@ async def test_absolute_form_target_is_refused(authgate: TestClient):
     assert resp.json()["error"] == "invalid_request"
 
 
-async def test_empty_query_is_the_only_change_yarl_may_make(authgate: TestClient):
+async def test_empty_query_reaches_upstream_unchanged(authgate: TestClient):
     session = await sign_in(authgate)
     resp = await raw_request(authgate, "/a?", list(cookie_header(authgate, session.id).items()))
     assert resp.status == 200
-    assert resp.json()["raw_path"] == "/a"
+    assert resp.json()["raw_path"] == "/a?"
 
 
 # -- hop-by-hop --------------------------------------------------------------------------------

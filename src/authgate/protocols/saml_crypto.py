@@ -249,19 +249,17 @@ class XmlSec:
     def decrypt(self, encrypted: etree._Element, key_files: Sequence[Path]) -> bytes:
         """The document with `encrypted`'s EncryptedData replaced by its plaintext, serialised.
 
-        The replacement happens in the caller's tree, which is serialised so
-        that the plaintext passes the XML gate again like any input; when no
-        SP key decrypts it, decrypt_failed. The Id attributes inside
+        The replacement happens in the caller's tree; serialising it makes the
+        plaintext pass the XML gate again like any input. Ids inside
         `encrypted` are registered so that a RetrievalMethod to a sibling
         EncryptedKey (as Okta sends) resolves; `check_encryption_shape` keeps
-        such references inside the message. Each SP key is tried in a keys
-        manager of its own, so the key-encryption key is always one of ours (a
-        key in the EncryptedKey's KeyInfo, even a private one, is not used).
-        The managers are built once: building one loads the system's CA store
-        (about 10 ms, holding the GIL); using one only reads it.
+        such references inside the message. Each SP key sits in a keys manager
+        of its own, so the key-encryption key is always one of ours: a key in
+        the EncryptedKey's KeyInfo, even a private one, is never used.
         """
         data = child(encrypted, XENC + "EncryptedData")
-        assert data is not None, "check_encryption_shape runs first"
+        if data is None:
+            raise ProtocolError("decrypt_failed", "the encrypted assertion has no EncryptedData")
         xmlsec.tree.add_ids(encrypted, ["Id"])
         for key_file in key_files:
             manager = self._sp_keys_manager(key_file)
@@ -285,7 +283,11 @@ class XmlSec:
         return self._cert_keys[cert_b64]
 
     def _sp_keys_manager(self, path: Path) -> xmlsec.KeysManager | None:
-        """A keys manager holding one SP private key, rebuilt when its file changes (rotation)."""
+        """A keys manager holding one SP private key, rebuilt only when its file changes.
+
+        Building one loads the system's CA store (about 10 ms, holding the
+        GIL); using one only reads it, so one is kept per key file.
+        """
         try:
             info = path.stat()
         except OSError:

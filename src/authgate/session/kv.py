@@ -9,13 +9,29 @@ valid on Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
+from typing import Protocol
+
+
+class Subscriber(Protocol):
+    """Told what arrives on a channel, and whether it may have missed anything."""
+
+    def received(self, message: str) -> None: ...
+
+    def alive(self) -> None:
+        """The subscription answered a heartbeat: everything published before has arrived."""
+
+    def lost(self) -> None:
+        """The subscription broke: messages published meanwhile may never arrive."""
 
 
 class KeyValueStore(ABC):
     """Any failure to reach the backend raises `StoreUnavailable` (fail closed)."""
 
     kind: str = "abstract"
+    # Whether `publish` reaches other processes (and `listen` hears them).
+    shared: bool = False
 
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
@@ -68,6 +84,14 @@ class KeyValueStore(ABC):
 
     @abstractmethod
     async def hgetall(self, key: str) -> dict[str, str]: ...
+
+    @abstractmethod
+    async def publish(self, channel: str, message: str) -> None:
+        """Tell every process listening on `channel`."""
+
+    async def listen(self, channel: str, subscriber: Subscriber, stop: asyncio.Event) -> None:
+        """Deliver `channel` to `subscriber` until `stop` is set (shared stores only)."""
+        raise NotImplementedError(f"the {self.kind} store has no other processes to hear")
 
     @abstractmethod
     async def ping(self) -> None: ...

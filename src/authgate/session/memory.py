@@ -99,6 +99,9 @@ class MemoryStore(KeyValueStore):
     async def hgetall(self, key: str) -> dict[str, str]:
         return dict(self._data[key]) if self._live(key) else {}
 
+    async def publish(self, channel: str, message: str) -> None:
+        """Nobody else can be listening: this store lives inside one process."""
+
     async def ping(self) -> None:
         return None
 

@@ -7,6 +7,8 @@ callers fail closed with a 503 and never mistake an outage for "no session".
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -20,8 +22,10 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.retry import Retry
 
 from authgate.errors import StoreUnavailable
-from authgate.session.kv import KeyValueStore
+from authgate.session.kv import KeyValueStore, Subscriber
 from authgate.settings import RedisSettings
+
+log = logging.getLogger("authgate.store")
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -30,6 +34,9 @@ T = TypeVar("T")
 _OUTAGES = (RedisError, RedisClusterException, OSError, TimeoutError)
 # Operators see the detail (logs, readyz): keep the cause, drop redis-py's client reprs.
 _DETAIL_CHARS = 200
+# A subscription that answered no heartbeat for this many intervals is reconnected.
+_SILENT_HEARTBEATS = 8
+_RESUBSCRIBE_AFTER = 1.0
 
 
 def _fail_closed(
@@ -96,6 +103,7 @@ def connect(settings: RedisSettings) -> Any:
 
 class RedisStore(KeyValueStore):
     kind = "redis"
+    shared = True
 
     def __init__(self, client: Any, prefix: str = "authgate:") -> None:
         self._redis = client
@@ -188,6 +196,66 @@ class RedisStore(KeyValueStore):
     @_fail_closed
     async def ping(self) -> None:
         await self._redis.ping()
+
+    @_fail_closed
+    async def publish(self, channel: str, message: str) -> None:
+        await self._redis.publish(self._k(channel), message)
+
+    async def listen(
+        self, channel: str, subscriber: Subscriber, stop: asyncio.Event, heartbeat: float = 0.25
+    ) -> None:
+        """Subscribe, PING every `heartbeat` seconds, start over whenever it breaks.
+
+        Ends when `stop` is set (within one heartbeat). Cancelling it instead is
+        unsafe: redis-py can swallow a cancellation that lands mid-command and
+        leave the task waiting on a socket for good.
+        """
+        broken = False
+        while not stop.is_set():
+            try:
+                if not self._ready:
+                    await self._initialise()
+                await self._subscription(channel, subscriber, heartbeat, broken, stop)
+            except _OUTAGES as exc:
+                if not broken:
+                    log.warning("lost the subscription to %s: %s", channel, exc)
+                broken = True
+            subscriber.lost()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), _RESUBSCRIBE_AFTER)
+
+    async def _subscription(
+        self,
+        channel: str,
+        subscriber: Subscriber,
+        heartbeat: float,
+        was_broken: bool,
+        stop: asyncio.Event,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self._k(channel))
+            if was_broken:
+                log.warning("subscribed to %s again", channel)
+            heard = next_ping = loop.time()
+            while not stop.is_set():
+                now = loop.time()
+                if now - heard > heartbeat * _SILENT_HEARTBEATS:
+                    raise TimeoutError(f"no answer to {_SILENT_HEARTBEATS} heartbeats")
+                if now >= next_ping:
+                    await pubsub.ping()
+                    next_ping = now + heartbeat
+                message = await pubsub.get_message(timeout=max(0.0, next_ping - loop.time()))
+                if message is None:
+                    continue
+                heard = loop.time()
+                if message["type"] == "message":
+                    subscriber.received(message["data"].decode())
+                elif message["type"] in ("pong", "subscribe"):
+                    subscriber.alive()
+        finally:
+            await pubsub.aclose()
 
     async def close(self) -> None:
         """Also closes the connections to the sentinels, which the master client does not own."""

@@ -3,7 +3,9 @@
 The store key is a SHA-256 of the id, so a dump of Redis does not hand out
 live cookies. A per-user index of those digests (never the ids themselves)
 lets every session of a user be revoked at once (logout everywhere, SCIM
-deactivation, retirement).
+deactivation, retirement). Every removal or change of a session is published
+by its digest, so the processes that cache sessions (`session.cache`) drop
+their copy at once.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from authgate.session.cache import INVALIDATIONS, SessionCache
 from authgate.session.kv import KeyValueStore
 
 SESSION_ID_BYTES = 32
@@ -77,12 +80,14 @@ class SessionStore:
         lifetime: float,
         idle_timeout: float,
         clock: Callable[[], float] = time.time,
+        cache: SessionCache | None = None,
     ) -> None:
         self._kv = kv
         self.lifetime = lifetime
         self.idle_timeout = idle_timeout
         self._clock = clock
         self._touch_every = min(60.0, idle_timeout / 10)
+        self.cache = cache
 
     def _ttl(self, session: Session, now: float) -> float:
         return max(0.001, min(session.expires_at - now, self.idle_timeout))
@@ -105,10 +110,27 @@ class SessionStore:
         await self._kv.add_member(_user_index(session.user_id), _digest(session.id), self.lifetime)
         return session
 
+    def cached(self, sid: str) -> Session | None:
+        """The session from this process's cache, while that may stand in for the store.
+
+        Only until its next idle-timeout touch is due, so the store keeps
+        seeing every session in use; the expiry checks are `load`'s.
+        """
+        if self.cache is None or not sid or len(sid) > 128:
+            return None
+        session = self.cache.get(_digest(sid))
+        if session is None:
+            return None
+        now = self._clock()
+        if now >= session.expires_at or now - session.last_seen >= self._touch_every:
+            return None
+        return session
+
     async def load(self, sid: str) -> Session | None:
         """The session behind a cookie, or None if unknown, expired or idle too long."""
         if not sid or len(sid) > 128:
             return None
+        epoch = self.cache.epoch if self.cache is not None else 0
         raw = await self._kv.get(_key(sid))
         if raw is None:
             return None
@@ -117,9 +139,12 @@ class SessionStore:
         if now >= session.expires_at or now - session.last_seen >= self.idle_timeout:
             await self.delete(session)
             return None
+        current = session
         if now - session.last_seen >= self._touch_every:
-            return await self._touch(session, now)
-        return session
+            current = await self._touch(session, now)
+        if current is not None and self.cache is not None:
+            self.cache.offer(_digest(sid), current, epoch)
+        return current
 
     async def _touch(self, session: Session, now: float) -> Session | None:
         """Extend the idle deadline without resurrecting a session revoked meanwhile."""
@@ -140,11 +165,20 @@ class SessionStore:
         ttl = self._ttl(session, now)
         if not await self._kv.set(_key(session.id), session.to_json(), ttl, only_if_exists=True):
             return None
+        await self._invalidate(_digest(session.id))
         return session
 
     async def delete(self, session: Session) -> None:
-        await self._kv.delete(_key(session.id))
-        await self._kv.remove_member(_user_index(session.user_id), _digest(session.id))
+        digest = _digest(session.id)
+        await self._kv.delete(_key_of(digest))
+        await self._kv.remove_member(_user_index(session.user_id), digest)
+        await self._invalidate(digest)
+
+    async def _invalidate(self, digest: str) -> None:
+        """Every process (this one first) forgets its cached copy of the session."""
+        if self.cache is not None:
+            self.cache.drop(digest)
+        await self._kv.publish(INVALIDATIONS, digest)
 
     async def revoke_user(self, user_id: str) -> int:
         """End every session of one user at once; returns how many were live.
@@ -157,6 +191,7 @@ class SessionStore:
         for digest in await self._kv.members(index):
             live += await self._kv.delete(_key_of(digest))
             await self._kv.remove_member(index, digest)
+            await self._invalidate(digest)
         return live
 
     async def count_for_user(self, user_id: str) -> int:

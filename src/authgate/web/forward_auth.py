@@ -9,34 +9,45 @@ from anyone else they could turn a protected path into a public one.
 from __future__ import annotations
 
 from aiohttp import web
+from multidict import MultiMapping
 
 from authgate.session.sessions import Session
-from authgate.web.client_info import CID, CLIENT
+from authgate.web.client_info import CID, CLIENT, ClientInfo
 from authgate.web.gate import CHALLENGE, current_session, login_url, should_redirect
-from authgate.web.state import state
+from authgate.web.state import State, state
 
 NO_STORE = {"Cache-Control": "no-store"}
 LOGIN_HEADER = "X-Authgate-Login"
 REDIRECT_HEADER = "X-Authgate-Redirect"
 
 
-def _original(request: web.Request, *names: str) -> str | None:
+def original_from(client: ClientInfo, headers: MultiMapping[str], *names: str) -> str | None:
     """A header naming the original request, believed only from a trusted proxy."""
-    if not request[CLIENT].via_trusted_proxy:
+    if not client.via_trusted_proxy:
         return None
-    return next((value for name in names if (value := request.headers.get(name))), None)
+    return next((value for name in names if (value := headers.get(name))), None)
 
 
-def _wanted(request: web.Request, name: str) -> set[str]:
-    return {v.strip() for v in request.query.get(name, "").split(",") if v.strip()}
+def _original(request: web.Request, *names: str) -> str | None:
+    return original_from(request[CLIENT], request.headers, *names)
 
 
-def _permitted(request: web.Request, session: Session) -> bool:
+def _wanted(query: MultiMapping[str], name: str) -> set[str]:
+    return {v.strip() for v in query.get(name, "").split(",") if v.strip()}
+
+
+def permitted(query: MultiMapping[str], session: Session) -> bool:
     """oauth2-proxy style `?allowed_groups=a,b` / `?allowed_roles=` narrowing per location."""
-    groups, roles = _wanted(request, "allowed_groups"), _wanted(request, "allowed_roles")
+    groups, roles = _wanted(query, "allowed_groups"), _wanted(query, "allowed_roles")
     if groups and not groups & set(session.groups):
         return False
     return not (roles and not roles & set(session.roles))
+
+
+def allowed_headers(st: State, session: Session) -> list[tuple[str, str]]:
+    """The headers of a 200: who is signed in, and the signed assertion saying so."""
+    assertion = st.signer.sign(session) if st.signer else None
+    return [*NO_STORE.items(), *st.headers.identity(session, assertion)]
 
 
 def _unauthenticated(request: web.Request, original_uri: str | None) -> web.Response:
@@ -61,22 +72,21 @@ async def auth(request: web.Request) -> web.Response:
     st = state(request)
     original_uri = _original(request, "X-Original-URI", "X-Forwarded-Uri")
     if original_uri and st.public_paths.match(original_uri):
-        st.metrics.requests.labels("auth", "public").inc()
+        st.metrics.count("auth", "public")
         return web.Response(status=200, headers=NO_STORE)
     session = await current_session(request)
     if session is None:
-        st.metrics.requests.labels("auth", "unauthenticated").inc()
+        st.metrics.count("auth", "unauthenticated")
         return _unauthenticated(request, original_uri)
-    if not _permitted(request, session):
-        st.metrics.requests.labels("auth", "forbidden").inc()
+    if not permitted(request.query, session):
+        st.metrics.count("auth", "forbidden")
         return web.json_response(
             {"error": "forbidden", "correlation_id": request[CID]}, status=403, headers=NO_STORE
         )
-    assertion = st.signer.sign(session) if st.signer else None
-    response = web.Response(status=200, headers=NO_STORE)
-    for name, value in st.headers.identity(session, assertion):
+    response = web.Response(status=200)
+    for name, value in allowed_headers(st, session):
         response.headers[name] = value
-    st.metrics.requests.labels("auth", "allowed").inc()
+    st.metrics.count("auth", "allowed")
     return response
 
 

@@ -22,11 +22,17 @@ async def current_session(request: web.Request) -> Session | None:
     sid = request.cookies.get(st.cookies.session_name)
     if not sid:
         return None
+    session = st.sessions.cached(sid) or await from_store(st, sid)
+    if session is not None and "refresh_at" in session.logout_hint:
+        session = await refresh_if_due(request, session)
+    return session
+
+
+async def from_store(st: State, sid: str) -> Session | None:
+    """The session as the store has it now (a timed round trip), remembered by the cache."""
     started = time.perf_counter()
     session = await st.sessions.load(sid)
     st.metrics.store_latency.observe(time.perf_counter() - started)
-    if session is not None and "refresh_at" in session.logout_hint:
-        session = await refresh_if_due(request, session)
     return session
 
 

@@ -6,21 +6,26 @@ import logging
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import MultiMapping
 
 from authgate.errors import AuthgateError, LoginStateError, StoreUnavailable
 from authgate.web.client_info import CID, CLIENT, correlation_id
-from authgate.web.state import state
+from authgate.web.state import State, state
 
 log = logging.getLogger("authgate")
 
 
 def wants_html(request: web.Request) -> bool:
+    return wants_html_from(request.headers)
+
+
+def wants_html_from(headers: MultiMapping[str]) -> bool:
     """A top-level browser navigation, as opposed to an API or XHR call."""
-    if request.headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
+    if headers.get("X-Requested-With", "").lower() == "xmlhttprequest":
         return False
-    if request.headers.get("Sec-Fetch-Mode") == "navigate":
+    if headers.get("Sec-Fetch-Mode") == "navigate":
         return True
-    return "text/html" in request.headers.get("Accept", "")
+    return "text/html" in headers.get("Accept", "")
 
 
 @web.middleware
@@ -51,14 +56,19 @@ async def error_pages(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 def render_error(request: web.Request, exc: AuthgateError) -> web.Response:
-    st = state(request)
-    cid = request.get(CID, "-")
+    return error_response(state(request), request.headers, request.get(CID, "-"), exc)
+
+
+def error_response(
+    st: State, headers: MultiMapping[str], cid: str, exc: AuthgateError
+) -> web.Response:
+    """The refusal as the caller can use it: a page for browsers, JSON for the rest."""
     if isinstance(exc, StoreUnavailable):
         st.metrics.store_errors.inc()
         log.error("session store unavailable (correlation id %s): %s", cid, exc.detail)
     elif exc.status >= 500:
         log.warning("%s (correlation id %s): %s", exc.reason, cid, exc.detail)
-    if not wants_html(request):
+    if not wants_html_from(headers):
         response = web.json_response(
             {"error": exc.reason, "correlation_id": cid}, status=exc.status
         )
