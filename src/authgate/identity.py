@@ -23,7 +23,7 @@ class Identity:
     groups: tuple[str, ...] = ()
     attributes: dict[str, Any] = field(default_factory=dict)
     session_not_after: float | None = None
-    logout_hint: dict[str, Any] = field(default_factory=dict)
+    protocol_data: dict[str, Any] = field(default_factory=dict)
 
     @property
     def email_domain(self) -> str | None:

@@ -265,16 +265,16 @@ async def test_refresh_renews_the_session_with_a_rotated_refresh_token(browser, 
     sid = next(c.value for c in browser.cookie_jar if c.key == st.cookies.session_name)
     session = await st.sessions.load(sid)
     assert session is not None
-    sealed = session.logout_hint["refresh_token"]
+    sealed = session.protocol_data["refresh_token"]
     assert sealed.startswith("v1:")
-    assert session.logout_hint["refresh_sealed"] is True
-    overdue = {**session.logout_hint, "refresh_at": 0}
-    await st.sessions.update(replace(session, logout_hint=overdue))
+    assert session.protocol_data["refresh_sealed"] is True
+    overdue = {**session.protocol_data, "refresh_at": 0}
+    await st.sessions.update(replace(session, protocol_data=overdue))
     resp = await browser.get(f"http://127.0.0.1:{gate_port}/app/page")
     assert (await upstream_view(resp))["X-User"] == "erin@example.com"
     renewed = await st.sessions.load(sid)
     assert renewed is not None
     box = st.protocols["corp"].box
-    rotated = box.open(renewed.logout_hint["refresh_token"], "refresh_token")
+    rotated = box.open(renewed.protocol_data["refresh_token"], "refresh_token")
     assert rotated != box.open(sealed, "refresh_token")
-    assert renewed.logout_hint["refresh_at"] > 0
+    assert renewed.protocol_data["refresh_at"] > 0

@@ -411,7 +411,7 @@ async def test_revoked_session_is_refused(gate: Gate):
 
 async def test_session_due_for_refresh_goes_to_aiohttp(gate: Gate):
     """aiohttp's refresh step runs, and ends this session: it holds no refresh token."""
-    session = await new_session(gate.st, logout_hint={"refresh_at": time.time() - 1})
+    session = await new_session(gate.st, protocol_data={"refresh_at": time.time() - 1})
     resp = await gate.slow("/app", [cookie(gate.st, session), ("Accept", "application/json")])
     assert resp.status == 401
 

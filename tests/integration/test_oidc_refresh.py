@@ -31,8 +31,8 @@ def session_id(browser) -> str:
 async def make_due(browser):
     st = browser.gate.app[STATE]
     session = await st.sessions.load(session_id(browser))
-    hint = {**session.logout_hint, "refresh_at": 0}
-    await st.sessions.update(replace(session, logout_hint=hint))
+    hint = {**session.protocol_data, "refresh_at": 0}
+    await st.sessions.update(replace(session, protocol_data=hint))
     return session
 
 
@@ -55,7 +55,7 @@ async def test_refresh_renews_claims_and_roles(oidc_gate, oidc_op):
     assert headers["X-User-Name"] == "Alice Renamed"
     assert refresh_grants(oidc_op) == 1
     session = await browser.gate.app[STATE].sessions.load(session_id(browser))
-    assert session.logout_hint["refresh_at"] > 0
+    assert session.protocol_data["refresh_at"] > 0
 
 
 async def test_a_session_not_yet_due_is_not_refreshed(oidc_gate, oidc_op):
@@ -120,14 +120,14 @@ async def test_an_unreachable_provider_postpones_the_refresh(oidc_gate, oidc_op)
     oidc_op.token_answer = lambda a: (503, {"error": "temporarily_unavailable"})
     assert (await page(browser)).status == 200
     session = await browser.gate.app[STATE].sessions.load(session_id(browser))
-    assert session.logout_hint["refresh_at"] > 0
+    assert session.protocol_data["refresh_at"] > 0
 
 
 async def test_refresh_tokens_are_sealed_when_a_master_key_is_set(oidc_gate, oidc_op, monkeypatch):
     monkeypatch.setenv(MASTER_KEY_ENV, generate_key())
     browser = await signed_in(oidc_gate)
     session = await browser.gate.app[STATE].sessions.load(session_id(browser))
-    sealed = session.logout_hint["refresh_token"]
+    sealed = session.protocol_data["refresh_token"]
     assert sealed.startswith("v1:")
     assert sealed not in oidc_op.refresh_tokens
     await make_due(browser)
@@ -139,5 +139,5 @@ async def test_without_refresh_enabled_no_refresh_token_is_kept(oidc_gate, oidc_
     browser = await oidc_gate()
     assert (await browser.login()).status == 302
     session = await browser.gate.app[STATE].sessions.load(session_id(browser))
-    assert "refresh_token" not in session.logout_hint
-    assert "refresh_at" not in session.logout_hint
+    assert "refresh_token" not in session.protocol_data
+    assert "refresh_at" not in session.protocol_data

@@ -160,7 +160,7 @@ def test_entra_response_maps_to_the_right_identity(name, now, assertion_id):
     assert identity.attributes["upn"] == "SDent1234@student.egcc.edu"
     assert identity.attributes["object_id"] == "709cd037-9bbb-4dd2-a6ce-a8838ddcb62a"
     assert identity.attributes["tenant_id"] == "2f277f1e-e5f1-4f62-b595-79c2d13afda4"
-    assert identity.logout_hint["session_index"] == data.assertion_id
+    assert identity.protocol_data["session_index"] == data.assertion_id
     assert identity.username is None
 
 

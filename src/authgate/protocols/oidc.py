@@ -71,10 +71,10 @@ class LoginStart:
 
 @dataclass(frozen=True, slots=True)
 class Refreshed:
-    """Renewed claims (None when the provider sent none) and the new `logout_hint`."""
+    """Renewed claims (None when the provider sent none) and the new `protocol_data`."""
 
     identity: Identity | None
-    hint: dict[str, Any]
+    protocol_data: dict[str, Any]
 
 
 def expected_discovery_issuer(conn: OidcConnection) -> str:
@@ -244,7 +244,9 @@ class OidcProtocol(Protocol):
         claims = await self._validate_id_token(info, id_token, nonce, access_token)
         claims = await self._with_userinfo(info, claims, access_token)
         groups = await self._groups(claims)
-        return self._build_identity(claims, groups, self._hint(info, id_token, claims, tokens))
+        return self._build_identity(
+            claims, groups, self._protocol_data(info, id_token, claims, tokens)
+        )
 
     async def _with_userinfo(
         self, info: ProviderInfo, claims: dict[str, Any], access_token: str | None
@@ -288,23 +290,23 @@ class OidcProtocol(Protocol):
             return tuple(str(v) for v in value if isinstance(v, str | int))
         return ()
 
-    def _hint(
+    def _protocol_data(
         self, info: ProviderInfo, id_token: str, claims: dict[str, Any], tokens: dict[str, Any]
     ) -> dict[str, Any]:
         """What logout and refresh need later; a refresh token is sealed when a key exists."""
-        hint: dict[str, Any] = {"id_token": id_token, "iss": claims["iss"], "sub": claims["sub"]}
+        data: dict[str, Any] = {"id_token": id_token, "iss": claims["iss"], "sub": claims["sub"]}
         refresh_token = tokens.get("refresh_token")
         if self.conn.refresh.enabled and isinstance(refresh_token, str):
             sealed = self.box.available()
-            hint["refresh_token"] = (
+            data["refresh_token"] = (
                 self.box.seal(refresh_token, REFRESH_CONTEXT) if sealed else refresh_token
             )
-            hint["refresh_sealed"] = sealed
-            hint["refresh_at"] = time.time() + self.conn.refresh.every
-        return hint
+            data["refresh_sealed"] = sealed
+            data["refresh_at"] = time.time() + self.conn.refresh.every
+        return data
 
     def _build_identity(
-        self, claims: dict[str, Any], groups: tuple[str, ...], hint: dict[str, Any]
+        self, claims: dict[str, Any], groups: tuple[str, ...], data: dict[str, Any]
     ) -> Identity:
         mapping = self.conn.claims
 
@@ -321,15 +323,15 @@ class OidcProtocol(Protocol):
             username=text(mapping.username),
             groups=groups,
             attributes={k: claims[k] for k in ATTRIBUTE_CLAIMS if k in claims},
-            logout_hint=hint,
+            protocol_data=data,
         )
 
-    async def refresh(self, hint: dict[str, Any]) -> Refreshed:
+    async def refresh(self, data: dict[str, Any]) -> Refreshed:
         """Use the refresh token; a new ID token must name the same issuer and subject."""
-        sealed = hint.get("refresh_token")
+        sealed = data.get("refresh_token")
         if not isinstance(sealed, str):
             raise ProtocolError("idp_error", "the session has no refresh token")
-        token = self.box.open(sealed, REFRESH_CONTEXT) if hint.get("refresh_sealed") else sealed
+        token = self.box.open(sealed, REFRESH_CONTEXT) if data.get("refresh_sealed") else sealed
         try:
             info = await self.discovery.get()
         except LoginFailed as exc:
@@ -341,24 +343,24 @@ class OidcProtocol(Protocol):
             if exc.definitive:
                 raise
             raise RefreshDeferred(exc.detail) from exc
-        new_hint = dict(hint)
+        new_data = dict(data)
         if isinstance(tokens.get("refresh_token"), str):
-            new_hint["refresh_token"] = (
+            new_data["refresh_token"] = (
                 self.box.seal(tokens["refresh_token"], REFRESH_CONTEXT)
-                if hint.get("refresh_sealed")
+                if data.get("refresh_sealed")
                 else tokens["refresh_token"]
             )
-        new_hint["refresh_at"] = time.time() + self.conn.refresh.every
+        new_data["refresh_at"] = time.time() + self.conn.refresh.every
         if not tokens.get("id_token"):
-            return Refreshed(None, new_hint)
+            return Refreshed(None, new_data)
         identity = await self._identity(info, tokens, nonce=None)
-        claims_iss, claims_sub = identity.logout_hint["iss"], identity.logout_hint["sub"]
-        if claims_iss != hint.get("iss"):
+        claims_iss, claims_sub = identity.protocol_data["iss"], identity.protocol_data["sub"]
+        if claims_iss != data.get("iss"):
             raise ProtocolError("issuer_mismatch", "the refreshed ID token has another issuer")
-        if claims_sub != hint.get("sub"):
+        if claims_sub != data.get("sub"):
             raise ProtocolError("id_token_invalid", "the refreshed ID token has another subject")
-        new_hint.update(id_token=identity.logout_hint["id_token"])
-        return Refreshed(identity, new_hint)
+        new_data.update(id_token=identity.protocol_data["id_token"])
+        return Refreshed(identity, new_data)
 
     async def logout_url(self, session: Session) -> str | None:
         """RP-initiated logout at the provider's end_session_endpoint, when it has one."""
@@ -374,7 +376,7 @@ class OidcProtocol(Protocol):
             "client_id": self.conn.client_id,
             "post_logout_redirect_uri": self.ctx.endpoint("/logout"),
         }
-        id_token = session.logout_hint.get("id_token")
+        id_token = session.protocol_data.get("id_token")
         if isinstance(id_token, str):
             params["id_token_hint"] = id_token
         return _with_query(info.end_session_endpoint, params)

@@ -213,14 +213,14 @@ class SamlProtocol(Protocol):
 
     async def logout_url(self, session: Session) -> str | None:
         """SP-initiated SLO: a LogoutRequest for the session's NameID and SessionIndex."""
-        hint = session.logout_hint
+        data = session.protocol_data
         idp = self.metadata.current
         endpoint = idp.slo_endpoint() if idp is not None else None
-        if not (self.conn.slo and endpoint and hint.get("name_id")):
+        if not (self.conn.slo and endpoint and data.get("name_id")):
             return None
         assert idp is not None and endpoint is not None
         binding, url, _ = endpoint
-        request_id, outgoing = await self._blocking(self._logout_request, hint, binding, url)
+        request_id, outgoing = await self._blocking(self._logout_request, data, binding, url)
         await self.ctx.kv.set(
             "saml-logout:" + request_id,
             json.dumps(
@@ -232,17 +232,17 @@ class SamlProtocol(Protocol):
             return outgoing.url
         return self.ctx.settings.prefix + f"/saml/{self.conn.id}/slo?send={request_id}"
 
-    def _logout_request(self, hint: dict[str, Any], binding: str, url: str) -> tuple[str, Outgoing]:
+    def _logout_request(self, data: dict[str, Any], binding: str, url: str) -> tuple[str, Outgoing]:
         name_id = NameID(
-            text=hint["name_id"],
-            format=hint.get("name_id_format"),
-            name_qualifier=hint.get("name_qualifier"),
-            sp_name_qualifier=hint.get("sp_name_qualifier"),
+            text=data["name_id"],
+            format=data.get("name_id_format"),
+            name_qualifier=data.get("name_qualifier"),
+            sp_name_qualifier=data.get("sp_name_qualifier"),
         )
-        index = [hint["session_index"]] if hint.get("session_index") else None
+        index = [data["session_index"]] if data.get("session_index") else None
         request_id, request = self._saml2().create_logout_request(
             url,
-            hint.get("idp"),
+            data.get("idp"),
             name_id=name_id,
             session_indexes=index,
             sign=self._signs and binding == "post",

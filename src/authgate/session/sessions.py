@@ -26,7 +26,7 @@ SESSION_ID_BYTES = 32
 
 @dataclass(frozen=True, slots=True)
 class Session:
-    """What a signed-in browser carries server-side; protocol-blind except `logout_hint`."""
+    """What a signed-in browser carries server-side; protocol-blind except `protocol_data`."""
 
     user_id: str
     connection: str
@@ -39,7 +39,7 @@ class Session:
     created_at: float
     last_seen: float
     expires_at: float
-    logout_hint: dict[str, Any] = field(default_factory=dict)
+    protocol_data: dict[str, Any] = field(default_factory=dict)
     id: str = ""
 
     def to_json(self) -> bytes:

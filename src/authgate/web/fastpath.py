@@ -443,7 +443,7 @@ class FrontProtocol(asyncio.Protocol):
         self, head: Head, client: ClientInfo, cid: str, session: Session | None
     ) -> bool:
         """Yes, if this session may pass here; False leaves the answer to aiohttp."""
-        if session is None or "refresh_at" in session.logout_hint:
+        if session is None or "refresh_at" in session.protocol_data:
             return False
         if not permitted(_query(head.query), session):
             return False
@@ -464,7 +464,7 @@ class FrontProtocol(asyncio.Protocol):
         if sid is None:
             return None
         session = self._st.sessions.cached(sid) or await from_store(self._st, sid)
-        if session is None or "refresh_at" in session.logout_hint:
+        if session is None or "refresh_at" in session.protocol_data:
             return None
         return session
 

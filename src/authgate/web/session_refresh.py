@@ -1,6 +1,6 @@
 """The "refresh if due" step of the request path: renew a session's claims at the IdP.
 
-Only sessions whose `logout_hint` carries a `refresh_at` in the past get here.
+Only sessions whose `protocol_data` carries a `refresh_at` in the past get here.
 One request per session does the work, under a short lock in the shared
 store (`SET NX`), so concurrent requests — on any replica — never race a
 rotating refresh token; the others go on with the session as it is. A
@@ -29,7 +29,7 @@ LOCK_TTL = 30.0
 
 
 def is_due(session: Session, now: float) -> bool:
-    due = session.logout_hint.get("refresh_at")
+    due = session.protocol_data.get("refresh_at")
     return isinstance(due, int | float) and due <= now
 
 
@@ -55,19 +55,19 @@ async def _renew(
     request: web.Request, st: State, protocol: OidcProtocol, session: Session
 ) -> Session | None:
     try:
-        result = await protocol.refresh(session.logout_hint)
+        result = await protocol.refresh(session.protocol_data)
         identity = result.identity
         if identity is not None:
             check_identity(identity, st.rules[session.connection])
     except RefreshDeferred as exc:
         log.warning("refresh of a %s session postponed: %s", session.connection, exc)
-        later = {**session.logout_hint, "refresh_at": time.time() + REFRESH_RETRY}
-        return await st.sessions.update(replace(session, logout_hint=later))
+        later = {**session.protocol_data, "refresh_at": time.time() + REFRESH_RETRY}
+        return await st.sessions.update(replace(session, protocol_data=later))
     except LoginFailed as exc:
         await _end(request, st, session, exc)
         return None
     if identity is None:
-        return await st.sessions.update(replace(session, logout_hint=result.hint))
+        return await st.sessions.update(replace(session, protocol_data=result.protocol_data))
     user = await st.users.get(session.user_id)
     renewed = replace(
         session,
@@ -76,7 +76,7 @@ async def _renew(
         username=identity.username or identity.email or identity.subject,
         groups=identity.groups,
         roles=roles_for(identity.groups, st.rules[session.connection], user.roles if user else ()),
-        logout_hint=result.hint,
+        protocol_data=result.protocol_data,
     )
     st.audit.emit(
         "session.refreshed",

@@ -150,7 +150,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             created_at=0,
             last_seen=0,
             expires_at=identity.session_not_after or 0,
-            logout_hint=identity.logout_hint,
+            protocol_data=identity.protocol_data,
         )
     )
     await _still_active(request, conn.id, identity, session)
