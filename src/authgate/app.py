@@ -43,6 +43,8 @@ from authgate.web.state import STATE, State
 
 log = logging.getLogger("authgate")
 KEY_RELOAD_INTERVAL = 60.0
+# How often request counts reach Prometheus (see Metrics.flush).
+METRICS_FLUSH_INTERVAL = 1.0
 IDP_TIMEOUT = 30.0
 # Requests still running at shutdown get this long to finish.
 SHUTDOWN_TIMEOUT = 10.0
@@ -121,6 +123,7 @@ def _resources(st: State):
         client = create_client(st.settings.upstream)
         st.upstream = Upstream(client, st.settings.upstream, st.metrics)
         reloader = asyncio.create_task(_reload_keys(st)) if cfg.header else None
+        flusher = asyncio.create_task(st.metrics.flush_every(METRICS_FLUSH_INTERVAL))
         stop = asyncio.Event()
         listener = None
         if st.sessions.cache is not None:
@@ -130,6 +133,9 @@ def _resources(st: State):
             reloader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reloader
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
         if listener is not None:
             await _stop_listening(listener, stop)
         await st.upstream.close()
@@ -191,13 +197,18 @@ async def _not_found(request: web.Request) -> web.Response:
 
 
 def create_metrics_app(app: web.Application) -> web.Application:
-    return metrics_app(app[STATE].metrics.registry)
+    metrics = app[STATE].metrics
+    return metrics_app(metrics.registry, metrics.flush)
 
 
-def metrics_app(registry: CollectorRegistry) -> web.Application:
+def metrics_app(
+    registry: CollectorRegistry, before: Callable[[], None] | None = None
+) -> web.Application:
     """`/metrics` for one registry: one process's, or the supervisor's sum over its workers."""
 
     async def metrics(request: web.Request) -> web.Response:
+        if before is not None:
+            before()
         return web.Response(
             body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -17,13 +18,36 @@ class Metrics:
     store_errors: Counter
     # `labels()` validates and locks on every call; the hot path looks its child up once.
     _request_counters: dict[tuple[str, str], Counter] = field(default_factory=dict)
+    # Request counts wait here for `flush`: an `inc` takes a lock (and, with several
+    # workers, writes a shared file) and cost more than a forward-auth answer's own checks.
+    _pending: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def count(self, kind: str, outcome: str) -> None:
         """One request of `kind` (proxy, auth, ...) that ended with `outcome`."""
-        counter = self._request_counters.get((kind, outcome))
-        if counter is None:
-            counter = self._request_counters[kind, outcome] = self.requests.labels(kind, outcome)
-        counter.inc()
+        pending = self._pending
+        key = (kind, outcome)
+        pending[key] = pending.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Move the pending request counts into the registry (every second, and before a scrape).
+
+        A worker killed outright loses at most the counts since its last flush.
+        """
+        pending = dict(self._pending)
+        self._pending.clear()
+        for key, amount in pending.items():
+            counter = self._request_counters.get(key)
+            if counter is None:
+                counter = self._request_counters[key] = self.requests.labels(*key)
+            counter.inc(amount)
+
+    async def flush_every(self, seconds: float) -> None:
+        try:
+            while True:
+                await asyncio.sleep(seconds)
+                self.flush()
+        finally:
+            self.flush()
 
     @classmethod
     def create(cls) -> Metrics:

@@ -145,16 +145,20 @@ class Upstream:
         headers: list[tuple[str, str]],
         body: AsyncIterator[bytes] | None,
         length: int | None,
+        extra: bytes = b"",
     ) -> Exchange:
         """Send the request; returns with the answer's status and headers, its body to come.
 
-        The caller streams the answer and must `release()` the exchange.
+        The caller streams the answer and must `release()` the exchange. `extra`
+        is identity lines rendered by `upstream_pool.header_lines`.
         """
         if not self._pass_host:
             headers = [(name, value) for name, value in headers if name.lower() != "host"]
         started = time.perf_counter()
         try:
-            exchange = await self._pool.send(method, origin_form(raw_path), headers, body, length)
+            exchange = await self._pool.send(
+                method, origin_form(raw_path), headers, body, length, extra
+            )
         except UpstreamTimedOut as exc:
             raise UpstreamTimeout(detail=str(exc)) from exc
         except UpstreamFailure as exc:

@@ -305,27 +305,44 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def http_head(first: str, headers: Sequence[tuple[str, str]], framing: str | None) -> bytes:
+def http_head(
+    first: str, headers: Sequence[tuple[str, str]], framing: str | None, extra: bytes = b""
+) -> bytes:
     """A message head as bytes; refuses a line that a CR, LF or NUL inside would end early.
 
     Each line gets exactly one CRLF here, so any other CR or LF shows in the counts.
+    `extra` is lines made by `header_lines`, already checked.
     """
     lines = [first, *map(": ".join, headers)]
     if framing is not None:
         lines.append(framing)
-    text = "\r\n".join(lines) + "\r\n\r\n"
-    ends = len(lines) + 1
-    if text.count("\n") != ends or text.count("\r") != ends or "\x00" in text:
-        raise UnsafeHead("a header line or the target contains CR, LF or NUL")
+    text = "\r\n".join(lines) + "\r\n"
+    _check_lines(text, len(lines))
+    return text.encode("utf-8", "surrogateescape") + extra + b"\r\n"
+
+
+def header_lines(headers: Sequence[tuple[str, str]]) -> bytes:
+    """Header lines, each ending in CRLF, for a head made later (`http_head`'s `extra`)."""
+    text = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    _check_lines(text, len(headers))
     return text.encode("utf-8", "surrogateescape")
 
 
+def _check_lines(text: str, lines: int) -> None:
+    if text.count("\n") != lines or text.count("\r") != lines or "\x00" in text:
+        raise UnsafeHead("a header line or the target contains CR, LF or NUL")
+
+
 def request_head(
-    method: str, target: str, headers: Sequence[tuple[str, str]], framing: str | None
+    method: str,
+    target: str,
+    headers: Sequence[tuple[str, str]],
+    framing: str | None,
+    extra: bytes = b"",
 ) -> bytes:
     """The request line and headers; no Content-Length or Transfer-Encoding but `framing`."""
     own = [(name, value) for name, value in headers if name.lower() not in _FRAMING]
-    return http_head(f"{method} {target} HTTP/1.1", own, framing)
+    return http_head(f"{method} {target} HTTP/1.1", own, framing, extra)
 
 
 class Exchange:
@@ -385,12 +402,14 @@ class UpstreamPool:
         headers: Sequence[tuple[str, str]],
         body: AsyncIterator[bytes] | None,
         length: int | None,
+        extra: bytes = b"",
     ) -> Exchange:
         """Send one request; returns once the answer's status and headers are in.
 
         `length` None with a body means chunked. A request without a body that
         meets a kept-alive connection the application had just closed is sent
         once more on a new connection; one with a body cannot be replayed.
+        `extra` is header lines from `header_lines`, sent after `headers`.
         """
         if length is not None:
             framing: str | None = f"Content-Length: {length}"
@@ -398,7 +417,7 @@ class UpstreamPool:
             framing = "Transfer-Encoding: chunked"
         else:
             framing = None
-        head = request_head(method, self.origin.base_path + target, headers, framing)
+        head = request_head(method, self.origin.base_path + target, headers, framing, extra)
         chunked = length is None and body is not None
         head_only = method == "HEAD"
         exchange = await self._attempt(head, head_only, body, chunked, fresh=False)

@@ -12,13 +12,14 @@ header that is not there, which changes nothing the upstream sees.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -558,6 +559,35 @@ async def test_cached_session_is_refused_at_once_after_logout_elsewhere(
         await asyncio.sleep(0.01)
     resp = await gate.slow("/app", [cookie(gate.st, session), ("Accept", "application/json")])
     assert resp.status == 401
+
+
+async def test_identity_headers_follow_a_session_renewed_on_another_replica(
+    gate_factory: Callable[..., Any], redis_url: str
+):
+    """The rendered identity lines are kept per session; a renewed session renders anew."""
+    gate = await _redis_gate(gate_factory, redis_url)
+    other = await _redis_gate(gate_factory, redis_url)
+    session = await new_session(gate.st)
+    auth = [cookie(gate.st, session), ("X-Original-URI", "/reports")]
+    for _ in range(2):
+        assert (await gate.fast("/app", [cookie(gate.st, session)])).seen()["X-Groups"] == (
+            "Engineering"
+        )
+        assert (await gate.fast("/_authgate/auth", auth)).headers["X-Groups"] == "Engineering"
+    assert gate.st.sessions.cached(session.id) is not None
+    renewed = replace(session, groups=("Engineering", "Finance"))
+    assert await other.st.sessions.update(renewed) is not None
+    for _ in range(100):
+        if gate.st.sessions.cached(session.id) is None:
+            break
+        await asyncio.sleep(0.01)
+    page = await gate.fast("/app", [cookie(gate.st, session)])
+    answer = await gate.fast("/_authgate/auth", auth)
+    assert page.seen()["X-Groups"] == answer.headers["X-Groups"] == "Engineering,Finance"
+    claims = json.loads(
+        base64.urlsafe_b64decode(answer.headers["X-Authgate-Assertion"].split(".")[1] + "==")
+    )
+    assert claims["groups"] == ["Engineering", "Finance"]
 
 
 async def test_store_outage_is_a_503_from_the_fast_path(

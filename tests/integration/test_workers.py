@@ -170,7 +170,7 @@ def running(tmp_path: Path, upstream_port: int, redis_server: RedisServer) -> It
 def test_a_killed_worker_is_replaced_and_counts_survive(running: Running):
     for _ in range(20):
         assert running.get("/page") == 401
-    assert running.unauthenticated() == 20.0
+    _wait(lambda: running.unauthenticated() == 20.0, "the 20 requests counted", timeout=5.0)
     before = running.workers()
     os.kill(before[0], signal.SIGKILL)
     _wait(
@@ -180,7 +180,11 @@ def test_a_killed_worker_is_replaced_and_counts_survive(running: Running):
     _wait(lambda: running.get("/_authgate/healthz") == 200, "serving again")
     for _ in range(10):
         assert running.get("/page") == 401
-    assert running.unauthenticated() == 30.0, "the killed worker's counts stay in the sum"
+    _wait(
+        lambda: running.unauthenticated() == 30.0,
+        "the killed worker's counts stay in the sum",
+        timeout=5.0,
+    )
     assert "worker 0" in running.log.read_text() or "worker 1" in running.log.read_text()
 
 

@@ -18,6 +18,7 @@ from authgate.upstream_pool import (
     UpstreamFailure,
     UpstreamPool,
     UpstreamTimedOut,
+    header_lines,
     request_head,
 )
 from tests.servers import free_port
@@ -122,6 +123,21 @@ async def fetch(p: UpstreamPool, method: str = "GET", body: bytes | None = None)
 def test_a_line_break_anywhere_refuses_the_request(target: str, headers: list[tuple[str, str]]):
     with pytest.raises(UnsafeHead):
         request_head("GET", target, headers, None)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [[("X-A", "1\r\nX-Injected: yes")], [("X-A", "1\nX")], [("X-A", "nul\x00")], [("X\rA", "1")]],
+)
+def test_prerendered_lines_refuse_a_line_break_too(headers: list[tuple[str, str]]):
+    with pytest.raises(UnsafeHead):
+        header_lines([("X-Ok", "1"), *headers])
+
+
+def test_prerendered_lines_go_after_the_headers():
+    extra = header_lines([("X-User", "alice")])
+    head = request_head("GET", "/x", [("X-A", "1")], None, extra)
+    assert head == b"GET /x HTTP/1.1\r\nX-A: 1\r\nX-User: alice\r\n\r\n"
 
 
 def test_callers_framing_headers_never_go_out():

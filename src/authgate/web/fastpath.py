@@ -47,9 +47,9 @@ from yarl import URL
 from authgate.errors import AuthgateError
 from authgate.session.sessions import Session
 from authgate.upstream import response_headers
-from authgate.upstream_pool import Response, UpstreamFailure, http_head
+from authgate.upstream_pool import Response, UpstreamFailure, header_lines, http_head
 from authgate.web.client_info import ClientInfo, correlation_id_from
-from authgate.web.forward_auth import allowed_headers, original_from, permitted
+from authgate.web.forward_auth import NO_STORE, original_from, permitted
 from authgate.web.gate import from_store
 from authgate.web.middlewares import error_response
 from authgate.web.proxy import forward_headers
@@ -71,6 +71,8 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _NOT_ORDINARY = frozenset({"upgrade", "expect", "transfer-encoding"})
 _PAGE_METHODS = frozenset({"GET", "HEAD"})
 _NO_BODY = frozenset({204, 304})
+# Sessions whose rendered header lines are kept; more than this and they are made afresh.
+RENDERED_SESSIONS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +157,7 @@ def ordinary(head: Head) -> bool:
     )
 
 
-def _crlf_only(data: bytearray) -> bool:
+def _crlf_only(data: bytes | bytearray) -> bool:
     """Lines end in CRLF only: a bare CR or LF is for aiohttp's parser to refuse."""
     pairs = data.count(b"\r\n")
     return data.count(b"\n") == pairs and data.count(b"\r") == pairs
@@ -190,6 +192,32 @@ def _query(raw: str) -> MultiMapping[str]:
     return URL.build(path="/", query_string=raw, encoded=True).query
 
 
+class SessionLines:
+    """Header lines that follow from the session alone, rendered once per session.
+
+    The identity headers change only when the session does (a touch or a
+    refresh makes a new `Session`) or when its signed assertion is renewed,
+    so a kept rendering is used only for the very same two objects.
+    """
+
+    def __init__(self, st: State, prefix: list[tuple[str, str]]) -> None:
+        self._st = st
+        self._prefix = prefix
+        self._kept: dict[str, tuple[Session, str | None, bytes]] = {}
+
+    def get(self, session: Session) -> bytes:
+        signer = self._st.signer
+        assertion = signer.sign(session) if signer else None
+        kept = self._kept.get(session.id)
+        if kept is not None and kept[0] is session and kept[1] is assertion:
+            return kept[2]
+        lines = header_lines([*self._prefix, *self._st.headers.identity(session, assertion)])
+        if len(self._kept) >= RENDERED_SESSIONS:
+            self._kept.clear()
+        self._kept[session.id] = (session, assertion, lines)
+        return lines
+
+
 Step = Callable[["FrontProtocol", Head], Awaitable[bool]]
 
 
@@ -204,6 +232,8 @@ class Front:
         self._own = self.st.settings.prefix + "/"
         self._sweeper: asyncio.Task[None] | None = None
         self.served = 0
+        self.upstream_identity = SessionLines(self.st, [])
+        self.allowed = SessionLines(self.st, [*NO_STORE.items()])
 
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
@@ -304,14 +334,17 @@ class FrontProtocol(asyncio.Protocol):
         here; everything else runs as a task, and the next head waits for it.
         """
         while self._task is None and not self._closed:
-            end = self._buffer.find(b"\r\n\r\n")
-            scope = self._buffer if end < 0 else self._buffer[: end + 4]
+            buffer = self._buffer
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > HEAD_LIMIT or not _crlf_only(buffer):
+                    self._hand_over()
+                return
+            scope = bytes(buffer) if end + 4 == len(buffer) else bytes(buffer[: end + 4])
             if len(scope) > HEAD_LIMIT or not _crlf_only(scope):
                 self._hand_over()
                 return
-            if end < 0:
-                return
-            head = self._reader.read(bytes(scope))
+            head = self._reader.read(scope)
             step = self._front.route(head) if head is not None else None
             if head is None or step is None:
                 self._hand_over()
@@ -396,9 +429,12 @@ class FrontProtocol(asyncio.Protocol):
                 return False
             st.metrics.count("proxy", "forwarded")
             assert st.upstream is not None
-            headers = forward_headers(st, head.headers, client, cid, session)
+            headers = forward_headers(st, head.headers, client, cid, None)
+            identity = self._front.upstream_identity.get(session)
             length = 0 if "Content-Length" in head.headers else None
-            exchange = await st.upstream.send(head.method, head.target, headers, None, length)
+            exchange = await st.upstream.send(
+                head.method, head.target, headers, None, length, identity
+            )
         except AuthgateError as exc:
             self._write_error(head, cid, exc)
             return True
@@ -447,8 +483,10 @@ class FrontProtocol(asyncio.Protocol):
             return False
         if not permitted(_query(head.query), session):
             return False
-        headers = [*allowed_headers(self._st, session), ("X-Request-Id", cid)]
-        self._write(response_head(200, "OK", headers, "Content-Length: 0"))
+        self._write(
+            b"HTTP/1.1 200 OK\r\n%bX-Request-Id: %b\r\nContent-Length: 0\r\n\r\n"
+            % (self._front.allowed.get(session), cid.encode())
+        )
         self._st.metrics.count("auth", "allowed")
         return True
 
