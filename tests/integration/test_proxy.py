@@ -8,16 +8,13 @@ here are written byte by byte, and the upstream reports what reached it.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from multidict import CIMultiDict
 
 from authgate.app import create_app
 from authgate.identity import Identity
@@ -25,44 +22,12 @@ from authgate.session.memory import MemoryStore
 from authgate.settings import Settings
 from authgate.web.state import STATE
 from tests.conftest import cookie_header, make_settings, sign_in
+from tests.rawhttp import Raw, read_response
 from tests.servers import free_port
 from tests.upstream_app import GZIP_BODY
 
 Gate = Callable[..., Awaitable[TestClient]]
 MARK = "spoofed-by-client"
-
-
-@dataclass
-class Raw:
-    status: int
-    headers: CIMultiDict[str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-    def upstream_headers(self) -> list[tuple[str, str]]:
-        """The header lines the echo upstream received, in order, duplicates kept."""
-        return [(k, v) for k, v in self.json()["headers"]]
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    body = bytearray()
-    while True:
-        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-        if size == 0:
-            await reader.readuntil(b"\r\n")
-            return bytes(body)
-        body += await reader.readexactly(size)
-        await reader.readexactly(2)
-
-
-async def _read_body(reader: asyncio.StreamReader, headers: CIMultiDict[str]) -> bytes:
-    if "chunked" in headers.get("Transfer-Encoding", "").lower():
-        return await _read_chunked(reader)
-    if "Content-Length" in headers:
-        return await reader.readexactly(int(headers["Content-Length"]))
-    return await reader.read()
 
 
 async def raw_request(
@@ -82,16 +47,7 @@ async def raw_request(
             lines.append(f"Content-Length: {len(body)}")
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
         await writer.drain()
-        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-        status_line, *header_lines = head.rstrip("\r\n").split("\r\n")
-        parsed: CIMultiDict[str] = CIMultiDict()
-        for line in header_lines:
-            name, _, value = line.partition(":")
-            parsed.add(name, value.strip())
-        status = int(status_line.split(" ")[1])
-        if method == "HEAD" or status in (204, 304):
-            return Raw(status, parsed, b"")
-        return Raw(status, parsed, await _read_body(reader, parsed))
+        return await read_response(reader, method)
     finally:
         writer.close()
 

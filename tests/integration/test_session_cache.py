@@ -204,6 +204,19 @@ async def test_a_frozen_redis_stops_the_cache_within_liveness(own_redis: RedisSe
         await kv.close()
 
 
+async def test_the_memory_store_hears_nothing_and_stops_when_asked():
+    kv = MemoryStore()
+    cache = SessionCache()
+    stop = asyncio.Event()
+    listener = asyncio.create_task(kv.listen(INVALIDATIONS, cache, stop))
+    await kv.publish(INVALIDATIONS, "digest")
+    await asyncio.sleep(0.05)
+    assert not listener.done()
+    assert not cache.usable(), "nothing proves a memory store's subscription alive"
+    stop.set()
+    await asyncio.wait_for(listener, 1)
+
+
 def test_the_memory_store_and_a_disabled_cache_get_no_cache(redis_url: str):
     settings = make_settings("http://127.0.0.1:1")
     assert build_state(settings, MemoryStore()).sessions.cache is None

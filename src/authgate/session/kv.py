@@ -89,9 +89,9 @@ class KeyValueStore(ABC):
     async def publish(self, channel: str, message: str) -> None:
         """Tell every process listening on `channel`."""
 
+    @abstractmethod
     async def listen(self, channel: str, subscriber: Subscriber, stop: asyncio.Event) -> None:
-        """Deliver `channel` to `subscriber` until `stop` is set (shared stores only)."""
-        raise NotImplementedError(f"the {self.kind} store has no other processes to hear")
+        """Deliver `channel` to `subscriber` until `stop` is set."""
 
     @abstractmethod
     async def ping(self) -> None: ...

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-from authgate.session.kv import KeyValueStore
+from authgate.session.kv import KeyValueStore, Subscriber
 
 
 class MemoryStore(KeyValueStore):
@@ -101,6 +102,10 @@ class MemoryStore(KeyValueStore):
 
     async def publish(self, channel: str, message: str) -> None:
         """Nobody else can be listening: this store lives inside one process."""
+
+    async def listen(self, channel: str, subscriber: Subscriber, stop: asyncio.Event) -> None:
+        """There is no other process to hear from, so nothing ever arrives."""
+        await stop.wait()
 
     async def ping(self) -> None:
         return None
