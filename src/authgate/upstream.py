@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from authgate.errors import BadRequest, UpstreamError, UpstreamTimeout
+from authgate.errors import AuthgateError, BadRequest, UpstreamError, UpstreamTimeout
 from authgate.headers import HOP_BY_HOP, normalise
 from authgate.metrics import Metrics
 from authgate.settings import UpstreamSettings
@@ -84,6 +84,15 @@ def create_client(settings: UpstreamSettings) -> aiohttp.ClientSession:
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
     )
+
+
+def failure_reason(exc: BaseException) -> AuthgateError:
+    """What the client is told when the exchange with the application failed."""
+    if isinstance(exc, UpstreamTimedOut):
+        return UpstreamTimeout(detail=str(exc))
+    if isinstance(exc, UnsafeHead):
+        return BadRequest(detail=str(exc))
+    return UpstreamError(detail=str(exc))
 
 
 def response_headers(received: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -159,14 +168,34 @@ class Upstream:
             exchange = await self._pool.send(
                 method, origin_form(raw_path), headers, body, length, extra
             )
-        except UpstreamTimedOut as exc:
-            raise UpstreamTimeout(detail=str(exc)) from exc
-        except UpstreamFailure as exc:
-            raise UpstreamError(detail=str(exc)) from exc
-        except UnsafeHead as exc:
-            raise BadRequest(detail=str(exc)) from exc
-        self._metrics.upstream_latency.observe(time.perf_counter() - started)
+        except (UpstreamFailure, UnsafeHead) as exc:
+            raise failure_reason(exc) from exc
+        self.answered(started)
         return exchange
+
+    def send_now(
+        self,
+        method: str,
+        raw_path: str,
+        headers: list[tuple[str, str]],
+        extra: bytes,
+        listener: Callable[[], None],
+    ) -> Exchange | None:
+        """`send` for a request without a body, on an idle connection, without waiting.
+
+        The listener is called once the answer is complete, failed (see
+        `failure_reason`) or must be streamed; None if no connection is idle.
+        """
+        if not self._pass_host:
+            headers = [(name, value) for name, value in headers if name.lower() != "host"]
+        try:
+            return self._pool.send_now(method, origin_form(raw_path), headers, extra, listener)
+        except UnsafeHead as exc:
+            raise failure_reason(exc) from exc
+
+    def answered(self, started: float) -> None:
+        """The application answered a request sent at `started` (`time.perf_counter`)."""
+        self._metrics.upstream_latency.observe(time.perf_counter() - started)
 
     async def websocket(
         self, request: web.Request, headers: CIMultiDict[str]

@@ -22,7 +22,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -67,24 +67,46 @@ class Origin:
 
 
 class Response:
-    """One answer: status line and headers first, then the body in chunks as it arrives."""
+    """One answer: status line and headers first, then the body in chunks as it arrives.
 
-    def __init__(self, conn: _Connection) -> None:
+    It is awaited (`send`), or it calls its listener once (`send_now`): when
+    it is complete, when it failed, or when its body outgrew memory and must
+    be streamed; the listener then reads `complete` and `error`.
+    """
+
+    def __init__(self, conn: _Connection, awaited: bool = True) -> None:
         self._conn = conn
         self.status = 0
         self.reason = ""
         self.headers: list[tuple[str, str]] = []
         self.keep_alive = False
         self.complete = False
-        self._head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.started = False
+        self._listener: Callable[[], None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._head: asyncio.Future[None] | None = (
+            asyncio.get_running_loop().create_future() if awaited else None
+        )
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     @property
-    def started(self) -> bool:
-        return self._head.done()
+    def error(self) -> BaseException | None:
+        return self._error
+
+    def listen(self, listener: Callable[[], None], timeout: float) -> None:
+        """Call `listener` once; a timeout unless it has been called within `timeout` seconds."""
+        self._listener = listener
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+
+    def _announce(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            listener()
 
     def take_body(self) -> bytes:
         """Everything received so far (the whole body once `complete`)."""
@@ -123,7 +145,8 @@ class Response:
         self, status: int, reason: str, headers: list[tuple[str, str]], keep: bool
     ) -> None:
         self.status, self.reason, self.headers, self.keep_alive = status, reason, headers, keep
-        if not self._head.done():
+        self.started = True
+        if self._head is not None and not self._head.done():
             self._head.set_result(None)
 
     def _feed(self, data: bytes) -> None:
@@ -133,11 +156,13 @@ class Response:
         self._buffered += len(data)
         if self._buffered > HIGH_WATER:
             self._conn.pause_reading()
+            self._announce()
         self._wake()
 
     def _finish(self) -> None:
         self.complete = True
         self._wake()
+        self._announce()
 
     def _expire(self) -> None:
         self._fail(UpstreamTimedOut("the application did not answer in time"))
@@ -146,10 +171,11 @@ class Response:
         if self.complete:
             return
         self._error = error
-        if not self._head.done():
+        if self._head is not None and not self._head.done():
             self._head.set_exception(error)
             self._head.exception()
         self._wake()
+        self._announce()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -214,6 +240,13 @@ class _Connection(asyncio.Protocol):
     # -- llhttp callbacks -------------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        if self.response is None or self.response.complete:
+            # An answer nobody asked for: this connection is out of step with us and goes.
+            if self.response is not None:
+                self.response.keep_alive = False
+                self.response = None
+            self.close()
+            return
         self._reason.clear()
         self._headers = []
 
@@ -258,9 +291,9 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    def begin(self, head: bytes, head_only: bool) -> Response:
+    def begin(self, head: bytes, head_only: bool, awaited: bool = True) -> Response:
         assert self.transport is not None
-        response = self.response = Response(self)
+        response = self.response = Response(self, awaited)
         self.received = False
         self._head_only = head_only
         self._close_delimited = False
@@ -345,6 +378,43 @@ def request_head(
     return http_head(f"{method} {target} HTTP/1.1", own, framing, extra)
 
 
+class _Slots:
+    """At most `limit` requests in flight; `take_now` never waits (asyncio.Semaphore always may)."""
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def take_now(self) -> bool:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.take_now():
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.give()
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def give(self) -> None:
+        """A slot back: to the longest waiting request, else to the free ones."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 class Exchange:
     """A request in flight on one connection; `release` returns it to the pool or closes it."""
 
@@ -354,6 +424,20 @@ class Exchange:
         self._conn = conn
         self._writer: asyncio.Task[None] | None = None
         self._released = False
+
+    @property
+    def retryable(self) -> bool:
+        """A reused connection closed before any answer: safe to send once more (no body).
+
+        A timeout is not: the application may have the request and be working on it.
+        """
+        error = self.response.error
+        return (
+            isinstance(error, UpstreamFailure)
+            and not isinstance(error, UpstreamTimedOut)
+            and self._conn.reused
+            and not self._conn.received
+        )
 
     def release(self) -> None:
         if self._released:
@@ -391,7 +475,7 @@ class UpstreamPool:
         self._connect_timeout = connect_timeout
         self._keepalive = keepalive
         self._idle: list[_Connection] = []
-        self._slots = asyncio.Semaphore(limit)
+        self._slots = _Slots(limit)
         self._open: set[_Connection] = set()
         self._tls = ssl.create_default_context() if self.origin.tls else None
 
@@ -435,11 +519,11 @@ class UpstreamPool:
         fresh: bool,
     ) -> Exchange | None:
         """One try; None when a reused connection turned out closed and a retry is safe."""
-        await self._slots.acquire()
+        await self._slots.take()
         try:
             conn = await self._connection(fresh)
         except BaseException:
-            self._slots.release()
+            self._slots.give()
             raise
         response = conn.begin(head, head_only)
         exchange = Exchange(self, conn, response)
@@ -468,6 +552,7 @@ class UpstreamPool:
             if writer in done and writer.exception() is not None:
                 raise writer.exception()  # type: ignore[misc]
         timer = asyncio.get_running_loop().call_later(self.read_timeout, response._expire)
+        assert response._head is not None
         try:
             await response._head
         finally:
@@ -488,15 +573,55 @@ class UpstreamPool:
         if chunked:
             conn.write(b"0\r\n\r\n")
 
-    async def _connection(self, fresh: bool) -> _Connection:
+    def send_now(
+        self,
+        method: str,
+        target: str,
+        headers: Sequence[tuple[str, str]],
+        extra: bytes,
+        listener: Callable[[], None],
+    ) -> Exchange | None:
+        """A request without a body, sent at once on an idle kept-alive connection.
+
+        Nothing waits: the answer calls `listener` (see `Response`), which must
+        `release()` the exchange. None when no idle connection or no slot is at
+        hand, or the connection was found closed; `send` then waits for one. A
+        reused connection that the application closes before answering fails
+        the answer; the caller may then `send` once more.
+        """
+        if not self._idle or not self._slots.take_now():
+            return None
+        conn = self._idle_connection()
+        if conn is None:
+            self._slots.give()
+            return None
+        try:
+            head = request_head(method, self.origin.base_path + target, headers, None, extra)
+        except UnsafeHead:
+            self._give_back(conn, True)
+            raise
+        response = conn.begin(head, method == "HEAD", awaited=False)
+        if response.error is not None:
+            self._give_back(conn, False)
+            return None
+        response.listen(listener, self.read_timeout)
+        return Exchange(self, conn, response)
+
+    def _idle_connection(self) -> _Connection | None:
         now = time.monotonic()
-        while self._idle and not fresh:
+        while self._idle:
             conn = self._idle.pop()
             if conn.usable and now - conn.idle_since < self._keepalive:
                 conn.reused = True
                 return conn
             conn.close()
             self._open.discard(conn)
+        return None
+
+    async def _connection(self, fresh: bool) -> _Connection:
+        conn = None if fresh else self._idle_connection()
+        if conn is not None:
+            return conn
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -517,7 +642,7 @@ class UpstreamPool:
         return conn
 
     def _give_back(self, conn: _Connection, reusable: bool) -> None:
-        self._slots.release()
+        self._slots.give()
         if reusable:
             conn.response = None
             conn.idle_since = time.monotonic()

@@ -489,8 +489,10 @@ def own_redis() -> AsyncIterator[RedisServer]:
     server.stop()
 
 
-async def _redis_gate(gate_factory: Callable[..., Any], url: str) -> Gate:
-    gate = await gate_factory(session={"store": "redis", "redis": {"url": url, "timeout": "300ms"}})
+async def _redis_gate(gate_factory: Callable[..., Any], url: str, **overrides: Any) -> Gate:
+    gate = await gate_factory(
+        session={"store": "redis", "redis": {"url": url, "timeout": "300ms"}}, **overrides
+    )
     assert gate.st.sessions.cache is not None
     for _ in range(100):
         if gate.st.sessions.cache.usable():
@@ -543,6 +545,70 @@ async def test_identity_headers_follow_a_session_renewed_on_another_replica(
         base64.urlsafe_b64decode(answer.headers["X-Authgate-Assertion"].split(".")[1] + "==")
     )
     assert claims["groups"] == ["Engineering", "Finance"]
+
+
+async def test_slow_answer_on_a_kept_alive_connection_is_a_504(
+    gate_factory: Callable[..., Any], upstream: TestServer, redis_url: str
+):
+    """A cached session's request meets an idle upstream connection: sent without a task."""
+    base = str(upstream.make_url("")).rstrip("/")
+    upstream_settings = {"url": base, "read_timeout": "300ms"}
+    gate = await _redis_gate(gate_factory, redis_url, upstream=upstream_settings)
+    session = await new_session(gate.st)
+    assert (await gate.fast("/app", [cookie(gate.st, session)])).status == 200
+    resp = await gate.fast("/__slow?s=2", [cookie(gate.st, session)])
+    assert resp.status == 504
+    assert json.loads(resp.body)["error"] == "upstream_timeout"
+    again = await gate.fast("/after", [cookie(gate.st, session)])
+    assert json.loads(again.body)["raw_path"] == "/after"
+
+
+async def test_a_client_leaving_mid_answer_leaves_no_answer_behind(
+    gate_factory: Callable[..., Any], redis_url: str
+):
+    """The late answer must never reach the next request on the same upstream connection."""
+    gate = await _redis_gate(gate_factory, redis_url)
+    session = await new_session(gate.st)
+    assert (await gate.fast("/app", [cookie(gate.st, session)])).status == 200
+    _, writer = await asyncio.open_connection("127.0.0.1", gate.port)
+    writer.write(request("/__slow?s=0.3", [cookie(gate.st, session)]))
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    writer.close()
+    await asyncio.sleep(0.5)
+    for path in ("/one", "/two", "/three"):
+        resp = await gate.fast(path, [cookie(gate.st, session)])
+        assert resp.status == 200
+        assert json.loads(resp.body)["raw_path"] == path
+
+
+async def test_a_kept_alive_connection_closed_by_the_app_is_retried_once(
+    gate_factory: Callable[..., Any], redis_url: str
+):
+    """The application closes its idle connection as the next request arrives: sent again."""
+    port = free_port()
+    seen: list[bytes] = []
+
+    async def answer_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            seen.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_server(answer_once, "127.0.0.1", port)
+    try:
+        gate = await _redis_gate(
+            gate_factory, redis_url, upstream={"url": f"http://127.0.0.1:{port}"}
+        )
+        session = await new_session(gate.st)
+        for _ in range(3):
+            resp = await gate.fast("/app", [cookie(gate.st, session)])
+            assert (resp.status, resp.body) == (200, b"ok")
+        assert len(seen) == 5, "each request after the first met a closed connection once"
+    finally:
+        server.close()
 
 
 async def test_store_outage_is_a_503_from_the_fast_path(

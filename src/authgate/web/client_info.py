@@ -28,6 +28,7 @@ class TrustedProxies:
             ipaddress.ip_network(n, strict=False) for n in networks
         )
         self._known: dict[str, bool] = {}
+        self._described: dict[tuple[str | None, ...], ClientInfo] = {}
 
     def contains(self, address: str | None) -> bool:
         """Whether `address` is a trusted proxy; the few addresses seen repeat, so remember."""
@@ -51,9 +52,31 @@ class TrustedProxies:
         return self.describe(request.remote or "", request.scheme, request.host, request.headers)
 
     def describe(self, peer: str, scheme: str, host: str, headers: MultiMapping[str]) -> ClientInfo:
-        """The client behind `peer`, as far as the trusted proxies in front of it say."""
+        """The client behind `peer`, as far as the trusted proxies in front of it say.
+
+        A front proxy sends the same few forwarding headers over and over, so
+        each answer is remembered by everything it was read from.
+        """
         if not self.contains(peer):
             return ClientInfo(peer, scheme, host, False, peer)
+        key = (
+            peer,
+            scheme,
+            host,
+            headers.get("X-Forwarded-Proto"),
+            headers.get("X-Forwarded-Host"),
+            *headers.getall("X-Forwarded-For", ()),
+        )
+        known = self._described.get(key)
+        if known is None:
+            if len(self._described) >= KNOWN_ADDRESSES:
+                self._described.clear()
+            known = self._described[key] = self._forwarded(peer, scheme, host, headers)
+        return known
+
+    def _forwarded(
+        self, peer: str, scheme: str, host: str, headers: MultiMapping[str]
+    ) -> ClientInfo:
         chain = [
             hop.strip()
             for value in headers.getall("X-Forwarded-For", ())

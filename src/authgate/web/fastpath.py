@@ -15,9 +15,14 @@ this module only ever says yes. The only answers it renders itself are the
 failures of a request it had taken (store or upstream down), through the
 same `error_response`.
 
+When the session is in the cache, neither hot shape needs a task: the
+forward-auth answer is written at once, and a page request goes out on an
+idle upstream connection whose answer calls back to be relayed (a body too
+large to hold is streamed from a task; a timeout is the pool's timer).
+
 A request is taken only if all of these hold:
-- llhttp parses its head as one complete HTTP/1.1 message without a body,
-  with a Host header and no header name twice;
+- aiohttp's own parser reads its head as one complete HTTP/1.1 message
+  without a body, with a Host header and no header name twice;
 - no Upgrade, Expect or Transfer-Encoding; Content-Length, if any, 0;
   Connection, if any, keep-alive;
 - a plain target: only unreserved and sub-delim characters in the path (no
@@ -35,19 +40,24 @@ import asyncio
 import logging
 import re
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
-import httptools
 from aiohttp import web
-from multidict import CIMultiDict, MultiDict, MultiMapping
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.http_parser import HttpRequestParser
+from aiohttp.http_writer import HttpVersion11
+from aiohttp.streams import EMPTY_PAYLOAD
+from multidict import CIMultiDictProxy, MultiDict, MultiMapping
 from yarl import URL
 
 from authgate.errors import AuthgateError
 from authgate.session.sessions import Session
-from authgate.upstream import response_headers
-from authgate.upstream_pool import Response, UpstreamFailure, header_lines, http_head
+from authgate.upstream import failure_reason, response_headers
+from authgate.upstream_pool import Exchange, Response, UpstreamFailure, header_lines, http_head
 from authgate.web.client_info import ClientInfo, correlation_id_from
 from authgate.web.forward_auth import NO_STORE, original_from, permitted
 from authgate.web.gate import from_store
@@ -59,6 +69,7 @@ log = logging.getLogger("authgate")
 
 # A longer head goes to aiohttp, whose limits then apply (8190 bytes is its longest line).
 HEAD_LIMIT = 8190
+MAX_HEADERS = 128
 # Stop reading from a client that pipelines more than this while a request is in progress.
 READ_AHEAD = 64 * 1024
 # A connection with no request in progress for this long is closed (aiohttp's default).
@@ -77,67 +88,49 @@ RENDERED_SESSIONS = 4096
 
 @dataclass(frozen=True, slots=True)
 class Head:
-    """One request head, as llhttp parsed it."""
+    """One request head, as aiohttp's parser read it."""
 
     method: str
     target: str
     path: str
     query: str
-    headers: CIMultiDict[str]
+    headers: CIMultiDictProxy[str]
     size: int
 
 
 class _HeadReader:
-    """Feeds llhttp one request head at a time and keeps it only if it is a whole message."""
+    """aiohttp's own request parser (llhttp, in C): a head reads here exactly as in aiohttp.
 
-    def __init__(self) -> None:
-        self._parser = httptools.HttpRequestParser(self)
-        self._url = bytearray()
-        self._fields: list[tuple[str, str]] = []
-        self._messages = 0
-        self._complete = False
-        self._body = False
+    It is fed one complete head at a time and keeps it only if that was one
+    whole message without a body; anything else ends the fast path for the
+    connection, and the parser with it.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._parser = HttpRequestParser(
+            BaseProtocol(loop),
+            loop,
+            HEAD_LIMIT,
+            max_line_size=HEAD_LIMIT,
+            max_field_size=HEAD_LIMIT,
+            max_headers=MAX_HEADERS,
+        )
 
     def read(self, data: bytes) -> Head | None:
-        self._url.clear()
-        self._fields = []
-        self._messages = 0
-        self._complete = self._body = False
         try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserError:
+            messages, upgraded, tail = self._parser.feed_data(data)
+        except HttpProcessingError:
             return None
-        if self._messages != 1 or not self._complete or self._body:
+        if len(messages) != 1 or upgraded or tail:
             return None
-        if self._parser.get_http_version() != "1.1":
+        message, payload = messages[0]
+        if payload is not EMPTY_PAYLOAD or message.version != HttpVersion11:
             return None
-        target = self._url.decode("ascii", "replace")
+        if message.upgrade or message.chunked or message.should_close:
+            return None
+        target = message.path
         path, _, query = target.partition("?")
-        return Head(
-            method=self._parser.get_method().decode("ascii", "replace"),
-            target=target,
-            path=path,
-            query=query,
-            headers=CIMultiDict(self._fields),
-            size=len(data),
-        )
-
-    def on_message_begin(self) -> None:
-        self._messages += 1
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._fields.append(
-            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
-        )
-
-    def on_body(self, body: bytes) -> None:
-        self._body = True
-
-    def on_message_complete(self) -> None:
-        self._complete = True
+        return Head(message.method, target, path, query, message.headers, len(data))
 
 
 def ordinary(head: Head) -> bool:
@@ -158,7 +151,7 @@ def ordinary(head: Head) -> bool:
 
 
 def _crlf_only(data: bytes | bytearray) -> bool:
-    """Lines end in CRLF only: a bare CR or LF is for aiohttp's parser to refuse."""
+    """Lines end in CRLF only; a bare CR or LF hands over before the head is even complete."""
     pairs = data.count(b"\r\n")
     return data.count(b"\n") == pairs and data.count(b"\r") == pairs
 
@@ -221,6 +214,16 @@ class SessionLines:
 Step = Callable[["FrontProtocol", Head], Awaitable[bool]]
 
 
+@dataclass(frozen=True, slots=True)
+class InFlight:
+    """A request sent upstream without a task; the answer's listener takes it from here."""
+
+    head: Head
+    exchange: Exchange
+    cid: str
+    started: float
+
+
 class Front:
     """The protocol factory for the main listener; knows where to hand connections over."""
 
@@ -278,11 +281,12 @@ class FrontProtocol(asyncio.Protocol):
     def __init__(self, front: Front) -> None:
         self._front = front
         self._st = front.st
-        self._reader = _HeadReader()
+        self._reader = _HeadReader(asyncio.get_running_loop())
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._peer = ""
         self._task: asyncio.Task[None] | None = None
+        self._inflight: InFlight | None = None
         self._closed = False
         self._writing_paused = False
         self._reading_paused = False
@@ -304,7 +308,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        if self._task is None:
+        if self._task is None and self._inflight is None:
             self._next()
         elif len(self._buffer) > READ_AHEAD and not self._reading_paused:
             self._reading_paused = True
@@ -316,6 +320,9 @@ class FrontProtocol(asyncio.Protocol):
         self._front.connections.discard(self)
         if self._task is not None:
             self._task.cancel()
+        flight, self._inflight = self._inflight, None
+        if flight is not None:
+            flight.exchange.release()
         self._wake_writer()
 
     def pause_writing(self) -> None:
@@ -331,9 +338,11 @@ class FrontProtocol(asyncio.Protocol):
         """Answer the request heads in the buffer in turn, or give the connection to aiohttp.
 
         A forward-auth question whose session is in the cache is answered right
-        here; everything else runs as a task, and the next head waits for it.
+        here, and a page request whose session is in the cache is sent on an
+        idle upstream connection right here (its answer's listener goes on);
+        everything else runs as a task, and the next head waits for it.
         """
-        while self._task is None and not self._closed:
+        while self._task is None and self._inflight is None and not self._closed:
             buffer = self._buffer
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -341,25 +350,26 @@ class FrontProtocol(asyncio.Protocol):
                     self._hand_over()
                 return
             scope = bytes(buffer) if end + 4 == len(buffer) else bytes(buffer[: end + 4])
-            if len(scope) > HEAD_LIMIT or not _crlf_only(scope):
-                self._hand_over()
-                return
-            head = self._reader.read(scope)
+            head = self._reader.read(scope) if len(scope) <= HEAD_LIMIT else None
             step = self._front.route(head) if head is not None else None
             if head is None or step is None:
                 self._hand_over()
                 return
-            answered = self._auth_now(head) if step is FrontProtocol.auth else None
+            answered = self._now(step, head)
             if answered is None:
                 self.idle_since = None
-                self._task = asyncio.get_running_loop().create_task(self._serve(step, head))
+                self._task = asyncio.get_running_loop().create_task(
+                    self._serve(step(self, head), head)
+                )
+                return
+            if self._inflight is not None:
                 return
             self._done(head, answered)
 
-    async def _serve(self, step: Step, head: Head) -> None:
-        self._answered = False
+    async def _serve(self, work: Awaitable[bool], head: Head, answered: bool = False) -> None:
+        self._answered = answered
         try:
-            taken = await step(self, head)
+            taken = await work
         except (ConnectionResetError, UpstreamFailure):
             self.close()
             return
@@ -374,9 +384,11 @@ class FrontProtocol(asyncio.Protocol):
         self._done(head, taken)
         self._next()
 
-    def _auth_now(self, head: Head) -> bool | None:
+    def _now(self, step: Step, head: Head) -> bool | None:
+        """Serve the request without a task if it can be; None if it needs one."""
+        self._answered = False
         try:
-            return self.auth_now(head)
+            return self.auth_now(head) if step is FrontProtocol.auth else self.proxy_now(head)
         except Exception:
             if self._answered:
                 raise
@@ -444,13 +456,102 @@ class FrontProtocol(asyncio.Protocol):
             exchange.release()
         return True
 
+    def proxy_now(self, head: Head) -> bool | None:
+        """A page request of a cached session, sent on an idle upstream connection at once.
+
+        None when the session is not cached or no upstream connection is idle:
+        `proxy` then does the same with waiting.
+        """
+        st = self._st
+        sid = session_cookie(head.headers, st.cookies.session_name)
+        session = st.sessions.cached(sid) if sid is not None else None
+        if session is None or "refresh_at" in session.protocol_data:
+            return None
+        if "Content-Length" in head.headers:
+            return None
+        assert st.upstream is not None
+        client, cid = self._client(head)
+        headers = forward_headers(st, head.headers, client, cid, None)
+        identity = self._front.upstream_identity.get(session)
+        started = time.perf_counter()
+        try:
+            exchange = st.upstream.send_now(
+                head.method, head.target, headers, identity, self._upstream_answered
+            )
+        except AuthgateError as exc:
+            self._write_error(head, cid, exc)
+            return True
+        if exchange is None:
+            return None
+        st.metrics.count("proxy", "forwarded")
+        self.idle_since = None
+        self._inflight = InFlight(head, exchange, cid, started)
+        return True
+
+    def _upstream_answered(self) -> None:
+        """The listener of a request sent by `proxy_now`: relay, stream, retry or report."""
+        flight, self._inflight = self._inflight, None
+        if flight is None:
+            return
+        response = flight.exchange.response
+        try:
+            if self._closed:
+                flight.exchange.release()
+                return
+            if response.error is not None:
+                self._upstream_failed(flight, response.error)
+                return
+            assert self._st.upstream is not None
+            self._st.upstream.answered(flight.started)
+            if not response.complete:
+                self._task = asyncio.get_running_loop().create_task(
+                    self._serve(self._stream(flight), flight.head, answered=True)
+                )
+                return
+            try:
+                self._relay_whole(flight.head, response, self._answer_headers(response, flight.cid))
+            finally:
+                flight.exchange.release()
+        except Exception:
+            log.exception("fast path failed mid-answer; closing the connection")
+            self.close()
+            return
+        self._settled(flight.head)
+
+    def _upstream_failed(self, flight: InFlight, error: BaseException) -> None:
+        """A failed answer: sent once more if that is safe, else the 502 or 504 page."""
+        flight.exchange.release()
+        if flight.exchange.retryable:
+            self._task = asyncio.get_running_loop().create_task(
+                self._serve(self.proxy(flight.head), flight.head)
+            )
+            return
+        self._write_error(flight.head, flight.cid, failure_reason(error))
+        self._settled(flight.head)
+
+    def _settled(self, head: Head) -> None:
+        """Past a request answered from a listener; the next head waits for the loop.
+
+        The listener runs inside the upstream connection's parser, which must
+        finish before that connection can carry another request.
+        """
+        self._done(head, True)
+        if self._buffer:
+            asyncio.get_running_loop().call_soon(self._next)
+
+    async def _stream(self, flight: InFlight) -> bool:
+        try:
+            await self._relay(flight.head, flight.exchange.response, flight.cid)
+        finally:
+            flight.exchange.release()
+        return True
+
     def auth_now(self, head: Head) -> bool | None:
         """The forward-auth answer from the session cache alone; None to ask the store."""
         sid = session_cookie(head.headers, self._st.cookies.session_name)
         session = self._st.sessions.cached(sid) if sid is not None else None
         if session is None:
             return None
-        self._answered = False
         asked = self._auth_question(head)
         return asked is not None and self._auth_answer(head, *asked, session)
 
@@ -506,19 +607,31 @@ class FrontProtocol(asyncio.Protocol):
             return None
         return session
 
-    async def _relay(self, head: Head, upstream: Response, cid: str) -> None:
-        """The upstream's answer: in one write when complete, else streamed as it comes."""
-        headers = [*response_headers(upstream.headers), ("X-Request-Id", cid)]
+    @staticmethod
+    def _answer_headers(upstream: Response, cid: str) -> list[tuple[str, str]]:
+        return [*response_headers(upstream.headers), ("X-Request-Id", cid)]
+
+    def _relay_whole(self, head: Head, upstream: Response, headers: list[tuple[str, str]]) -> bool:
+        """The upstream's answer in one write, if it is all here; False if it must be streamed."""
         status, reason = upstream.status, upstream.reason
         if head.method == "HEAD" or status in _NO_BODY:
             self._write(response_head(status, reason, headers, None))
-            return
+            return True
+        if not upstream.complete:
+            return False
         sized = [(name, value) for name, value in headers if name.lower() != "content-length"]
-        if upstream.complete:
-            body = upstream.take_body()
-            framing = f"Content-Length: {len(body)}"
-            self._write(response_head(status, reason, sized, framing) + body)
+        body = upstream.take_body()
+        framing = f"Content-Length: {len(body)}"
+        self._write(response_head(status, reason, sized, framing) + body)
+        return True
+
+    async def _relay(self, head: Head, upstream: Response, cid: str) -> None:
+        """The upstream's answer: in one write when complete, else streamed as it comes."""
+        headers = self._answer_headers(upstream, cid)
+        if self._relay_whole(head, upstream, headers):
             return
+        status, reason = upstream.status, upstream.reason
+        sized = [(name, value) for name, value in headers if name.lower() != "content-length"]
         chunked = len(sized) == len(headers)
         self._write(
             response_head(
