@@ -42,6 +42,11 @@ class Session:
     protocol_data: dict[str, Any] = field(default_factory=dict)
     id: str = ""
 
+    @property
+    def refreshable(self) -> bool:
+        """Carries the protocol's refresh state: each request must ask whether a refresh is due."""
+        return "refresh_at" in self.protocol_data
+
     def to_json(self) -> bytes:
         data = asdict(self)
         data.pop("id")

@@ -462,13 +462,10 @@ class FrontProtocol(asyncio.Protocol):
         None when the session is not cached or no upstream connection is idle:
         `proxy` then does the same with waiting.
         """
+        session = self._cached(head)
+        if session is None or session.refreshable or "Content-Length" in head.headers:
+            return None
         st = self._st
-        sid = session_cookie(head.headers, st.cookies.session_name)
-        session = st.sessions.cached(sid) if sid is not None else None
-        if session is None or "refresh_at" in session.protocol_data:
-            return None
-        if "Content-Length" in head.headers:
-            return None
         assert st.upstream is not None
         client, cid = self._client(head)
         headers = forward_headers(st, head.headers, client, cid, None)
@@ -548,8 +545,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def auth_now(self, head: Head) -> bool | None:
         """The forward-auth answer from the session cache alone; None to ask the store."""
-        sid = session_cookie(head.headers, self._st.cookies.session_name)
-        session = self._st.sessions.cached(sid) if sid is not None else None
+        session = self._cached(head)
         if session is None:
             return None
         asked = self._auth_question(head)
@@ -580,7 +576,7 @@ class FrontProtocol(asyncio.Protocol):
         self, head: Head, client: ClientInfo, cid: str, session: Session | None
     ) -> bool:
         """Yes, if this session may pass here; False leaves the answer to aiohttp."""
-        if session is None or "refresh_at" in session.protocol_data:
+        if session is None or session.refreshable:
             return False
         if not permitted(_query(head.query), session):
             return False
@@ -597,13 +593,18 @@ class FrontProtocol(asyncio.Protocol):
         client = self._st.trusted.describe(self._peer, "http", head.headers["Host"], head.headers)
         return client, correlation_id_from(head.headers, client.via_trusted_proxy)
 
+    def _cached(self, head: Head) -> Session | None:
+        """The cookie's session, if the in-process cache has it."""
+        sid = session_cookie(head.headers, self._st.cookies.session_name)
+        return self._st.sessions.cached(sid) if sid is not None else None
+
     async def _session(self, head: Head) -> Session | None:
         """A valid session needing no refresh, or None (aiohttp then decides what to say)."""
         sid = session_cookie(head.headers, self._st.cookies.session_name)
         if sid is None:
             return None
         session = self._st.sessions.cached(sid) or await from_store(self._st, sid)
-        if session is None or "refresh_at" in session.protocol_data:
+        if session is None or session.refreshable:
             return None
         return session
 

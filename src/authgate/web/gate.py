@@ -23,7 +23,7 @@ async def current_session(request: web.Request) -> Session | None:
     if not sid:
         return None
     session = st.sessions.cached(sid) or await from_store(st, sid)
-    if session is not None and "refresh_at" in session.protocol_data:
+    if session is not None and session.refreshable:
         session = await refresh_if_due(request, session)
     return session
 
