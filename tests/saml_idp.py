@@ -1,6 +1,6 @@
 """A tamperable test SAML IdP: builds, signs (signxml) and encrypts (cryptography) responses.
 
-Real IdP documents live in /work/shared/idp-samples and an independent IdP
+Real IdP documents live in tests/fixtures/idp-samples and an independent IdP
 (SimpleSAMLphp) runs in the e2e test; this one exists to build the hostile
 messages those never send: unsigned, re-signed by another key, wrapped,
 weak algorithms, shifted clocks.
@@ -15,6 +15,7 @@ import secrets
 import time
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -33,6 +34,9 @@ from signxml import (
 )
 
 from authgate.keys import generate
+
+# Real Entra ID, Okta and Google documents, with their provenance in the README there.
+IDP_SAMPLES = Path(__file__).parent / "fixtures" / "idp-samples"
 
 SAMLP_NS = "urn:oasis:names:tc:SAML:2.0:protocol"
 SAML_NS = "urn:oasis:names:tc:SAML:2.0:assertion"

@@ -1,4 +1,4 @@
-"""Microsoft Entra ID shapes (facts in shared/idp-samples/README.md), served by the test provider.
+"""Microsoft Entra ID shapes (facts from Microsoft's documentation), served by the test provider.
 
 v2.0 issuer with the tenant id in its path; the `organizations` discovery
 document whose issuer carries a literal `{tenantid}`; ID tokens without

@@ -11,9 +11,8 @@ import yaml
 from authgate.cli import main
 from authgate.secrets import MASTER_KEY_ENV, encrypt, generate_key, parse_key
 from authgate.web.state import STATE
+from tests.saml_idp import IDP_SAMPLES
 from tests.servers import free_port
-
-SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "idp-samples"
 
 
 async def json_get(browser, path: str):
@@ -55,7 +54,7 @@ async def test_saml_messages_and_connections_are_a_protocol_mismatch(oidc_gate, 
         "id": "adfs",
         "name": "ADFS",
         "type": "saml",
-        "idp_metadata_file": str(SAMPLES / "okta_idp_metadata.xml"),
+        "idp_metadata_file": str(IDP_SAMPLES / "okta_idp_metadata.xml"),
     }
     browser = await oidc_gate({"connections": [saml]})
     st = browser.gate.app[STATE]

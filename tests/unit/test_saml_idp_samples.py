@@ -1,4 +1,4 @@
-"""Documents produced by real Entra ID, Okta and Google Workspace tenants (shared/idp-samples).
+"""Documents produced by real Entra ID, Okta and Google Workspace tenants (tests/fixtures).
 
 They are used exactly as downloaded or captured. Time checks are relaxed by
 choosing `now` inside each response's validity window; nothing else is.
@@ -9,9 +9,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime as dt
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -21,11 +19,9 @@ from authgate.protocols.saml_crypto import XmlSec
 from authgate.protocols.saml_metadata import MetadataError, parse_idp_metadata
 from authgate.protocols.saml_validate import AcsPolicy, validate_response
 from authgate.settings import SamlAttributes
+from tests.saml_idp import IDP_SAMPLES
 
-SAMPLES = Path(
-    os.environ.get("AUTHGATE_IDP_SAMPLES")
-    or Path(__file__).resolve().parents[3] / "shared" / "idp-samples"
-)
+SAMPLES = IDP_SAMPLES
 OKTA = SAMPLES / "okta-encrypted"
 BADGR_TENANT = "https://sts.windows.net/2f277f1e-e5f1-4f62-b595-79c2d13afda4/"
 BADGR_ACS = "https://api.test.badgr.com/account/saml2/saml2.egcc/acs/"
