@@ -16,10 +16,12 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from redis import asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
-from redis.backoff import NoBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
-from redis.retry import Retry
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authgate.errors import StoreUnavailable
 from authgate.session.kv import KeyValueStore, Subscriber
@@ -37,6 +39,10 @@ _DETAIL_CHARS = 200
 # A subscription that answered no heartbeat for this many intervals is reconnected.
 _SILENT_HEARTBEATS = 8
 _RESUBSCRIBE_AFTER = 1.0
+# One retry on a fresh connection, after at most 50 ms: enough to replace a dead one.
+_RETRIES = 1
+_RETRY_BASE = 0.01
+_RETRY_CAP = 0.05
 
 
 def _fail_closed(
@@ -55,9 +61,35 @@ def _fail_closed(
     return wrapper
 
 
-def _no_retry() -> Retry:
-    """One quick retry on a fresh connection, then fail closed: a request must not hang."""
-    return Retry(NoBackoff(), 1)
+def _retry() -> Retry:
+    """Replace a dead pooled connection unseen, then fail closed: a request must not hang.
+
+    A connection Redis closed (restart, failover, idle `timeout`) fails its next
+    command; one retry on a fresh connection hides that from the request, while
+    a Redis that is really down refuses the reconnect at once, so the request
+    still gets its 503 quickly. It must be the asyncio `Retry`: the synchronous
+    one, given to the asyncio client, is never called and nothing is retried.
+    """
+    return Retry(
+        ExponentialBackoff(cap=_RETRY_CAP, base=_RETRY_BASE),
+        _RETRIES,
+        supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),
+    )
+
+
+class _NoRetry(Retry):
+    """For a subscription: the listen loop must hear of every break at once.
+
+    redis-py's `Retry` with zero retries still reconnects (its failure
+    callback) before it gives up, which costs the loop the round trips during
+    which a cached session is still served after Redis went away.
+    """
+
+    async def call_with_retry(self, do: Callable[[], Awaitable[T]], *_: Any, **__: Any) -> T:
+        return await do()
+
+
+_NO_RETRY = _NoRetry(NoBackoff(), 0)
 
 
 _REPLACE = """
@@ -83,7 +115,7 @@ def connect(settings: RedisSettings) -> Any:
     timeouts: dict[str, Any] = {
         "socket_timeout": settings.timeout,
         "socket_connect_timeout": settings.timeout,
-        "retry": _no_retry(),
+        "retry": _retry(),
     }
     common: dict[str, Any] = {**timeouts, "health_check_interval": 15}
     if settings.sentinel is not None:
@@ -232,10 +264,22 @@ class RedisStore(KeyValueStore):
         was_broken: bool,
         stop: asyncio.Event,
     ) -> None:
+        """One subscription, kept honest about the messages it may have missed.
+
+        Whatever is published while a subscription is down is gone. So its
+        connection gets no retry: a break reaches the listen loop at once, which
+        tells the subscriber and subscribes anew. redis-py can still reconnect
+        and subscribe again on its own (a command sent on a closed connection
+        reconnects it); that shows up as a second `subscribe` confirmation,
+        which tells the subscriber the same.
+        """
         loop = asyncio.get_running_loop()
         pubsub = self._redis.pubsub()
+        subscribed = False
+        pooled_retry = None
         try:
             await pubsub.subscribe(self._k(channel))
+            pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
             if was_broken:
                 log.warning("subscribed to %s again", channel)
             heard = next_ping = loop.time()
@@ -252,9 +296,17 @@ class RedisStore(KeyValueStore):
                 heard = loop.time()
                 if message["type"] == "message":
                     subscriber.received(message["data"].decode())
-                elif message["type"] in ("pong", "subscribe"):
+                elif message["type"] == "subscribe":
+                    if subscribed:
+                        log.warning("subscribed to %s again after a reconnect", channel)
+                        subscriber.lost()
+                    subscribed = True
+                    subscriber.alive()
+                elif message["type"] == "pong":
                     subscriber.alive()
         finally:
+            if pooled_retry is not None and pubsub.connection is not None:
+                pubsub.connection.retry = pooled_retry
             await pubsub.aclose()
 
     async def close(self) -> None:
