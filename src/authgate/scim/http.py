@@ -23,6 +23,8 @@ from authgate.users import UserStore
 from authgate.web.client_info import CID, CLIENT
 
 SCIM_JSON = "application/scim+json"
+# A SCIM resource nests four levels at most (PATCH value -> attribute -> sub-attribute list).
+MAX_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,24 @@ async def read_json(request: web.Request) -> Any:
             raise PayloadTooLargeException(detail=f"the body is larger than {limit} bytes")
         chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InvalidSyntaxException(detail=f"the body is not JSON: {exc}") from None
+        document = json.loads(b"".join(chunks))
+    except json.JSONDecodeError as exc:
+        detail = f"the body is not valid JSON (line {exc.lineno}, column {exc.colno})"
+        raise InvalidSyntaxException(detail=detail) from None
+    except (UnicodeDecodeError, RecursionError):
+        raise InvalidSyntaxException(detail="the body is not UTF-8 JSON of sane depth") from None
+    if _depth(document) > MAX_DEPTH:
+        raise InvalidSyntaxException(detail=f"the body nests deeper than {MAX_DEPTH} levels")
+    return document
+
+
+def _depth(document: Any) -> int:
+    """Nesting depth, found without recursion: every later step may recurse over the body."""
+    deepest, pending = 0, [(document, 1)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict | list):
+            deepest = max(deepest, depth)
+            children = node.values() if isinstance(node, dict) else node
+            pending.extend((child, depth + 1) for child in children)
+    return deepest
