@@ -109,6 +109,33 @@ class RedisSettings(_Model):
     key_prefix: str = "authgate:"
     timeout: Duration = 2.0
 
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, url: str | None) -> str | None:
+        """Checked here: redis-py reads a bad port or database only when it first connects."""
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("url must start with redis://, rediss:// or unix://")
+        if parts.scheme == "unix":
+            if not parts.path:
+                raise ValueError("a unix:// url needs the socket path (unix:///run/redis.sock)")
+            return url
+        expected = f"expected {parts.scheme}://host:6379/0"
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"the port is not a number from 1 to 65535 ({expected})") from None
+        if not parts.hostname:
+            raise ValueError(f"the host is missing ({expected})")
+        if port == 0:
+            raise ValueError(f"the port is not a number from 1 to 65535 ({expected})")
+        database = parts.path.strip("/")
+        if database and not database.isdigit():
+            raise ValueError(f"the database after the host must be a number ({expected})")
+        return url
+
     @model_validator(mode="after")
     def _one_topology(self) -> RedisSettings:
         chosen = [
@@ -125,8 +152,6 @@ class RedisSettings(_Model):
                 "set exactly one of url (standalone), sentinel or cluster_nodes"
                 f" (found {', '.join(chosen) or 'none'})"
             )
-        if self.url and urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError("url must start with redis://, rediss:// or unix://")
         return self
 
 

@@ -69,6 +69,34 @@ def test_run_refuses_an_invalid_config(tmp_path, capsys):
     assert "public_url: expected an absolute http:// or https:// URL" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("redis://127.0.0.1:notaport/0", "the port is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:99999", "the port is not a number from 1 to 65535"),
+        ("redis://127.0.0.1:0", "the port is not a number from 1 to 65535"),
+        ("redis://:6379/0", "the host is missing"),
+        ("rediss://redis.internal:6380/cache", "the database after the host must be a number"),
+        ("unix://", "a unix:// url needs the socket path"),
+        ("http://127.0.0.1:6379", "url must start with redis://, rediss:// or unix://"),
+    ],
+)
+@pytest.mark.parametrize("command", [["check-config"], ["run", "--config"]])
+def test_a_redis_url_redis_py_cannot_use_is_a_config_error(tmp_path, url, problem, command):
+    """Before, `check-config` passed these and `run` died with a traceback at the first connect."""
+    path = write(tmp_path, GOOD + f"session:\n  store: redis\n  redis:\n    url: '{url}'\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "authgate", *command, str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert f"{path}: session.redis.url: {problem}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
 @pytest.mark.parametrize("command", ["run", "check-config", "status"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exc:
