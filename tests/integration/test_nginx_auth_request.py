@@ -208,6 +208,18 @@ async def test_group_restricted_location(stack: Stack):
     assert dict(body["headers"])["X-Groups"] == "admins"
 
 
+@pytest.mark.parametrize("path", ["/Admin/panel", "/ADMIN/panel", "/aDmIn/x?y=1"])
+async def test_group_restricted_location_in_any_case(stack: Stack, path: str):
+    """For an app on a case-insensitive file system or router, /Admin/ is /admin/."""
+    alice = await sign_in(stack.authgate)
+    resp = await stack.get(path, **stack.cookie(alice), **BROWSER)
+    assert resp.status == 403
+    assert "X-Upstream" not in resp.headers
+    bob = await sign_in(stack.authgate, BOB)
+    body = await stack.upstream_saw(path, **stack.cookie(bob))
+    assert dict(body["headers"])["X-Groups"] == "admins"
+
+
 async def test_public_paths_need_no_session(stack: Stack):
     body = await stack.upstream_saw("/public/logo.png", **API)
     assert "X-User" not in dict(body["headers"])
