@@ -12,7 +12,9 @@ import asyncio
 from dataclasses import replace
 
 from authgate.secrets import MASTER_KEY_ENV, generate_key
+from authgate.web.session_refresh import refresh_lock
 from authgate.web.state import STATE
+from tests.conftest import redis_kv
 
 
 async def signed_in(oidc_gate, **conn):
@@ -141,3 +143,26 @@ async def test_without_refresh_enabled_no_refresh_token_is_kept(oidc_gate, oidc_
     session = await browser.gate.app[STATE].sessions.load(session_id(browser))
     assert "refresh_token" not in session.protocol_data
     assert "refresh_at" not in session.protocol_data
+
+
+async def test_a_holder_that_outlived_the_lock_leaves_the_next_holders_lock(redis_url):
+    """Replica A stalls past LOCK_TTL, B takes the lock; A finishing must not free B's lock."""
+    a, b = redis_kv(redis_url), redis_kv(redis_url)
+    key = "refresh-lock:test-outlived"
+    b_lock = refresh_lock(b, key)
+    try:
+        async with refresh_lock(a, key) as a_holds:
+            assert a_holds
+            async with refresh_lock(b, key) as b_waits:
+                assert not b_waits, "one holder at a time"
+            await a.expire(key, 0.001)  # A's lock runs out while A still works
+            await asyncio.sleep(0.01)
+            assert await b_lock.__aenter__(), "B takes the expired lock"
+        assert await b.get(key) is not None, "A's release left B's lock in place"
+        async with refresh_lock(a, key) as a_again:
+            assert not a_again, "so nobody else refreshes while B does"
+        await b_lock.__aexit__(None, None, None)
+        assert await b.get(key) is None, "B releases its own lock"
+    finally:
+        await a.close()
+        await b.close()

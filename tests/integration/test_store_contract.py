@@ -62,6 +62,16 @@ async def test_replace_is_compare_and_set(store_backend: StoreBackend) -> None:
     assert await kv.get("cas") == BINARY
 
 
+async def test_delete_if_is_compare_and_delete(store_backend: StoreBackend) -> None:
+    kv = store_backend.client()
+    await kv.set("lock", b"mine", ttl=30)
+    assert not await kv.delete_if("lock", b"theirs")
+    assert await kv.get("lock") == b"mine"
+    assert await kv.delete_if("lock", b"mine")
+    assert await kv.get("lock") is None
+    assert not await kv.delete_if("lock", b"mine"), "gone keys are not deleted twice"
+
+
 async def test_replace_keeps_the_ttl(store_backend: StoreBackend) -> None:
     kv = store_backend.client()
     await kv.set("cas-ttl", b"v0", ttl=SHORT_TTL)

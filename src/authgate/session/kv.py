@@ -61,6 +61,14 @@ class KeyValueStore(ABC):
         """
 
     @abstractmethod
+    async def delete_if(self, key: str, expected: bytes) -> bool:
+        """Compare-and-delete: remove the key only while it still holds `expected`.
+
+        A lock's holder that outlived the lock's TTL must not delete the lock
+        another process has taken since.
+        """
+
+    @abstractmethod
     async def take(self, key: str) -> bytes | None:
         """Atomic get-and-delete, so single-use values can be consumed exactly once."""
 

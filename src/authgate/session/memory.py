@@ -58,6 +58,13 @@ class MemoryStore(KeyValueStore):
         self._data[key] = value
         return True
 
+    async def delete_if(self, key: str, expected: bytes) -> bool:
+        if not self._live(key) or self._data[key] != expected:
+            return False
+        self._data.pop(key)
+        self._expiry.pop(key, None)
+        return True
+
     async def take(self, key: str) -> bytes | None:
         if not self._live(key):
             return None

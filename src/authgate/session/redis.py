@@ -100,6 +100,13 @@ end
 return 0
 """
 
+_DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
 
 def _ms(ttl: float) -> int:
     return max(1, math.ceil(ttl * 1000))
@@ -183,6 +190,10 @@ class RedisStore(KeyValueStore):
     @_fail_closed
     async def replace(self, key: str, expected: bytes, value: bytes) -> bool:
         return bool(await self._redis.eval(_REPLACE, 1, self._k(key), expected, value))
+
+    @_fail_closed
+    async def delete_if(self, key: str, expected: bytes) -> bool:
+        return bool(await self._redis.eval(_DELETE_IF, 1, self._k(key), expected))
 
     @_fail_closed
     async def take(self, key: str) -> bytes | None:

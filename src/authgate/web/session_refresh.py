@@ -10,9 +10,12 @@ met) ends the session; a provider that cannot be reached only postpones it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 from aiohttp import web
@@ -20,6 +23,7 @@ from aiohttp import web
 from authgate.errors import LoginFailed
 from authgate.policy import check_identity, roles_for
 from authgate.protocols.oidc import REFRESH_RETRY, OidcProtocol, RefreshDeferred
+from authgate.session.kv import KeyValueStore
 from authgate.session.sessions import Session
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.state import State, state
@@ -40,15 +44,30 @@ async def refresh_if_due(request: web.Request, session: Session) -> Session | No
     if not isinstance(protocol, OidcProtocol) or not is_due(session, time.time()):
         return session
     lock = "refresh-lock:" + hashlib.sha256(session.id.encode()).hexdigest()
-    if not await st.kv.set(lock, b"1", ttl=LOCK_TTL, only_if_new=True):
-        return session
-    try:
+    async with refresh_lock(st.kv, lock) as held:
+        if not held:
+            return session
         current = await st.sessions.load(session.id)
         if current is None or not is_due(current, time.time()):
             return current
         return await _renew(request, st, protocol, current)
+
+
+@contextlib.asynccontextmanager
+async def refresh_lock(kv: KeyValueStore, key: str) -> AsyncIterator[bool]:
+    """Whether this request holds the lock; released only if it is still this request's.
+
+    A holder slower than LOCK_TTL (a stalled provider, a paused replica) finds
+    the lock taken by another replica when it finishes, and leaves it alone.
+    """
+    token = secrets.token_hex(16).encode()
+    if not await kv.set(key, token, ttl=LOCK_TTL, only_if_new=True):
+        yield False
+        return
+    try:
+        yield True
     finally:
-        await st.kv.delete(lock)
+        await kv.delete_if(key, token)
 
 
 async def _renew(
