@@ -45,6 +45,8 @@ _ALWAYS_STRIPPED = (
     "X-Forwarded-Groups",
     "X-Forwarded-Preferred-Username",
     "Remote-User",
+    # Apache's and nginx's conventions for a proxy-authenticated user: apps trust them too.
+    "X-Remote-User",
 )
 
 # oauth2-proxy's whole namespace: apps written for it trust any header under it.

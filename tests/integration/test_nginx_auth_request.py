@@ -160,6 +160,8 @@ async def test_session_identity_reaches_upstream_and_client_copies_do_not(stack:
         "X-Authgate-Assertion": "admin",
         "X-Auth-Request-User": "admin",
         "Remote-User": "admin",
+        "X-Remote-User": "admin",
+        "X-Real-IP": "admin",
     }
     body = await stack.upstream_saw("/hello?x=1", **stack.cookie(session), **spoofed)
     seen = body["headers"]
@@ -173,6 +175,7 @@ async def test_session_identity_reaches_upstream_and_client_copies_do_not(stack:
     assert headers["X-User-Id"] == session.user_id
     assert headers["X-User-Name"] == "Alice Example"
     assert headers["X-Auth-Connection"] == "corp"
+    assert headers["X-Real-IP"] == "127.0.0.1", "nginx's own view of the peer"
     assert "X-Auth-Request-User" not in headers
     assert body["raw_path"] == "/hello?x=1"
     jwks = await (await stack.get("/_authgate/jwks.json")).json()

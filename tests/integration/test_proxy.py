@@ -358,6 +358,7 @@ IDENTITY_HEADERS = (
     "X-Auth-Request-Anything-Else",
     "X-Forwarded-User",
     "Remote-User",
+    "X-Remote-User",
 )
 
 
@@ -428,6 +429,21 @@ async def test_spoofed_identity_never_reaches_upstream_on_public_path(gate: Gate
         seen = resp.upstream_headers()
         assert_no_client_identity(seen, variant)
         assert not [n for n, _ in seen if _normal(n) in protected], variant
+
+
+@pytest.mark.parametrize("path", ["/p", "/public/page"])
+async def test_a_client_cannot_choose_its_own_x_real_ip(gate: Gate, path: str):
+    """Apps log and rate-limit by X-Real-IP: it is the peer authgate saw, not what a client says."""
+    client = await gate(access={"public_paths": ["/public/"]})
+    session = await sign_in(client)
+    for variant, lines in spoof_variants("X-Real-IP").items():
+        resp = await raw_request(client, path, [*cookie_header(client, session.id).items(), *lines])
+        assert resp.status == 200, variant
+        seen = resp.upstream_headers()
+        assert_no_client_identity(seen, variant)
+        assert [(n, v) for n, v in seen if _normal(n) == "x-real-ip"] == [
+            ("X-Real-IP", "127.0.0.1")
+        ], variant
 
 
 @pytest.mark.parametrize("name", IDENTITY_HEADERS)

@@ -56,7 +56,7 @@ PROTECTED = [
     "X-Auth-Request-Groups", "X-Auth-Request-Preferred-Username", "X-Auth-Request-Access-Token",
     "X-Auth-Request-Whatever", "x_auth_request_redirect", "X-Forwarded-User",
     "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username", "Remote-User",
-    "remote_user",
+    "remote_user", "X-Remote-User", "x_remote_user",
 ]  # fmt: skip
 
 

@@ -19,6 +19,7 @@ REPLACED = frozenset(
         "X-Forwarded-For",
         "X-Forwarded-Proto",
         "X-Forwarded-Host",
+        "X-Real-IP",
         "Forwarded",
         "X-Request-Id",
     )
@@ -57,6 +58,7 @@ def forward_headers(
         ("X-Forwarded-For", client.forwarded_for),
         ("X-Forwarded-Proto", client.proto),
         ("X-Forwarded-Host", client.host),
+        ("X-Real-IP", client.ip),
         ("X-Request-Id", cid),
     ]
     if session is not None:
