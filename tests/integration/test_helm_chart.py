@@ -11,17 +11,26 @@ provides, and bad values are refused with a message that names the fix.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import pytest
 import yaml
 
+from authgate.app import create_app
+from authgate.identity import Identity
+from authgate.settings import parse_settings
+from tests import markdown
+from tests.conftest import redis_kv, sign_in
 from tests.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,22 +133,26 @@ def _environment(docs: Docs, text: str) -> dict[str, str]:
 def _key_files(docs: Docs, target: Path) -> None:
     """The keys Secret's files, where the pod would see them (or stand-ins if it pre-exists)."""
     keys = volume(docs, "keys")["secret"]["secretName"] if KEYS_DIR in mounts(docs) else None
-    target.mkdir()
+    target.mkdir(parents=True)
     created = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
     if keys in created:
         for name, content in secret_data(docs, keys).items():
             (target / name).write_text(content)
 
 
-@pytest.mark.parametrize("values", CI_VALUES, ids=[v.stem for v in CI_VALUES])
-def test_rendered_config_passes_check_config(values: Path, tmp_path: Path) -> None:
-    docs = render("-f", str(values))
+def pod_config(docs: Docs, target: Path) -> tuple[Path, dict[str, str]]:
+    """The rendered authgate.yaml as the pod would read it, and the environment it would have."""
     text = one(docs, "ConfigMap")["data"]["authgate.yaml"]
     env = {**os.environ, **_environment(docs, text)}
     env.pop("AUTHGATE_MASTER_KEY", None)
-    _key_files(docs, tmp_path / "keys")
-    config_file = tmp_path / "authgate.yaml"
-    config_file.write_text(text.replace(KEYS_DIR, str(tmp_path / "keys")))
+    _key_files(docs, target / "keys")
+    config_file = target / "authgate.yaml"
+    config_file.write_text(text.replace(KEYS_DIR, str(target / "keys")))
+    return config_file, env
+
+
+def assert_check_config_passes(docs: Docs, target: Path) -> None:
+    config_file, env = pod_config(docs, target)
     result = subprocess.run(
         [sys.executable, "-m", "authgate", "check-config", str(config_file)],
         capture_output=True,
@@ -149,6 +162,12 @@ def test_rendered_config_passes_check_config(values: Path, tmp_path: Path) -> No
     )
     assert result.returncode == 0, result.stderr
     assert "OK" in result.stdout
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=[v.stem for v in CI_VALUES])
+def test_rendered_config_passes_check_config(values: Path, tmp_path: Path) -> None:
+    docs = render("-f", str(values))
+    assert_check_config_passes(docs, tmp_path)
     assert config(docs)["session"]["store"] == "redis"
     assert config(docs)["listen"] == "0.0.0.0:4180"
 
@@ -321,7 +340,9 @@ def test_notes_explain_the_nginx_ingress_annotations(tmp_path: Path) -> None:
 def test_values_are_refused_with_a_message_naming_the_fix() -> None:
     sidecar = str(CHART / "ci" / "sidecar-values.yaml")
     standalone = str(CHART / "ci" / "standalone-values.yaml")
-    assert "/config/public_url" in refused("--set", "redis.enabled=true")
+    no_url = refused("--set", "redis.enabled=true", "--set", "config.upstream.url=http://app:80")
+    assert "config.public_url: set the browser-facing URL" in no_url
+    assert "/config/public_url" in refused("--set", "config.public_url=app.example.com")
     assert "/app/image/repository" in refused("-f", sidecar, "--set", "app.image.repository=")
     assert "/mode" in refused("-f", sidecar, "--set", "mode=daemonset")
     assert "set exactly one of redis.url" in refused("-f", standalone, "--set", "redis.url=")
@@ -388,3 +409,180 @@ def test_kubeconform_accepts_a_rendering_and_rejects_hostile_manifests() -> None
     unknown_kind = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\n"
     assert kubeconform(unknown_kind).returncode != 0
     assert kubeconform("").returncode != 0, "nothing validated must not pass"
+
+
+# ---- the chart's defaults and its README ---------------------------------------------------
+
+README = CHART / "README.md"
+README_BLOCKS = markdown.blocks(README)
+README_FILES = {b.file_name: b.text for b in README_BLOCKS if b.file_name}
+INSTALLS = [
+    command
+    for block in README_BLOCKS
+    if block.lang == "sh"
+    for command in markdown.commands(block)
+    if command.startswith("helm install")
+]
+# Stand-ins for the variables the README's commands read from the reader's shell.
+SHELL_ENV = {"OIDC_CLIENT_SECRET": "oidc-secret-from-the-shell", "REDIS_PASSWORD": "redis-pw"}
+
+
+def test_defaults_lint_clean_and_refuse_to_render_naming_every_missing_value() -> None:
+    lint = subprocess.run(
+        [find_tool("helm"), "lint", "--strict", str(CHART)], capture_output=True, text=True
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    problems = refused()
+    for missing in ("config.public_url:", "config.upstream.url:", "redis: set exactly one of"):
+        assert missing in problems
+    sidecar = refused("--set", "mode=sidecar", "--set", "app.image.repository=app")
+    assert "config.upstream.url" not in sidecar and "config.public_url:" in sidecar
+
+
+def test_readme_shows_the_refusal_of_the_defaults_as_helm_prints_it() -> None:
+    [block] = [b for b in README_BLOCKS if b.lang == "console" and "helm template" in b.text]
+    [command] = markdown.commands(block)
+    argv = shlex.split(command)
+    argv[argv.index("./helm/authgate")] = str(CHART)
+    result = subprocess.run([find_tool("helm"), *argv[1:]], capture_output=True, text=True)
+    assert result.returncode != 0
+    shown = [line for line in block.text.splitlines()[1:] if line.strip()]
+    printed = {line.strip() for line in result.stderr.splitlines()}
+    assert [line for line in shown if line.strip() not in printed] == []
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def test_readme_values_table_lists_every_value_with_its_default() -> None:
+    table = dict(re.findall(r"^\| `([^`]+)` \| `([^`]*)` \|", README.read_text(), re.MULTILINE))
+    values = _flatten(yaml.safe_load((CHART / "values.yaml").read_text()))
+    expected = {key: json.dumps(default) for key, default in values.items()}
+    missing = [f"| `{k}` | `{v}` | ... |" for k, v in expected.items() if table.get(k) != v]
+    assert missing == [], "add or correct these rows of the values table in helm/authgate/README.md"
+    assert sorted(table.keys() - expected.keys()) == [], "rows for values that no longer exist"
+
+
+def _render_install(command: str, tmp_path: Path) -> tuple[list[str], Docs]:
+    """The README's `helm install` as `helm template`, in a folder holding its values files."""
+    for name, text in README_FILES.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "helm").symlink_to(ROOT / "helm")
+    argv = shlex.split(os.path.expandvars(command))
+    assert argv[:2] == ["helm", "install"]
+    result = subprocess.run(
+        [find_tool("helm"), "template", *argv[2:]], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    return argv, [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+@pytest.mark.parametrize("command", INSTALLS, ids=range(len(INSTALLS)))
+def test_readme_install_commands_render_valid_manifests_and_config(
+    command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in SHELL_ENV.items():
+        monkeypatch.setenv(name, value)
+    _, docs = _render_install(command, tmp_path)
+    assert_check_config_passes(docs, tmp_path / "pod")
+    passed = kubeconform(yaml.safe_dump_all(docs))
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+
+
+def _standalone_install() -> str:
+    [command] = [c for c in INSTALLS if "standalone-values.yaml" in c and "redis-" not in c]
+    return command
+
+
+@pytest.mark.parametrize("fragment", sorted(n for n in README_FILES if n.startswith("redis-")))
+def test_readme_redis_options_each_render_one_topology(
+    fragment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Redis file as the README says to use it: a second `-f` to the standalone install."""
+    for name, value in SHELL_ENV.items():
+        monkeypatch.setenv(name, value)
+    _, docs = _render_install(f"{_standalone_install()} -f {fragment}", tmp_path)
+    assert_check_config_passes(docs, tmp_path / "pod")
+    topology = config(docs)["session"]["redis"]
+    chosen = yaml.safe_load(README_FILES[fragment])["redis"]
+    redis_services = [
+        d for d in docs if d["kind"] == "Service" and "redis" in d["metadata"]["name"]
+    ]
+    assert bool(redis_services) == bool(chosen.get("enabled"))
+    assert ("sentinel" in topology) == bool(chosen.get("sentinel"))
+    assert topology.get("url", "").startswith(("rediss://", "redis://")) != ("sentinel" in topology)
+
+
+def test_readme_ingress_is_valid_and_routes_to_the_installed_release(tmp_path: Path) -> None:
+    ingresses = [d for d in yaml.safe_load_all(README_FILES["ingress.yaml"]) if d]
+    passed = kubeconform(README_FILES["ingress.yaml"])
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    argv, docs = _render_install(_standalone_install(), tmp_path)
+    namespace = argv[argv.index("--namespace") + 1]
+    service = one(docs, "Service")
+    cfg = config(docs)
+    host = cfg["public_url"].removeprefix("https://")
+    protected, own = ingresses
+    assert {protected["metadata"]["namespace"], own["metadata"]["namespace"]} == {namespace}
+    annotations = protected["metadata"]["annotations"]
+    port = service["spec"]["ports"][0]["port"]
+    svc = f"http://{service['metadata']['name']}.{namespace}.svc.cluster.local:{port}"
+    assert annotations["nginx.ingress.kubernetes.io/auth-url"] == f"{svc}{cfg['prefix']}/auth"
+    signin = annotations["nginx.ingress.kubernetes.io/auth-signin"]
+    assert signin == f"https://$host{cfg['prefix']}/login?rd=$escaped_request_uri"
+    assert "auth-url" not in str(own["metadata"].get("annotations", {}))
+    [rule] = own["spec"]["rules"]
+    [path] = rule["http"]["paths"]
+    assert (rule["host"], path["path"], path["pathType"]) == (host, cfg["prefix"], "Prefix")
+    backend = path["backend"]["service"]
+    assert (backend["name"], backend["port"]["number"]) == (service["metadata"]["name"], port)
+    assert [r["host"] for r in protected["spec"]["rules"]] == [host]
+
+
+async def test_readme_ingress_annotations_match_what_authgate_answers(
+    aiohttp_client: Callable[..., Any],
+    redis_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ingress-nginx's three questions, asked of authgate running the README's config."""
+    for name, value in SHELL_ENV.items():
+        monkeypatch.setenv(name, value)
+    _, docs = _render_install(_standalone_install(), tmp_path)
+    config_file, env = pod_config(docs, tmp_path / "pod")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    raw = yaml.safe_load(config_file.read_text())
+    raw["session"]["redis"] = {"url": redis_url}
+    client = await aiohttp_client(create_app(parse_settings(raw), redis_kv(redis_url)))
+    [protected, _] = [d for d in yaml.safe_load_all(README_FILES["ingress.yaml"]) if d]
+    annotations = protected["metadata"]["annotations"]
+    auth_path = urlsplit(annotations["nginx.ingress.kubernetes.io/auth-url"]).path
+
+    denied = await client.get(auth_path, allow_redirects=False)
+    assert denied.status == 401
+    signin = annotations["nginx.ingress.kubernetes.io/auth-signin"]
+    signin = signin.replace("$host", "portal.example.com").replace(
+        "$escaped_request_uri", quote("/reports?year=2026", safe="")
+    )
+    page = await client.get(urlsplit(signin)._replace(scheme="", netloc="").geturl(),
+                            allow_redirects=False)  # fmt: skip
+    assert page.status == 302
+    assert "rd=%2Freports%3Fyear%3D2026" in page.headers["Location"]
+
+    identity = Identity(connection="okta", subject="00u1", email="ann@example.com",
+                        email_verified=True, name="Ann", groups=("Staff",))  # fmt: skip
+    await sign_in(client, identity)
+    allowed = await client.get(auth_path, allow_redirects=False)
+    assert allowed.status == 200
+    # The correlation id is authgate's own answer header, not an identity to copy upstream.
+    sent = {h for h in allowed.headers if h.startswith("X-") and h != "X-Request-ID"}
+    named = annotations["nginx.ingress.kubernetes.io/auth-response-headers"].split(",")
+    assert sorted(named) == sorted(sent)

@@ -73,25 +73,43 @@ app.kubernetes.io/component: redis
 {{- end }}
 {{- end }}
 
-{{/* session.redis of authgate.yaml: exactly one Redis topology. */}}
-{{- define "authgate.redis" -}}
+{{/*
+Every value the chart cannot default, checked at install/template time and reported in one
+message. The schema allows the empty defaults so that `helm lint` passes on them (helm's
+lint mode turns `fail` into an INFO line); `helm install` and `helm template` stop here.
+*/}}
+{{- define "authgate.checkRequired" -}}
+{{- $problems := list }}
+{{- if not .Values.config.public_url }}
+{{- $problems = append $problems "config.public_url: set the browser-facing URL, e.g. https://app.example.com" }}
+{{- end }}
+{{- if and (ne .Values.mode "sidecar") (not (dig "upstream" "url" "" .Values.config)) }}
+{{- $problems = append $problems "config.upstream.url: standalone mode needs the protected application's URL, e.g. http://app.web.svc.cluster.local:8080 (or set mode=sidecar)" }}
+{{- end }}
 {{- $r := .Values.redis }}
 {{- $chosen := list }}
 {{- if $r.enabled }}{{ $chosen = append $chosen "redis.enabled" }}{{ end }}
 {{- if $r.url }}{{ $chosen = append $chosen "redis.url" }}{{ end }}
 {{- if $r.sentinel.master }}{{ $chosen = append $chosen "redis.sentinel" }}{{ end }}
 {{- if ne (len $chosen) 1 }}
-{{- fail (printf "redis: set exactly one of redis.url (external Redis), redis.sentinel.master with redis.sentinel.nodes (Sentinel), or redis.enabled=true (in-chart Redis for trials); found %s" (default "none" (join ", " $chosen))) }}
+{{- $problems = append $problems (printf "redis: set exactly one of redis.url (external Redis), redis.sentinel.master with redis.sentinel.nodes (Sentinel), or redis.enabled=true (in-chart Redis for trials); found %s" (default "none" (join ", " $chosen))) }}
+{{- else if and $r.sentinel.master (not $r.sentinel.nodes) }}
+{{- $problems = append $problems "redis.sentinel.nodes: list the sentinels as host:port" }}
 {{- end }}
+{{- if $problems }}
+{{- fail (printf "\n\nauthgate: required values are missing (see the chart README):\n  - %s\n" (join "\n  - " $problems)) }}
+{{- end }}
+{{- end }}
+
+{{/* session.redis of authgate.yaml: the one Redis topology authgate.checkRequired allowed. */}}
+{{- define "authgate.redis" -}}
+{{- $r := .Values.redis }}
 {{- $out := dict "key_prefix" $r.keyPrefix }}
 {{- if $r.enabled }}
 {{- $_ := set $out "url" (printf "redis://%s:6379/0" (include "authgate.redisName" .)) }}
 {{- else if $r.url }}
 {{- $_ := set $out "url" $r.url }}
 {{- else }}
-{{- if not $r.sentinel.nodes }}
-{{- fail "redis.sentinel.nodes: list the sentinels as host:port" }}
-{{- end }}
 {{- $sentinel := dict "master" $r.sentinel.master "nodes" $r.sentinel.nodes }}
 {{- if $r.sentinel.password }}{{ $_ := set $sentinel "password" $r.sentinel.password }}{{ end }}
 {{- if $r.sentinel.sentinelPassword }}{{ $_ := set $sentinel "sentinel_password" $r.sentinel.sentinelPassword }}{{ end }}
@@ -102,17 +120,13 @@ app.kubernetes.io/component: redis
 
 {{/* authgate.yaml: the user's config with the keys the chart owns set. */}}
 {{- define "authgate.config" -}}
+{{- include "authgate.checkRequired" . }}
 {{- $cfg := deepCopy .Values.config }}
-{{- if not $cfg.public_url }}
-{{- fail "config.public_url: set the browser-facing URL, e.g. https://app.example.com" }}
-{{- end }}
 {{- $_ := set $cfg "listen" (printf "0.0.0.0:%d" (int .Values.port)) }}
 {{- $_ := set $cfg "metrics" (dict "enabled" .Values.metrics.enabled "listen" (printf "0.0.0.0:%d" (int .Values.metrics.port))) }}
 {{- $upstream := deepCopy (default dict $cfg.upstream) }}
 {{- if eq .Values.mode "sidecar" }}
 {{- $_ := set $upstream "url" (printf "http://127.0.0.1:%d" (int .Values.app.port)) }}
-{{- else if not $upstream.url }}
-{{- fail "config.upstream.url: standalone mode needs the protected application's URL" }}
 {{- end }}
 {{- $_ := set $cfg "upstream" $upstream }}
 {{- $session := deepCopy (default dict $cfg.session) }}
