@@ -35,6 +35,7 @@ from authgate.users import UserStore
 from authgate.web import admin, forward_auth, health, proxy, signin
 from authgate.web.client_info import TrustedProxies
 from authgate.web.fastpath import Front
+from authgate.web.listener import ConnectionHandlers
 from authgate.web.middlewares import error_pages, request_context
 from authgate.web.oidc import routes as oidc_routes
 from authgate.web.pages import Pages
@@ -226,37 +227,48 @@ def split_listen(listen: str) -> tuple[str, int]:
 @contextlib.asynccontextmanager
 async def site(app: web.Application, listen: str) -> AsyncIterator[None]:
     """`app` served by aiohttp on `listen` for the duration of the block."""
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
-    await runner.setup()
-    try:
-        host, port = split_listen(listen)
-        await web.TCPSite(runner, host, port).start()
-        log.info("listening on %s", listen)
+    async with _running(app) as server, _listening(ConnectionHandlers(server), listen, False):
         yield
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager
 async def front_site(app: web.Application, listen: str, reuse_port: bool) -> AsyncIterator[Front]:
     """The main listener: the fast path first, aiohttp for every connection it hands over."""
+    async with _running(app) as server:
+        front = Front(app, ConnectionHandlers(server, app[STATE].pages))
+        async with _listening(front, listen, reuse_port):
+            front.start()
+            try:
+                yield front
+            finally:
+                front.close_all()
+
+
+@contextlib.asynccontextmanager
+async def _running(app: web.Application) -> AsyncIterator[web.Server]:
+    """The app started, and the aiohttp server that dispatches requests to it."""
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
     await runner.setup()
     try:
         assert runner.server is not None
-        front = Front(app, runner.server)
-        host, port = split_listen(listen)
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(front, host, port, reuse_port=reuse_port or None)
-        front.start()
-        log.info("listening on %s", listen)
-        try:
-            yield front
-        finally:
-            server.close()
-            front.close_all()
+        yield runner.server
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def _listening(
+    factory: Callable[[], asyncio.Protocol], listen: str, reuse_port: bool
+) -> AsyncIterator[None]:
+    """A listening socket for the block; our handlers answer even what aiohttp cannot parse."""
+    host, port = split_listen(listen)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(factory, host, port, reuse_port=reuse_port or None)
+    log.info("listening on %s", listen)
+    try:
+        yield
+    finally:
+        server.close()
 
 
 async def serve(

@@ -63,7 +63,7 @@ class Gate:
 
     @property
     def handed_over(self) -> int:
-        return self.front.handover.requests_count
+        return self.front.handover.server.requests_count
 
     async def send(self, data: bytes, methods: tuple[str, ...] = ("GET",)) -> list[Raw]:
         """Write `data` on one connection; read one response per method given."""

@@ -61,6 +61,7 @@ from authgate.upstream_pool import Exchange, Response, UpstreamFailure, header_l
 from authgate.web.client_info import ClientInfo, correlation_id_from
 from authgate.web.forward_auth import NO_STORE, original_from, permitted
 from authgate.web.gate import from_store
+from authgate.web.listener import ConnectionHandlers
 from authgate.web.middlewares import error_response
 from authgate.web.proxy import forward_headers
 from authgate.web.state import STATE, State
@@ -227,9 +228,9 @@ class InFlight:
 class Front:
     """The protocol factory for the main listener; knows where to hand connections over."""
 
-    def __init__(self, app: web.Application, server: web.Server) -> None:
+    def __init__(self, app: web.Application, handover: ConnectionHandlers) -> None:
         self.st: State = app[STATE]
-        self.handover = server
+        self.handover = handover
         self.connections: set[FrontProtocol] = set()
         self._auth_path = self.st.url("/auth")
         self._own = self.st.settings.prefix + "/"

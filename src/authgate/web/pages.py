@@ -122,6 +122,10 @@ HINTS: dict[str, Hint] = {
         "The request was malformed.",
         "A sign-in endpoint received something it does not accept; see the audit log.",
     ),
+    "header_too_large": Hint(
+        "Your browser sent more cookies than this site accepts: clear its cookies and retry.",
+        "A request head line was over 8190 bytes; large application cookies are the usual cause.",
+    ),
     "not_a_member": Hint(
         "Your account is not in the group that may use this application.",
         "Add the user to the directory group named in directory_sync.group_id.",
