@@ -31,6 +31,8 @@ SSP_ROOT = Path("/usr/share/simplesamlphp")
 EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 HTML = {"Accept": "text/html"}
+# What a browser sends for a navigation the person started (address bar, bookmark).
+TYPED = {"Sec-Fetch-Site": "none"}
 
 USERS: dict[str, dict[str, list[str]]] = {
     "alice:alice-password": {
@@ -200,13 +202,18 @@ class Browser:
     async def close(self) -> None:
         await self.http.close()
 
-    async def follow(self, url: str, base: str | None = None) -> aiohttp.ClientResponse:
+    async def follow(
+        self, url: str, base: str | None = None, typed: bool = False
+    ) -> aiohttp.ClientResponse:
+        """Follow redirects from `url`; `typed`: the person started it, as with an address bar."""
+        headers = {**HTML, **TYPED} if typed else HTML
         while True:
             target = URL(url, encoded=True)
             if not target.is_absolute():
                 assert base is not None
                 target = URL(base).join(target)
-            resp = await self.http.get(target, allow_redirects=False, headers=HTML)
+            resp = await self.http.get(target, allow_redirects=False, headers=headers)
+            headers = HTML
             if resp.status not in (301, 302, 303, 307):
                 return resp
             base, url = str(resp.url), resp.headers["Location"]

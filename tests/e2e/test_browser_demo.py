@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
 
 from authgate.demo import OIDC_ID, SAML_ID
 from tests.servers import require_binary
@@ -205,3 +205,41 @@ def test_a_stale_sign_in_gets_the_start_again_page(page: Page, demo: RunningDemo
     shot(page, "sign-in-expired")
     page.get_by_role("link", name="Start again").click()
     expect(page.get_by_role("heading", level=1)).to_have_text("Sign in")
+
+
+# -- sign-out from another site: the person is asked, and only their click signs out --------
+# The foreign page is served by Playwright's router, so Chromium itself sets
+# `Sec-Fetch-Site: cross-site` on the navigation to the sign-out URL.
+
+ELSEWHERE = "https://elsewhere.example/"
+
+
+def foreign_page(page: Page, demo: RunningDemo) -> None:
+    html = f'<a id="bait" href="{demo.url}/_authgate/logout">Win a prize</a>'
+
+    def serve(route: Route) -> None:
+        route.fulfill(status=200, content_type="text/html", body=html)
+
+    page.route(ELSEWHERE, serve)
+    page.goto(ELSEWHERE)
+
+
+def test_a_link_on_another_site_asks_before_signing_out(page: Page, demo: RunningDemo):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    start(page, demo, SAML_BUTTON)
+    sign_in_at_idp(page, "bob@example.com")
+    expect_app(page, demo, "bob@example.com", "dev-saml")
+
+    foreign_page(page, demo)
+    page.locator("#bait").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sign out?")
+    shot(page, "logout-confirm")
+    page.get_by_role("link", name="Stay signed in").click()
+    expect_app(page, demo, "bob@example.com", "dev-saml")
+
+    foreign_page(page, demo)
+    page.locator("#bait").click()
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Signed out")
+    page.goto(demo.url + "/")
+    expect(page).to_have_url(f"{demo.url}/_authgate/login?rd=%2F")

@@ -167,7 +167,8 @@ async def test_sign_out_ends_both_sessions(
     await sign_in(browser, demo, conn, email)
     again, _ = await _start(browser, demo, conn)
     assert f"Continue as {name}" in await again.text()
-    signed_out = await _after_idp(browser, await browser.follow(f"{demo.url}/_authgate/logout"))
+    logout = await browser.follow(f"{demo.url}/_authgate/logout", typed=True)
+    signed_out = await _after_idp(browser, logout)
     assert signed_out.status == 200
     assert signed_out.url.path == returns_at
     assert "You have been signed out" in await signed_out.text()

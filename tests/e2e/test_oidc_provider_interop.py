@@ -30,6 +30,7 @@ from authgate.secrets import MASTER_KEY_ENV, generate_key
 from authgate.settings import parse_settings
 from authgate.web.state import STATE
 from tests.servers import free_port, require_binary, wait_for_port
+from tests.simplesamlphp import TYPED
 
 OP_DIR = Path(__file__).resolve().parents[1] / "idp" / "oidc-provider"
 SECRET = "interop:secret%+ &="
@@ -223,7 +224,7 @@ async def test_login_logout_and_login_again(browser, gate, gate_port, node_op):
     assert headers["X-Auth-Connection"] == "corp"
 
     gate_url = f"http://127.0.0.1:{gate_port}"
-    logout = await browser.get(f"{gate_url}/_authgate/logout", allow_redirects=False)
+    logout = await browser.get(f"{gate_url}/_authgate/logout", allow_redirects=False, headers=TYPED)
     assert logout.status == 302
     end_session = URL(logout.headers["Location"])
     assert str(end_session.with_query(None)) == f"{node_op.issuer}/session/end"

@@ -123,7 +123,7 @@ async def test_login_slo_and_second_login(deploy, browser, counted_upstream):
     assert set(headers["X-Groups"].split(",")) == {"member", "staff"}
     assert counted_upstream.app[UPSTREAM_HITS] == ["/app/page"]
 
-    signed_out = await browser.follow(deployment.base + "/_authgate/logout")
+    signed_out = await browser.follow(deployment.base + "/_authgate/logout", typed=True)
     assert signed_out.status == 200
     assert signed_out.url.path == "/_authgate/saml/ssp/slo"
     assert "signed out" in (await signed_out.text()).lower()

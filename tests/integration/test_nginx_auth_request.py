@@ -25,6 +25,7 @@ from authgate.session.sessions import Session
 from authgate.web.state import STATE
 from tests.conftest import make_settings, sign_in
 from tests.servers import Nginx
+from tests.simplesamlphp import TYPED
 
 pytestmark = pytest.mark.integration
 
@@ -279,7 +280,7 @@ async def test_oauth2_proxy_compat_headers(stack_factory: Callable[..., Any]):
 async def test_logout_through_nginx_revokes_the_cookie(stack: Stack):
     session = await sign_in(stack.authgate)
     await stack.upstream_saw("/hello", **stack.cookie(session))
-    resp = await stack.get("/_authgate/logout", **stack.cookie(session), **BROWSER)
+    resp = await stack.get("/_authgate/logout", **stack.cookie(session), **BROWSER, **TYPED)
     assert resp.status == 200
     assert "Set-Cookie" in resp.headers
     assert await stack.authgate.app[STATE].sessions.load(session.id) is None

@@ -17,6 +17,7 @@ from yarl import URL
 from authgate.web.state import STATE
 from tests.conftest import UPSTREAM_HITS
 from tests.oidc_op import Browser, compact, hmac_signed, signed
+from tests.simplesamlphp import TYPED
 
 
 async def refused(
@@ -358,7 +359,7 @@ async def test_replayed_state(oidc_gate, oidc_op, counted_upstream):
     callback = await browser.authorize(await browser.start())
     assert (await browser.callback(callback)).status == 302
     counted_upstream.app[UPSTREAM_HITS].clear()
-    await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     resp = await browser.callback(callback)
     assert (await resp.json())["error"] == "state_expired"
     after = await browser.gate.get("/app/page", headers={"Accept": "application/json"})
@@ -379,7 +380,7 @@ async def test_authorization_code_replay(oidc_gate, oidc_op, counted_upstream):
     browser = await oidc_gate()
     first = URL(await browser.authorize(await browser.start()))
     assert (await browser.callback(str(first))).status == 302
-    await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     counted_upstream.app[UPSTREAM_HITS].clear()
     second = URL(await browser.authorize(await browser.start()))
     injected = second.update_query(code=first.query["code"])

@@ -14,6 +14,7 @@ from yarl import URL
 
 from tests.conftest import UPSTREAM_HITS
 from tests.oidc_op import Browser
+from tests.simplesamlphp import TYPED
 
 
 async def upstream_headers(browser: Browser, path: str = "/app/page") -> dict[str, str]:
@@ -84,7 +85,7 @@ async def test_key_rotation_is_picked_up_by_refetching_the_jwks(oidc_gate, oidc_
     rotated = RSAKey.generate_key(2048, parameters={"kid": "rsa-2", "use": "sig"})
     oidc_op.published = [rotated, oidc_op.ec]
     oidc_op.use_key(rotated, "RS256")
-    await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     assert (await browser.login()).status == 302
     assert oidc_op.jwks_fetches == 2
 
@@ -116,7 +117,7 @@ async def test_return_path_is_kept_server_side_and_never_an_open_redirect(oidc_g
 async def test_logout_ends_the_session_and_continues_at_end_session(oidc_gate, oidc_op):
     browser = await oidc_gate()
     assert (await browser.login()).status == 302
-    resp = await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    resp = await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     assert resp.status == 302
     target = URL(resp.headers["Location"])
     assert str(target.with_query(None)) == oidc_op.url("/logout")
@@ -130,7 +131,7 @@ async def test_logout_ends_the_session_and_continues_at_end_session(oidc_gate, o
 async def test_end_session_can_be_turned_off(oidc_gate, oidc_op):
     browser = await oidc_gate(end_session=False)
     assert (await browser.login()).status == 302
-    resp = await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    resp = await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     assert resp.status == 200
     assert "signed out" in (await resp.text()).lower()
 

@@ -25,6 +25,7 @@ from tests.integration.test_saml_hostile import post_refused, refused, response,
 from tests.saml_gate import ACS_URL, JSON, PUBLIC_URL, SamlBrowser
 from tests.saml_idp import TestIdp, encode
 from tests.servers import free_port, wait_for_port
+from tests.simplesamlphp import TYPED
 
 # --- the pending AuthnRequest, per browser ------------------------------------------------
 
@@ -82,7 +83,7 @@ async def test_replay_in_the_same_browser(saml_gate, saml_idp, counted_upstream)
     rid = await browser.start()
     once = encode(signed(saml_idp, rid))
     assert (await browser.post(once)).status == 302
-    await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     resp = await browser.post(once)
     body = await resp.json()
     assert body["error"] == "replayed"

@@ -22,6 +22,7 @@ from tests.saml_idp import (
     encode,
     redirect_query,
 )
+from tests.simplesamlphp import TYPED
 
 SLO_PATH = "/_authgate/saml/corp/slo"
 
@@ -56,7 +57,7 @@ async def error_of(resp) -> str:
 async def test_sp_initiated_logout_round_trip(saml_gate, saml_idp, sp_keys):
     browser = await saml_gate(sp_keys=[sp_keys])
     await signed_in(browser, saml_idp)
-    out = await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    out = await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     location = out.headers["Location"]
     assert location.startswith(saml_idp.slo_url + "?")
     assert "Signature" in parse_qs(urlsplit(location).query)
@@ -88,7 +89,7 @@ async def test_logout_response_answering_nothing_we_sent(saml_gate, saml_idp):
 async def test_logout_response_signed_by_an_untrusted_key(saml_gate, saml_idp):
     browser = await saml_gate()
     await signed_in(browser, saml_idp)
-    out = await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    out = await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     request = decode_redirect(out.headers["Location"])
     answer = saml_idp.logout_response(request.get("ID"), SLO_URL)
     forged = redirect_query("SAMLResponse", answer, keys=KeyPair.create("impostor"))
@@ -104,7 +105,7 @@ async def test_sp_initiated_logout_to_a_post_only_idp(saml_gate, saml_idp, sp_ke
     metadata.write_bytes(etree.tostring(root))
     browser = await saml_gate(sp_keys=[sp_keys], idp_metadata_file=str(metadata))
     await signed_in(browser, saml_idp)
-    out = await browser.gate.get("/_authgate/logout", allow_redirects=False)
+    out = await browser.gate.get("/_authgate/logout", allow_redirects=False, headers=TYPED)
     assert out.headers["Location"].startswith(SLO_PATH + "?send=")
     page = await (await browser.gate.get(out.headers["Location"])).text()
     assert f'action="{saml_idp.slo_url}"' in page

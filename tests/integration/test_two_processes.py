@@ -252,7 +252,8 @@ async def test_logout_on_one_process_is_refused_by_the_other(
     session = await new_session(kv, await new_user(kv))
     assert await proxied_user(http, deployment.b, session.id) is not None
     async with http.post(
-        deployment.a + "/_authgate/logout", headers={"Cookie": f"authgate={session.id}"}
+        deployment.a + "/_authgate/logout",
+        headers={"Cookie": f"authgate={session.id}", "Sec-Fetch-Site": "same-origin"},
     ) as resp:
         assert resp.status == 200
     await assert_refused(http, deployment.b, session.id)

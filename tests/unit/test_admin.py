@@ -20,7 +20,7 @@ from authgate.errors import PolicyDenied
 from authgate.identity import Identity
 from authgate.session.memory import MemoryStore
 from authgate.settings import ConfigError, Settings, parse_settings
-from authgate.web.admin_access import origin_of
+from authgate.web.origin import origin_of
 from authgate.web.state import STATE
 from tests.conftest import cookie_header, sign_in
 

@@ -16,7 +16,6 @@ import hmac
 import re
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -24,10 +23,10 @@ from authgate.errors import Forbidden
 from authgate.settings import Settings
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.gate import challenge, current_session
+from authgate.web.origin import from_own_page, origin_of
 from authgate.web.state import state
 
 _BEARER = re.compile(r"Bearer +([!-~]+)", re.IGNORECASE)
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ADMIN_CHALLENGE = 'Bearer realm="authgate-admin", error="invalid_token"'
 
@@ -39,18 +38,6 @@ class Actor:
     kind: Literal["session", "token"]
     name: str
     user_id: str | None = None
-
-
-def origin_of(url: str) -> str | None:
-    """`scheme://host:port` with the default port spelled out; None for anything unusable."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port or _DEFAULT_PORTS.get(parts.scheme)
-    except ValueError:
-        return None
-    if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or port is None:
-        return None
-    return f"{parts.scheme}://{parts.hostname.lower()}:{port}"
 
 
 class AdminAccess:
@@ -82,12 +69,7 @@ class AdminAccess:
         return hmac.compare_digest(presented, self._token_digest)
 
     def same_origin(self, request: web.Request) -> bool:
-        """Whether a browser request provably comes from a page of authgate's own origin."""
-        site = request.headers.get("Sec-Fetch-Site")
-        if site is not None and site != "same-origin":
-            return False
-        source = request.headers.get("Origin") or request.headers.get("Referer")
-        return source is not None and origin_of(source) == self.origin
+        return from_own_page(request.headers, self.origin)
 
 
 ADMIN: web.AppKey[AdminAccess] = web.AppKey("authgate_admin", AdminAccess)

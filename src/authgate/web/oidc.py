@@ -10,13 +10,13 @@ middleware renders it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 
 from authgate.errors import LoginFailed, ProtocolError
 from authgate.protocols.oidc import OidcProtocol
 from authgate.web.client_info import CID, CLIENT
+from authgate.web.forms import read_form
 from authgate.web.signin import (
     complete_login,
     recall_login,
@@ -86,19 +86,10 @@ async def callback(request: web.Request) -> web.StreamResponse:
     return await complete_login(request, identity, pending["rd"])
 
 
-async def _read_form(request: web.Request) -> dict[str, str]:
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise ProtocolError("invalid_request", "the callback body is too large")
-    return dict(parse_qsl(body.decode("utf-8", "replace")))
-
-
 async def callback_post(request: web.Request) -> web.StreamResponse:
     """Authorization responses arrive by GET; a POST here is a misdirected SAML binding or junk."""
     try:
-        _refuse_saml(await _read_form(request))
+        _refuse_saml(await read_form(request, MAX_FORM_BYTES))
         _protocol(request)
         raise ProtocolError("invalid_request", "the redirect URI accepts only GET")
     except LoginFailed as exc:

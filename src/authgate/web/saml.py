@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping
-from urllib.parse import parse_qsl
 
 from aiohttp import web
 from markupsafe import Markup
@@ -21,6 +20,7 @@ from authgate.errors import LoginFailed, LoginStateError, ProtocolError
 from authgate.protocols.saml import Outgoing, SamlProtocol
 from authgate.protocols.saml_logout import IncomingMessage, post_message, redirect_message
 from authgate.web.client_info import CID, CLIENT
+from authgate.web.forms import read_form
 from authgate.web.signin import (
     complete_login,
     recall_login,
@@ -31,7 +31,6 @@ from authgate.web.signin import (
 from authgate.web.state import State, state
 
 OIDC_PARAMETERS = ("code", "state", "id_token")
-FORM_TYPE = "application/x-www-form-urlencoded"
 AUTO_SUBMIT = 'document.getElementById("saml-post").submit();'
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_SUBMIT.encode()).digest()).decode()
 METADATA_TYPE = "application/samlmetadata+xml"
@@ -64,26 +63,6 @@ async def _recorded(request: web.Request, exc: LoginFailed) -> LoginFailed:
     if state(request).settings.connection(conn_id) is not None:
         await record_failure(request, conn_id, exc)
     return exc
-
-
-async def _read_form(request: web.Request, limit: int) -> dict[str, str]:
-    """A bounded urlencoded body: no compressed bodies, nothing read past `limit`."""
-    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
-        raise ProtocolError("invalid_request", "compressed request bodies are not accepted")
-    if request.content_type != FORM_TYPE:
-        raise ProtocolError("invalid_request", f"expected {FORM_TYPE}")
-    if request.content_length is not None and request.content_length > limit:
-        raise ProtocolError("invalid_request", f"the request body is larger than {limit} bytes")
-    body = bytearray()
-    async for chunk in request.content.iter_chunked(65536):
-        body += chunk
-        if len(body) > limit:
-            raise ProtocolError("invalid_request", f"the request body is larger than {limit} bytes")
-    pairs = parse_qsl(body.decode("ascii", "replace"), keep_blank_values=True, max_num_fields=32)
-    names = [name for name, _ in pairs]
-    if len(names) != len(set(names)):
-        raise ProtocolError("invalid_request", "a form field is repeated")
-    return dict(pairs)
 
 
 def _form_limit(protocol: SamlProtocol) -> int:
@@ -144,7 +123,7 @@ async def acs(request: web.Request) -> web.StreamResponse:
     try:
         _refuse_oidc(request.query)
         protocol = _protocol(request)
-        form = await _read_form(request, _form_limit(protocol))
+        form = await read_form(request, _form_limit(protocol))
         _refuse_oidc(form)
         if "SAMLResponse" not in form:
             raise ProtocolError("invalid_request", "the ACS received no SAMLResponse")
@@ -174,7 +153,7 @@ async def acs_get(request: web.Request) -> web.StreamResponse:
 
 async def _incoming(request: web.Request, protocol: SamlProtocol) -> IncomingMessage | None:
     if request.method == "POST":
-        form = await _read_form(request, _form_limit(protocol))
+        form = await read_form(request, _form_limit(protocol))
         _refuse_oidc(form)
         kind = next((k for k in ("SAMLRequest", "SAMLResponse") if k in form), None)
         return post_message(form, kind) if kind else None

@@ -7,6 +7,8 @@ cookie, audit, metrics, connection status — identically for SAML and OIDC.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -14,14 +16,20 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from authgate.directory_sync import check_member
-from authgate.errors import LoginFailed, PolicyDenied, ProtocolError
+from authgate.errors import BadRequest, LoginFailed, PolicyDenied, ProtocolError
 from authgate.identity import Identity
 from authgate.policy import check_identity, roles_for
 from authgate.session.login_state import new_browser_id
 from authgate.session.sessions import Session
 from authgate.web.client_info import CID, CLIENT
+from authgate.web.forms import FORM_TYPE, read_form
 from authgate.web.gate import current_session
+from authgate.web.origin import from_own_page, origin_of
 from authgate.web.state import State, state
+
+# `none`: typed, bookmarked or otherwise started by the person, not by a page.
+_OWN_NAVIGATION = frozenset({"same-origin", "none"})
+MAX_LOGOUT_FORM = 4096
 
 
 def redirect(location: str) -> web.Response:
@@ -169,9 +177,23 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    """Local logout always; the protocol may then continue at the IdP (SLO / end-session)."""
+    """Local logout always; the protocol may then continue at the IdP (SLO / end-session).
+
+    Signing someone out is a state change a foreign page could trigger with a
+    link or a form, so it happens only on a request that provably comes from
+    the person: a navigation they typed or made on this origin, a form posted
+    from this origin, or the confirmation page's form with its token.
+    Anything else is shown the confirmation page, and the session stays.
+    """
     st = state(request)
     session = await current_session(request)
+    if session is not None and not await _logout_intended(request, session):
+        return st.pages.render(
+            "logout_confirm.html",
+            logout_url=st.url("/logout"),
+            token=logout_token(session),
+            home_url=st.redirects.safe(None),
+        )
     next_url = None
     if session is not None:
         await st.sessions.delete(session)
@@ -191,3 +213,21 @@ async def logout(request: web.Request) -> web.StreamResponse:
         response = st.pages.render("signed_out.html", login_url=st.url("/login"))
     st.cookies.clear_session(response)
     return response
+
+
+def logout_token(session: Session) -> str:
+    """The confirmation form's token: only a page that knows the session id can make it."""
+    return hashlib.sha256(b"authgate sign-out\0" + session.id.encode()).hexdigest()
+
+
+async def _logout_intended(request: web.Request, session: Session) -> bool:
+    site = request.headers.get("Sec-Fetch-Site")
+    if request.method == "GET":
+        return site in _OWN_NAVIGATION
+    origin = origin_of(state(request).settings.public_url)
+    if site == "same-origin" or (origin is not None and from_own_page(request.headers, origin)):
+        return True
+    if request.content_type != FORM_TYPE:
+        return False
+    form = await read_form(request, MAX_LOGOUT_FORM, BadRequest)
+    return hmac.compare_digest(form.get("token", ""), logout_token(session))

@@ -1,0 +1,43 @@
+"""Reading a urlencoded form body without trusting its size, encoding or field count.
+
+Every form authgate accepts (SAML bindings, the OIDC callback, the sign-out
+confirmation) is read here, so the limits are the same everywhere: nothing
+read past `limit`, no compressed bodies, no repeated fields that two readers
+could resolve differently.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from authgate.errors import AuthgateError, ProtocolError
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+MAX_FIELDS = 32
+
+
+async def read_form(
+    request: web.Request, limit: int, refuse: type[AuthgateError] = ProtocolError
+) -> dict[str, str]:
+    """The form's fields; anything unusual is refused as `refuse("invalid_request")`."""
+    if request.headers.get("Content-Encoding", "identity").lower() != "identity":
+        raise refuse("invalid_request", "compressed request bodies are not accepted")
+    if request.content_type != FORM_TYPE:
+        raise refuse("invalid_request", f"expected {FORM_TYPE}")
+    too_large = f"the request body is larger than {limit} bytes"
+    if request.content_length is not None and request.content_length > limit:
+        raise refuse("invalid_request", too_large)
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        body += chunk
+        if len(body) > limit:
+            raise refuse("invalid_request", too_large)
+    pairs = parse_qsl(
+        body.decode("ascii", "replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS
+    )
+    names = [name for name, _ in pairs]
+    if len(names) != len(set(names)):
+        raise refuse("invalid_request", "a form field is repeated")
+    return dict(pairs)
