@@ -44,6 +44,7 @@ from authgate.web.state import STATE, State
 
 log = logging.getLogger("authgate")
 KEY_RELOAD_INTERVAL = 60.0
+KEY_RETRY_INTERVAL = 1.0
 # How often request counts reach Prometheus (see Metrics.flush).
 METRICS_FLUSH_INTERVAL = 1.0
 IDP_TIMEOUT = 30.0
@@ -92,22 +93,60 @@ async def _load_ring(st: State) -> assertion.KeyRing:
     cfg = st.settings.headers.assertion
     if cfg.key_file is not None:
         return assertion.load_key_file(cfg.key_file)
-    return await assertion.load_or_create(st.kv, cfg.rotate_after)
+    held = st.signer.ring if st.signer is not None else None
+    return await assertion.load_or_create(st.kv, cfg.rotate_after, held)
 
 
-async def _reload_keys(st: State) -> None:
-    """Pick up a rotation made by another replica (or a replaced key file)."""
-    while True:
-        await asyncio.sleep(KEY_RELOAD_INTERVAL)
+async def _reload_keys(st: State, resync: asyncio.Event, stop: asyncio.Event) -> None:
+    """Pick up a rotation made by another replica (or a replaced key file).
+
+    Every KEY_RELOAD_INTERVAL, and at once when the store connection came back
+    (`resync`): a restarted Redis may have lost the ring, and the replica that
+    notices first must put the shared one back before anyone makes a new one.
+    A failed reload is retried soon, not a whole interval later. Like the
+    subscription it ends when `stop` is set (`resync` wakes it), never by
+    cancellation, which redis-py can swallow mid-command.
+    """
+    wait = KEY_RELOAD_INTERVAL
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(resync.wait(), wait)
+        resync.clear()
+        if stop.is_set():
+            return
         try:
             assert st.signer is not None
             st.signer.replace_ring(await _load_ring(st))
-        except Exception:
-            log.exception("could not reload the assertion signing keys; keeping the current ones")
+            wait = KEY_RELOAD_INTERVAL
+        except Exception as exc:
+            log.warning("could not reload the assertion signing keys (%s); keeping them", exc)
+            wait = KEY_RETRY_INTERVAL
+
+
+class _Invalidations:
+    """The invalidation channel's subscriber: the session cache, and the key ring's resync."""
+
+    def __init__(self, cache: SessionCache, resync: asyncio.Event) -> None:
+        self._cache = cache
+        self._resync = resync
+
+    def received(self, message: str) -> None:
+        if message == assertion.KEYS_CHANGED:
+            self._cache.alive()
+            self._resync.set()
+        else:
+            self._cache.received(message)
+
+    def alive(self) -> None:
+        self._cache.alive()
+
+    def lost(self) -> None:
+        self._cache.lost()
+        self._resync.set()
 
 
 async def _stop_listening(listener: asyncio.Task[None], stop: asyncio.Event) -> None:
-    """Ask the subscription to end; cancel it only if it does not within a few seconds."""
+    """Ask a store task to end; cancel it only if it does not within a few seconds."""
     stop.set()
     await asyncio.wait({listener}, timeout=LISTENER_STOP_TIMEOUT)
     if not listener.done():
@@ -123,22 +162,22 @@ def _resources(st: State):
             )
         client = create_client(st.settings.upstream)
         st.upstream = Upstream(client, st.settings.upstream, st.metrics)
-        reloader = asyncio.create_task(_reload_keys(st)) if cfg.header else None
+        resync, stop = asyncio.Event(), asyncio.Event()
+        reloader = asyncio.create_task(_reload_keys(st, resync, stop)) if cfg.header else None
         flusher = asyncio.create_task(st.metrics.flush_every(METRICS_FLUSH_INTERVAL))
-        stop = asyncio.Event()
         listener = None
         if st.sessions.cache is not None:
-            listener = asyncio.create_task(st.kv.listen(INVALIDATIONS, st.sessions.cache, stop))
+            subscriber = _Invalidations(st.sessions.cache, resync)
+            listener = asyncio.create_task(st.kv.listen(INVALIDATIONS, subscriber, stop))
         yield
-        if reloader is not None:
-            reloader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reloader
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
-        if listener is not None:
-            await _stop_listening(listener, stop)
+        stop.set()
+        resync.set()
+        for task in (reloader, listener):
+            if task is not None:
+                await _stop_listening(task, stop)
         await st.upstream.close()
         await client.close()
         await st.kv.close()

@@ -21,11 +21,15 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey
 
+from authgate.session.cache import INVALIDATIONS
 from authgate.session.kv import KeyValueStore
 from authgate.session.sessions import Session
 from authgate.settings import ConfigError
 
 _STORE_KEY = "assertion-keys"
+# Sent on the invalidation channel whenever a replica writes the ring: the others reload at once.
+# Session digests are 64 hex digits, so this cannot be mistaken for one.
+KEYS_CHANGED = "assertion-keys"
 _LOCK_KEY = "assertion-keys-lock"
 _CURVE = "P-256"
 CACHE_SIZE = 10_000
@@ -111,12 +115,21 @@ def load_key_file(path: Path) -> KeyRing:
     return KeyRing(current, previous, path.stat().st_mtime)
 
 
-async def load_or_create(kv: KeyValueStore, rotate_after: float) -> KeyRing:
-    """The shared key ring, rotating it when it is older than `rotate_after`."""
+async def load_or_create(
+    kv: KeyValueStore, rotate_after: float, held: KeyRing | None = None
+) -> KeyRing:
+    """The shared key ring, rotating it when it is older than `rotate_after`.
+
+    A store that lost its data (a restart without persistence, a flush) gets
+    back the ring this replica `held`, not a new one: every replica holds the
+    same ring, so whichever writes first restores exactly what the others
+    sign with, and the upstreams' cached JWKS stays valid.
+    """
     raw = await kv.get(_STORE_KEY)
     while raw is None:
-        ring = new_ring()
+        ring = held or new_ring()
         if await kv.set(_STORE_KEY, ring.to_json(), only_if_new=True):
+            await kv.publish(INVALIDATIONS, KEYS_CHANGED)
             return ring
         raw = await kv.get(_STORE_KEY)
     ring = KeyRing.from_json(raw)
@@ -132,6 +145,7 @@ async def rotate(kv: KeyValueStore, ring: KeyRing) -> KeyRing:
         return KeyRing.from_json(raw) if raw else ring
     rotated = KeyRing(ring.next or _new_key(), ring.current, time.time(), _new_key())
     await kv.set(_STORE_KEY, rotated.to_json())
+    await kv.publish(INVALIDATIONS, KEYS_CHANGED)
     return rotated
 
 

@@ -25,8 +25,10 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 import yaml
+from joserfc.jwk import ECKey
 
 from authgate.app import create_app
+from authgate.assertion import load_key_file
 from authgate.identity import Identity
 from authgate.settings import parse_settings
 from tests import markdown
@@ -37,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "authgate"
 CI_VALUES = sorted((CHART / "ci").glob("*.yaml"))
 KEYS_DIR = "/etc/authgate/keys"
+ASSERTION_KEY = "/etc/authgate/assertion/assertion-key.pem"
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")
 Docs = list[dict[str, Any]]
 
@@ -140,14 +143,30 @@ def _key_files(docs: Docs, target: Path) -> None:
             (target / name).write_text(content)
 
 
+def _assertion_key(docs: Docs, target: Path) -> None:
+    """The assertion key where the pod would see it: the chart's own, or a stand-in."""
+    if "/etc/authgate/assertion" not in mounts(docs):
+        return
+    target.mkdir(parents=True)
+    name = volume(docs, "assertion-key")["secret"]["secretName"]
+    created = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    if name in created:
+        pem = secret_data(docs, name)["assertion-key.pem"]
+    else:
+        pem = ECKey.generate_key("P-256", private=True).as_pem(private=True).decode()
+    (target / "assertion-key.pem").write_text(pem)
+
+
 def pod_config(docs: Docs, target: Path) -> tuple[Path, dict[str, str]]:
     """The rendered authgate.yaml as the pod would read it, and the environment it would have."""
     text = one(docs, "ConfigMap")["data"]["authgate.yaml"]
     env = {**os.environ, **_environment(docs, text)}
     env.pop("AUTHGATE_MASTER_KEY", None)
     _key_files(docs, target / "keys")
+    _assertion_key(docs, target / "assertion")
     config_file = target / "authgate.yaml"
-    config_file.write_text(text.replace(KEYS_DIR, str(target / "keys")))
+    text = text.replace(KEYS_DIR, str(target / "keys"))
+    config_file.write_text(text.replace(str(Path(ASSERTION_KEY).parent), str(target / "assertion")))
     return config_file, env
 
 
@@ -286,11 +305,34 @@ def test_existing_secrets_are_referenced_not_created() -> None:
     assert "NetworkPolicy" not in kinds(docs)
     assert container(docs)["envFrom"] == [{"secretRef": {"name": "intranet-authgate-env"}}]
     assert volume(docs, "keys")["secret"]["secretName"] == "intranet-authgate-keys"
+    assertion_key = volume(docs, "assertion-key")["secret"]["secretName"]
+    assert assertion_key == "intranet-authgate-assertion-key"
+    assert config(docs)["headers"]["assertion"]["key_file"] == ASSERTION_KEY
     sentinel = config(docs)["session"]["redis"]["sentinel"]
     assert sentinel["master"] == "authgate"
     assert len(sentinel["nodes"]) == 3
     assert sentinel["password"] == "${REDIS_PASSWORD}"
     assert sentinel["sentinel_password"] == "${REDIS_SENTINEL_PASSWORD}"
+
+
+def test_the_assertion_key_is_one_p256_key_every_replica_mounts(tmp_path: Path) -> None:
+    """Replicas sign with the key of the Secret, not one kept in Redis that a restart can lose."""
+    docs = render_ci("sidecar-values.yaml", "--set", "replicaCount=3")
+    [secret] = [d for d in docs if d["kind"] == "Secret" and "assertion" in d["metadata"]["name"]]
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert mounts(docs)["/etc/authgate/assertion"]["readOnly"] is True
+    assert config(docs)["headers"]["assertion"]["key_file"] == ASSERTION_KEY
+    pem = tmp_path / "assertion-key.pem"
+    pem.write_text(secret_data(docs, secret["metadata"]["name"])["assertion-key.pem"])
+    ring = load_key_file(pem)
+    assert ring.current.curve_name == "P-256" and ring.current.is_private
+
+
+def test_no_assertion_key_secret_when_it_is_turned_off() -> None:
+    docs = render_ci("sidecar-values.yaml", "--set", "assertionKey.create=false")
+    assert not [d for d in docs if "assertion" in d["metadata"]["name"]]
+    assert "/etc/authgate/assertion" not in mounts(docs)
+    assert "key_file" not in config(docs).get("headers", {}).get("assertion", {})
 
 
 def test_config_or_secret_change_rolls_the_pods() -> None:
@@ -390,7 +432,7 @@ def test_kubeconform_accepts_a_rendering_and_rejects_hostile_manifests() -> None
     good = helm_template("-f", str(CHART / "ci" / "in-chart-redis-values.yaml")).stdout
     passed = kubeconform(good)
     assert passed.returncode == 0, passed.stdout + passed.stderr
-    assert "Valid: 12, Invalid: 0, Errors: 0, Skipped: 0" in passed.stdout
+    assert "Valid: 13, Invalid: 0, Errors: 0, Skipped: 0" in passed.stdout
 
     typo = good.replace("readOnlyRootFilesystem:", "readOnlyRootFileSystem:", 1)
     failed = kubeconform(typo)

@@ -73,6 +73,15 @@ app.kubernetes.io/component: redis
 {{- end }}
 {{- end }}
 
+{{/* The Secret holding the assertion signing key, if the chart mounts one. */}}
+{{- define "authgate.assertionKeySecretName" -}}
+{{- if .Values.assertionKey.existingSecret }}
+{{- .Values.assertionKey.existingSecret }}
+{{- else if .Values.assertionKey.create }}
+{{- printf "%s-assertion-key" (include "authgate.fullname" .) }}
+{{- end }}
+{{- end }}
+
 {{/*
 Every value the chart cannot default, checked at install/template time and reported in one
 message. The schema allows the empty defaults so that `helm lint` passes on them (helm's
@@ -133,5 +142,12 @@ lint mode turns `fail` into an INFO line); `helm install` and `helm template` st
 {{- $_ := set $session "store" "redis" }}
 {{- $_ := set $session "redis" (include "authgate.redis" . | fromYaml) }}
 {{- $_ := set $cfg "session" $session }}
+{{- if include "authgate.assertionKeySecretName" . }}
+{{- $headers := deepCopy (default dict $cfg.headers) }}
+{{- $assertion := deepCopy (default dict $headers.assertion) }}
+{{- $_ := set $assertion "key_file" "/etc/authgate/assertion/assertion-key.pem" }}
+{{- $_ := set $headers "assertion" $assertion }}
+{{- $_ := set $cfg "headers" $headers }}
+{{- end }}
 {{- toYaml $cfg }}
 {{- end }}

@@ -23,7 +23,8 @@ class Subscriber(Protocol):
         """The subscription answered a heartbeat: everything published before has arrived."""
 
     def lost(self) -> None:
-        """The subscription broke: messages published meanwhile may never arrive."""
+        """The subscription broke, or is back after a break: messages published meanwhile
+        may never arrive, and the store may have lost its data."""
 
 
 class KeyValueStore(ABC):

@@ -293,6 +293,7 @@ class RedisStore(KeyValueStore):
             pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
             if was_broken:
                 log.warning("subscribed to %s again", channel)
+                subscriber.lost()
             heard = next_ping = loop.time()
             while not stop.is_set():
                 now = loop.time()
