@@ -18,7 +18,7 @@ from authgate.session.redis import RedisStore, connect
 from authgate.session.sessions import Session
 from authgate.settings import RedisSettings, Settings, parse_settings
 from authgate.web.state import STATE
-from tests.servers import RedisCluster, RedisSentinel, RedisServer
+from tests.servers import RedisCluster, RedisSentinel, RedisServer, free_port
 from tests.upstream_app import create_upstream
 
 
@@ -44,6 +44,8 @@ async def upstream() -> AsyncIterator[TestServer]:
 
 
 def make_settings(upstream_url: str, **overrides: Any) -> Settings:
+    """One OIDC connection `corp` whose provider is a closed loopback port, so the
+    background discovery fetch fails at once instead of asking DNS for a made-up host."""
     raw: dict[str, Any] = {
         "public_url": "https://app.example.com",
         "upstream": {"url": upstream_url},
@@ -54,7 +56,7 @@ def make_settings(upstream_url: str, **overrides: Any) -> Settings:
                 "id": "corp",
                 "name": "Corp",
                 "type": "oidc",
-                "issuer": "https://idp.example.com",
+                "issuer": f"http://127.0.0.1:{free_port()}",
                 "client_id": "authgate",
                 "client_secret": "s3cret",
             },

@@ -19,12 +19,13 @@ from authgate.cli_saml import add_commands as add_saml_commands
 from authgate.cli_saml import metadata_status
 from authgate.devidp import NotLoopback
 from authgate.errors import StoreUnavailable
-from authgate.settings import ConfigError, Settings, load_settings
+from authgate.settings import ConfigError, Settings, load_config, load_settings
 from authgate.status import ConnectionStatus
 
 DEFAULT_CONFIG = "conf/authgate.yaml"
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
+log = logging.getLogger("authgate")
 
 
 def _load(path: str) -> Settings:
@@ -32,7 +33,15 @@ def _load(path: str) -> Settings:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return workers.run(_load(args.config), args.log_level, force_retire=args.force_retire)
+    """Serve; never with a placeholder secret, and never without saying what else is one."""
+    loaded = load_config(args.config)
+    refused = loaded.placeholder_secrets()
+    if refused:
+        raise ConfigError(refused)
+    workers.configure_logging(args.log_level)
+    for warning in loaded.warnings():
+        log.warning("%s", warning)
+    return workers.run(loaded.settings, args.log_level, force_retire=args.force_retire)
 
 
 def _demo_port(value: str) -> int:
@@ -57,9 +66,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    settings = _load(args.file)
+    """Valid is exit 0, placeholders included: they are warnings here (CI checks the examples)."""
+    loaded = load_config(args.file)
+    settings = loaded.settings
     count, store = len(settings.connections), settings.session.store
     print(f"{args.file}: OK ({count} connection(s), store {store})")
+    for warning in loaded.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,9 @@
 The YAML is interpolated (`${VAR}`, `${VAR:-default}`), then validated in full
 by pydantic with unknown keys forbidden, so a typo can never silently turn a
 security setting off. Every problem is reported as `file: key.path: what is
-wrong (expected ...)`.
+wrong (expected ...)`. A valid config is also searched for the placeholders
+of the example configs (placeholders.py); the commands decide what to do
+about them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import binascii
 import ipaddress
 import os
 import re
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -30,6 +34,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from authgate import placeholders
+from authgate.placeholders import Placeholder
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -794,20 +801,26 @@ class Settings(_Model):
         return next((c for c in self.connections if c.id == conn_id), None)
 
 
-def _interpolate(node: Any, path: str, missing: list[str]) -> Any:
+def _interpolate(
+    node: Any, path: str, missing: list[str], given: dict[str, list[tuple[str, str]]]
+) -> Any:
+    """`node` with `${...}` replaced; `given` records, per key path, each variable and its value."""
     if isinstance(node, dict):
         return {
-            k: _interpolate(v, f"{path}.{k}" if path else str(k), missing) for k, v in node.items()
+            k: _interpolate(v, f"{path}.{k}" if path else str(k), missing, given)
+            for k, v in node.items()
         }
     if isinstance(node, list):
-        return [_interpolate(v, f"{path}[{i}]", missing) for i, v in enumerate(node)]
+        return [_interpolate(v, f"{path}[{i}]", missing, given) for i, v in enumerate(node)]
     if isinstance(node, str):
 
         def repl(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in os.environ:
+                given[path].append((name, os.environ[name]))
                 return os.environ[name]
             if default is not None:
+                given[path].append((name, default))
                 return default
             missing.append(
                 f"{path}: environment variable {name} is not set"
@@ -844,23 +857,49 @@ def _describe(err: dict[str, Any]) -> str:
     return msg.removeprefix("Value error, ")
 
 
-def parse_settings(raw: Any, source: str = "<config>") -> Settings:
+@dataclass(frozen=True, slots=True)
+class LoadedConfig:
+    """Valid settings, and the example placeholders still in them (see placeholders.py)."""
+
+    settings: Settings
+    source: str
+    placeholders: tuple[Placeholder, ...]
+
+    def placeholder_secrets(self) -> list[str]:
+        """Why `authgate run` refuses this config; empty when it does not."""
+        return [p.refusal(self.source) for p in self.placeholders if p.secret]
+
+    def warnings(self) -> list[str]:
+        return [p.warning(self.source) for p in self.placeholders]
+
+
+def parse_config(raw: Any, source: str = "<config>") -> LoadedConfig:
     """Validate an already-loaded mapping; every problem found is reported at once."""
     if not isinstance(raw, dict):
         raise ConfigError([f"{source}: the file must hold a YAML mapping of settings"])
     missing: list[str] = []
-    data = _interpolate(raw, "", missing)
+    given: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    data = _interpolate(raw, "", missing, given)
     if missing:
         raise ConfigError([f"{source}: {m}" for m in missing])
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
             [f"{source}: {_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
         ) from None
+    return LoadedConfig(settings, source, tuple(placeholders.find(data, given)))
+
+
+def parse_settings(raw: Any, source: str = "<config>") -> Settings:
+    return parse_config(raw, source).settings
 
 
 def load_settings(path: str | Path) -> Settings:
+    return load_config(path).settings
+
+
+def load_config(path: str | Path) -> LoadedConfig:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -873,4 +912,4 @@ def load_settings(path: str | Path) -> Settings:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{path}: invalid YAML{where}: {problem}"]) from None
-    return parse_settings(raw, str(path))
+    return parse_config(raw, str(path))

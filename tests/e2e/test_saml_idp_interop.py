@@ -9,6 +9,8 @@ sides) and a second login.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from tests.servers import free_port
 from tests.simplesamlphp import Browser, SimpleSamlPhp
 
 USER, PASSWORD = "alice", "alice-password"
+READY_WITHIN = 15.0
 
 
 class Deployment:
@@ -100,6 +103,18 @@ async def browser() -> AsyncIterator[Browser]:
     await client.close()
 
 
+async def connection_ready(browser: Browser, deployment: Deployment) -> None:
+    """The metadata is fetched in the background from start-up; readyz says when it is in."""
+    deadline = time.monotonic() + READY_WITHIN
+    while True:
+        ready = await browser.http.get(deployment.base + "/_authgate/readyz")
+        line = (await ready.json())["checks"]["connection:ssp"]
+        if line == "ok":
+            return
+        assert time.monotonic() < deadline, line
+        await asyncio.sleep(0.1)
+
+
 async def login(browser: Browser, deployment: Deployment, path: str = "/app/page") -> dict:
     """From a protected page, through the IdP's login form, back to the page."""
     at_idp = await browser.follow(deployment.base + path)
@@ -112,8 +127,7 @@ async def login(browser: Browser, deployment: Deployment, path: str = "/app/page
 
 async def test_login_slo_and_second_login(deploy, browser, counted_upstream):
     deployment = await deploy()
-    ready = await browser.http.get(deployment.base + "/_authgate/readyz")
-    assert (await ready.json())["checks"]["connection:ssp"] == "ok"
+    await connection_ready(browser, deployment)
 
     first = await login(browser, deployment)
     headers = dict(first["headers"])

@@ -25,6 +25,7 @@ from authgate.session.cache import LIVENESS
 from authgate.settings import Settings
 from authgate.web.state import STATE
 from tests.conftest import cookie_header, sign_in
+from tests.readiness import wait_ready
 from tests.servers import RedisServer
 
 STORE_TIMEOUT = "300ms"
@@ -49,11 +50,24 @@ async def gate(
     aiohttp_client: Callable[..., Any],
     settings_factory: Callable[..., Settings],
     own_redis: RedisServer,
+    oidc_op: Any,
 ) -> TestClient:
+    """authgate on `own_redis`, its connection on a reachable provider: ready until Redis goes."""
+    connection = {
+        "id": "corp",
+        "name": "Corp",
+        "type": "oidc",
+        "issuer": oidc_op.issuer,
+        "client_id": oidc_op.client_id,
+        "client_secret": oidc_op.client_secret,
+    }
     settings = settings_factory(
-        session={"store": "redis", "redis": {"url": own_redis.url, "timeout": STORE_TIMEOUT}}
+        session={"store": "redis", "redis": {"url": own_redis.url, "timeout": STORE_TIMEOUT}},
+        connections=[connection],
     )
-    return await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings))
+    await wait_ready(client)
+    return client
 
 
 def store_errors(gate: TestClient) -> float:

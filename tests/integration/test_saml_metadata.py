@@ -23,6 +23,7 @@ from authgate.protocols.saml import SamlProtocol
 from authgate.protocols.saml_crypto import verify_query_signature
 from tests.conftest import UPSTREAM_HITS
 from tests.integration.test_saml_hostile import signed
+from tests.readiness import check, wait_ready
 from tests.saml_gate import ACS_URL, JSON, SP_ENTITY, decode_redirect
 from tests.saml_idp import POST, KeyPair, TestIdp, encode
 
@@ -74,8 +75,8 @@ async def test_metadata_from_a_url_then_a_failing_refresh_keeps_the_last_good_co
     saml_gate, saml_idp, metadata_server
 ):
     browser = await saml_gate(idp_metadata_url=metadata_server.url, idp_metadata_file=None)
+    await wait_ready(browser.gate)
     assert metadata_server.hits == 1
-    assert (await readiness(browser))["code"] == 200
     metadata_server.fail = True
     protocol = protocol_of(browser)
     await protocol.metadata.refresh()
@@ -92,13 +93,16 @@ async def test_stale_metadata_fails_readiness_and_shows_in_status(
         idp_metadata_url=metadata_server.url, idp_metadata_file=None, metadata_max_age="1s"
     )
     protocol = protocol_of(browser)
+    await wait_ready(browser.gate)
     metadata_server.fail = True
-    protocol.metadata.fetched_at = time.time() - 5
+    protocol.metadata.freshness.loaded_at = time.time() - 5
     await protocol.metadata.refresh()
     ready = await readiness(browser)
     assert ready["code"] == 503
-    assert ready["checks"]["connection:corp"].startswith("IdP metadata is stale")
-    assert "HTTP 500" in ready["checks"]["connection:corp"]
+    assert check(ready) == (
+        "metadata_unavailable: IdP metadata last loaded 5s ago, more than metadata_max_age 1s"
+        " (last attempt: HTTP 500)"
+    )
     config = tmp_path / "authgate.yaml"
     config.write_text(
         "public_url: http://authgate.test\nupstream: {url: 'http://127.0.0.1:9'}\n"
@@ -108,33 +112,38 @@ async def test_stale_metadata_fails_readiness_and_shows_in_status(
     )
     await asyncio.to_thread(main, ["status", "--config", str(config)])
     out = capsys.readouterr().out
-    assert "IdP metadata: IdP metadata is stale" in out
-    assert "last metadata refresh failed: GET" in out
+    assert "IdP metadata: metadata_unavailable: IdP metadata last loaded 5s ago" in out
+    assert f"last metadata refresh failed: GET {metadata_server.url} answered HTTP 500" in out
 
 
 async def test_a_new_replica_uses_the_stored_copy_while_the_idp_is_down(saml_gate, metadata_server):
-    await saml_gate(idp_metadata_url=metadata_server.url, idp_metadata_file=None)
+    first = await saml_gate(idp_metadata_url=metadata_server.url, idp_metadata_file=None)
+    await wait_ready(first.gate)
     metadata_server.fail = True
     replica = await saml_gate(idp_metadata_url=metadata_server.url, idp_metadata_file=None)
+    await wait_ready(replica.gate)
     protocol = protocol_of(replica)
     assert protocol.metadata.current is not None
     assert "HTTP 500" in (protocol.metadata.error or "")
-    assert (await readiness(replica))["code"] == 200
+    loaded_at = protocol_of(first).metadata.freshness.loaded_at
+    assert protocol.metadata.freshness.loaded_at == loaded_at, "as old as the first fetch"
 
 
 async def test_unreachable_metadata_gives_metadata_unavailable(saml_gate, counted_upstream):
     browser = await saml_gate(
         idp_metadata_url="http://127.0.0.1:9/metadata", idp_metadata_file=None
     )
-    ready = await readiness(browser)
-    assert ready["code"] == 503
-    assert ready["checks"]["connection:corp"].startswith("IdP metadata not loaded")
     resp = await browser.gate.get("/_authgate/saml/corp/login", headers=JSON)
     body = await resp.json()
     assert body["error"] == "metadata_unavailable"
     status = await browser.state.status.get("corp")
     assert status["last_failure_reason"] == "metadata_unavailable"
     assert counted_upstream.app[UPSTREAM_HITS] == []
+    ready = await readiness(browser)
+    assert ready["code"] == 503
+    assert check(ready) == (
+        "metadata_unavailable: IdP metadata not loaded yet (last attempt: unreachable)"
+    )
 
 
 async def test_expired_metadata_file_names_the_expiry(saml_gate, saml_idp, tmp_path):

@@ -23,6 +23,7 @@ from authgate.settings import ConfigError, Settings, parse_settings
 from authgate.web.origin import origin_of
 from authgate.web.state import STATE
 from tests.conftest import cookie_header, sign_in
+from tests.readiness import check, wait_for
 
 TOKEN = "4f1c0e9b7a3d52c8e6f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f6"
 ADMIN = "/_authgate/admin"
@@ -369,12 +370,12 @@ async def test_search_by_email_name_and_limits(gate: Gate) -> None:
 
 
 async def test_status_shows_last_failure_sessions_and_readiness(
-    make_gate: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+    make_gate: Callable[..., Any], monkeypatch: pytest.MonkeyPatch, oidc_op: Any
 ) -> None:
     monkeypatch.delenv("AUTHGATE_MASTER_KEY", raising=False)
     gate = await make_gate(
         connections=[
-            {"id": "corp", "name": "Corp", "type": "oidc", "issuer": "https://idp.example.com",
+            {"id": "corp", "name": "Corp", "type": "oidc", "issuer": oidc_op.issuer,
              "client_id": "authgate", "client_secret": "s3cret"},
             {"id": "locked", "name": "Locked", "type": "oidc", "issuer": "https://idp.example.org",
              "client_id": "authgate", "client_secret_encrypted": "not-a-sealed-value"},
@@ -382,6 +383,7 @@ async def test_status_shows_last_failure_sessions_and_readiness(
              "client_id": "authgate", "client_secret": "s3cret", "enabled": False},
         ],
     )  # fmt: skip
+    await wait_for(gate.client, lambda _, body: check(body) == "ok", "corp's provider not loaded")
     await two_users(gate)
     await gate.st.status.failure("corp", "domain_not_allowed", "cid-42")
     await gate.st.status.success("corp")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -128,3 +130,96 @@ def test_status_with_unreachable_store_exits_3(tmp_path, capsys):
     path = write(tmp_path, GOOD + f"session:\n  store: redis\n  redis:\n    url: {url}\n")
     assert main(["status", "--config", str(path)]) == 3
     assert "the session store is unreachable" in capsys.readouterr().err
+
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = "conf/authgate.example.yaml"
+
+
+def example_env(**values: str) -> dict[str, str]:
+    """The environment of a new user: none of the example's variables, except `values`."""
+    names = ("PUBLIC_URL", "UPSTREAM_URL", "OIDC_ISSUER", "OIDC_CLIENT_ID", "OIDC_CLIENT_SECRET")
+    return {**{k: v for k, v in os.environ.items() if k not in names}, **values}
+
+
+def authgate(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "authgate", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        cwd=ROOT,
+        env=env,
+    )
+
+
+def test_run_refuses_the_example_as_it_comes():
+    result = authgate("run", "--config", EXAMPLE, env=example_env())
+    assert result.returncode == 2
+    assert result.stderr == (
+        "configuration error:\n"
+        f"  {EXAMPLE}: connections[0].client_secret: is the placeholder 'change-me',"
+        " not a secret: set OIDC_CLIENT_SECRET to the real secret\n"
+    )
+
+
+def test_check_config_passes_the_example_and_prints_its_placeholders():
+    result = authgate("check-config", EXAMPLE, env=example_env())
+    assert result.returncode == 0
+    assert result.stdout == f"{EXAMPLE}: OK (1 connection(s), store memory)\n"
+    assert result.stderr == (
+        f"warning: {EXAMPLE}: connections[0].issuer: uses the example value idp.example.com:"
+        " set OIDC_ISSUER\n"
+        f"warning: {EXAMPLE}: connections[0].client_secret: is the placeholder 'change-me',"
+        " not a secret: set OIDC_CLIENT_SECRET (authgate run refuses it)\n"
+    )
+
+
+def test_check_config_with_real_values_says_nothing_more():
+    env = example_env(
+        OIDC_ISSUER="https://login.acme.test", OIDC_CLIENT_SECRET="e3b0c44298fc1c149afbf4c8"
+    )
+    result = authgate("check-config", EXAMPLE, env=env)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_run_starts_with_a_real_secret_and_warns_of_the_example_issuer(tmp_path):
+    """The warning is logged before authgate listens; the process is stopped once it does."""
+    path = write(
+        tmp_path,
+        f"listen: 127.0.0.1:{free_port()}\n"
+        "public_url: http://localhost:4180\n"
+        "upstream: {url: 'http://127.0.0.1:8080'}\n"
+        f"metrics: {{listen: '127.0.0.1:{free_port()}'}}\n"
+        "connections:\n"
+        "  - {id: corp, name: Corp, type: oidc, issuer: '${OIDC_ISSUER:-https://idp.example.com}',"
+        " client_id: authgate, client_secret: '${OIDC_CLIENT_SECRET:-change-me}'}\n",
+    )
+    env = example_env(OIDC_CLIENT_SECRET="e3b0c44298fc1c149afbf4c8")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "authgate", "run", "--config", str(path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    lines: list[str] = []
+    guard = threading.Timer(60, proc.kill)
+    guard.start()
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "listening on" in line:
+                break
+    finally:
+        guard.cancel()
+        proc.terminate()
+        proc.wait(timeout=20)
+    warnings = [line for line in lines if " WARNING authgate[" in line and str(path) in line]
+    assert len(warnings) == 1, lines
+    assert warnings[0].endswith(
+        f": {path}: connections[0].issuer: uses the example value idp.example.com:"
+        " set OIDC_ISSUER\n"
+    )
+    assert "listening on" in lines[-1]

@@ -10,10 +10,16 @@ from tests.conftest import cookie_header, sign_in
 
 
 async def test_healthz_and_readyz(authgate):
+    """The default test connection's provider is a closed loopback port: alive, not ready."""
     assert (await authgate.get("/_authgate/healthz")).status == 200
     resp = await authgate.get("/_authgate/readyz")
-    assert resp.status == 200
-    assert (await resp.json())["checks"]["store"] == "ok"
+    assert resp.status == 503
+    body = await resp.json()
+    assert body["status"] == "not ready"
+    assert body["checks"]["store"] == "ok"
+    assert body["checks"]["connection:corp"].startswith(
+        "metadata_unavailable: discovery document not loaded yet"
+    )
 
 
 async def test_unknown_authgate_endpoint_is_404_not_proxied(authgate):

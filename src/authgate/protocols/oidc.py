@@ -9,8 +9,11 @@ and joserfc objects never leave this package.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Mapping
@@ -21,6 +24,7 @@ from urllib.parse import urlencode
 from authgate.errors import LoginFailed, ProtocolError
 from authgate.identity import Identity
 from authgate.protocols.base import Protocol, ProtocolContext
+from authgate.protocols.freshness import retry_delay
 from authgate.protocols.oidc_client import TokenClient, TokenEndpointError, load_signing_key
 from authgate.protocols.oidc_discovery import Discovery, ProviderInfo
 from authgate.protocols.oidc_graph import GraphGroups, has_overage
@@ -38,7 +42,10 @@ from authgate.secrets import SecretBox
 from authgate.session.sessions import Session
 from authgate.settings import ENTRA_TENANT_SEGMENTS, OidcConnection
 
+log = logging.getLogger("authgate.oidc")
 CODE_REPLAY_TTL = 600.0
+# The background refresh never spins faster than this, however short the TTLs.
+MIN_RECHECK = 1.0
 REFRESH_RETRY = 60.0
 REFRESH_CONTEXT = "refresh_token"
 ATTRIBUTE_CLAIMS = ("iss", "tid", "oid", "preferred_username", "given_name", "family_name")
@@ -118,19 +125,49 @@ class OidcProtocol(Protocol):
         self.box = SecretBox(ctx.settings.secrets)
         self._setup_problem: str | None = None
         self._client: TokenClient | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Checks only what is local (secrets, key file); the provider is asked on first use."""
+        """Checks what is local (secrets, key file) now; asks the provider in the background."""
         try:
             self._token_client()
         except LoginFailed as exc:
             self._setup_problem = f"{exc.reason}: {exc.detail}"
+        self._refresher = asyncio.create_task(
+            self._keep_fresh(), name=f"oidc-metadata-{self.conn.id}"
+        )
 
     async def stop(self) -> None:
-        return None
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+
+    async def _keep_fresh(self) -> None:
+        """Discovery and JWKS loaded from start-up on, then again whenever their TTL runs out.
+
+        Until both were loaded once, failed tries are repeated after 1 s, 2 s,
+        4 s ... 30 s; afterwards a failed refresh keeps the last good copy and
+        is retried 30 s later (see Discovery.get and KeyCache).
+        """
+        while True:
+            try:
+                info = await self.discovery.get()
+                await self.keys.refresh_if_due(info.jwks_uri)
+                wait = max(MIN_RECHECK, min(self.discovery.due_in(), self.keys.due_in()))
+            except LoginFailed as exc:
+                log.warning("connection %s: %s: %s", self.conn.id, exc.reason, exc.detail)
+                failures = max(self.discovery.freshness.failures, self.keys.freshness.failures)
+                wait = retry_delay(failures)
+            await asyncio.sleep(wait)
 
     def readiness_problem(self) -> str | None:
-        return self._setup_problem or self.discovery.problem
+        return (
+            self._setup_problem
+            or self.discovery.freshness.problem()
+            or self.keys.freshness.problem()
+        )
 
     def _token_client(self) -> TokenClient:
         if self._client is None:

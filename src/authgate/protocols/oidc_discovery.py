@@ -1,8 +1,9 @@
-"""The provider's discovery document: fetched lazily, exact issuer match, cached with a TTL.
+"""The provider's discovery document: exact issuer match, cached with a TTL.
 
-Fetching happens on first use (a login or `authgate test`), never during app
-start-up, so an unreachable provider can neither block nor fail start-up. A
-refresh that fails keeps the last good document; readiness reports the problem.
+The connection fetches it in the background from start-up on (and a login
+or `authgate test` fetches it when there is no copy yet), so an unreachable
+provider can neither block nor fail start-up. A refresh that fails keeps the
+last good document; `freshness` tells readiness how old that copy is.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from authgate.errors import ProtocolError
+from authgate.protocols.freshness import Freshness, grace, span
 from authgate.protocols.oidc_http import FetchError, get_object
 
 log = logging.getLogger("authgate.oidc")
@@ -96,11 +98,20 @@ class Discovery:
         self._info: ProviderInfo | None = None
         self._fresh_until = 0.0
         self._lock = asyncio.Lock()
-        self.problem: str | None = None
+        self.freshness = Freshness(
+            "discovery document",
+            ttl + grace(ttl),
+            f"discovery_ttl {span(ttl)} + grace {span(grace(ttl))}",
+            clock,
+        )
 
     @property
     def cached(self) -> ProviderInfo | None:
         return self._info
+
+    def due_in(self) -> float:
+        """Seconds until the cached document is due for a refresh (or a retry)."""
+        return self._fresh_until - self._clock()
 
     async def get(self) -> ProviderInfo:
         """The current document; a stale copy while the provider is down, else the failure."""
@@ -111,19 +122,24 @@ class Discovery:
                 return self._info
             try:
                 self._info = await self._fetch()
-                self.problem = None
+                self.freshness.succeeded()
                 self._fresh_until = self._clock() + self._ttl
             except ProtocolError as exc:
-                self.problem = f"{exc.reason}: {exc.detail}"
                 if self._info is None:
                     raise
                 log.warning("keeping the last good discovery document: %s", exc.detail)
-                self._fresh_until = self._clock() + RETRY_AFTER_FAILURE
+                self._fresh_until = self._clock() + min(self._ttl, RETRY_AFTER_FAILURE)
             return self._info
 
     async def _fetch(self) -> ProviderInfo:
         try:
             doc = await get_object(self._http, self.url, self._timeout)
         except FetchError as exc:
+            self.freshness.failed(exc.kind)
             raise ProtocolError("metadata_unavailable", f"discovery: {exc}") from None
-        return parse_document(doc, self._expected)
+        try:
+            return parse_document(doc, self._expected)
+        except ProtocolError as exc:
+            mismatch = exc.reason == "issuer_mismatch"
+            self.freshness.failed("issuer_mismatch" if mismatch else "unusable document")
+            raise

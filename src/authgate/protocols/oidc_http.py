@@ -3,7 +3,9 @@
 Every call has a timeout and a size cap, never follows redirects (a token
 endpoint that redirects is misconfigured, and following it could leak the
 client secret elsewhere), and turns network or format trouble into one
-`FetchError` that the caller maps to its SPEC §8 reason.
+`FetchError` that the caller maps to its SPEC §8 reason. Its `kind` is a
+short phrase of authgate's own (`unreachable`, `HTTP 503`) that may be shown
+where the message, which carries URLs and library text, may not.
 """
 
 from __future__ import annotations
@@ -19,10 +21,17 @@ MAX_BODY = 1024 * 1024
 class FetchError(Exception):
     """The provider could not be reached or answered something unusable."""
 
-    def __init__(self, message: str, status: int | None = None, body: Any = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int | None = None,
+        body: Any = None,
+        kind: str = "unusable answer",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = body
+        self.kind = kind
 
 
 async def _read(resp: aiohttp.ClientResponse) -> bytes:
@@ -30,7 +39,10 @@ async def _read(resp: aiohttp.ClientResponse) -> bytes:
     async for chunk in resp.content.iter_chunked(65536):
         body += chunk
         if len(body) > MAX_BODY:
-            raise FetchError(f"{resp.url.human_repr()}: answer larger than {MAX_BODY} bytes")
+            raise FetchError(
+                f"{resp.url.human_repr()}: answer larger than {MAX_BODY} bytes",
+                kind="answer too large",
+            )
     return bytes(body)
 
 
@@ -38,7 +50,9 @@ def _decode(raw: bytes, url: str, status: int) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
-        raise FetchError(f"{url}: HTTP {status} answer is not JSON", status) from None
+        raise FetchError(
+            f"{url}: HTTP {status} answer is not JSON", status, kind="answer is not JSON"
+        ) from None
 
 
 async def request_json(
@@ -64,18 +78,19 @@ async def request_json(
             raw = await _read(resp)
             status = resp.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        raise FetchError(f"{url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+        kind = "timed out" if isinstance(exc, TimeoutError) else "unreachable"
+        raise FetchError(f"{url}: {type(exc).__name__}: {exc}".rstrip(": "), kind=kind) from None
     if status not in ok_statuses:
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
-        raise FetchError(f"{url}: HTTP {status}", status, body)
+        raise FetchError(f"{url}: HTTP {status}", status, body, kind=f"HTTP {status}")
     return _decode(raw, url, status)
 
 
 async def get_object(http: aiohttp.ClientSession, url: str, time_limit: float, **kw: Any) -> dict:
     doc = await request_json(http, "GET", url, time_limit, **kw)
     if not isinstance(doc, dict):
-        raise FetchError(f"{url}: expected a JSON object")
+        raise FetchError(f"{url}: expected a JSON object", kind="answer is not a JSON object")
     return doc

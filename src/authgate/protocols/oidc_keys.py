@@ -20,6 +20,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, OKPKey, RSAKey
 
 from authgate.errors import ProtocolError
+from authgate.protocols.freshness import Freshness, grace, span
 from authgate.protocols.oidc_http import FetchError, get_object
 
 log = logging.getLogger("authgate.oidc")
@@ -55,7 +56,7 @@ def parse_jwks(doc: dict) -> list[Key]:
     """Public signing keys of a JWKS; entries authgate cannot use are skipped, not fatal."""
     entries = doc.get("keys")
     if not isinstance(entries, list):
-        raise FetchError("JWKS has no 'keys' list")
+        raise FetchError("JWKS has no 'keys' list", kind="no keys list")
     keys: list[Key] = []
     for entry in entries:
         cls = _KEY_CLASSES.get(entry.get("kty")) if isinstance(entry, dict) else None
@@ -95,6 +96,17 @@ class KeyCache:
         self._last_forced = float("-inf")
         self._lock = asyncio.Lock()
         self.fetches = 0
+        self.freshness = Freshness(
+            "JWKS", ttl + grace(ttl), f"jwks_ttl {span(ttl)} + grace {span(grace(ttl))}", clock
+        )
+
+    def due_in(self) -> float:
+        """Seconds until the cached keys are due for a refresh (or a retry)."""
+        return self._fresh_until - self._clock()
+
+    async def refresh_if_due(self, jwks_uri: str) -> None:
+        """Fetch the keys unless a fresh copy of this `jwks_uri` is cached."""
+        await self._refresh(jwks_uri, forced=False)
 
     async def resolve(self, jwks_uri: str, header: dict) -> Key:
         """The one key that may verify this token; `signature_invalid` when there is none."""
@@ -110,7 +122,7 @@ class KeyCache:
 
     async def usable(self, jwks_uri: str, algorithms: list[str]) -> list[str]:
         """Descriptions (`kid kty alg`) of the keys that can verify one of `algorithms`."""
-        await self._refresh(jwks_uri, forced=False)
+        await self.refresh_if_due(jwks_uri)
         found = []
         for key in self._keys:
             algs = [a for a in algorithms if fits(key, a)]
@@ -148,10 +160,12 @@ class KeyCache:
             try:
                 keys = parse_jwks(await get_object(self._http, jwks_uri, self._timeout))
             except FetchError as exc:
+                self.freshness.failed(exc.kind)
                 if self._uri != jwks_uri or not self._keys:
                     raise ProtocolError("metadata_unavailable", f"JWKS: {exc}") from None
                 log.warning("keeping the cached JWKS: %s", exc)
                 self._fresh_until = self._clock() + min(self._ttl, RETRY_AFTER_FAILURE)
                 return
             self._uri, self._keys = jwks_uri, keys
+            self.freshness.succeeded()
             self._fresh_until = self._clock() + self._ttl

@@ -125,7 +125,7 @@ class SamlProtocol(Protocol):
 
     async def begin_login(self, return_to: str) -> LoginStart:
         """An AuthnRequest to the IdP, by HTTP-Redirect when offered, else HTTP-POST."""
-        idp = self.metadata.require()
+        idp = await self.metadata.require()
         binding, url = idp.sso_endpoint()
         sign = self._signs and (self.conn.sign_requests or idp.want_authn_requests_signed)
         relay = return_to if len(return_to) <= MAX_RELAY_STATE else None
@@ -181,7 +181,7 @@ class SamlProtocol(Protocol):
 
     async def consume_response(self, saml_response: str, now: float | None = None) -> AssertionData:
         """Validate a posted SAMLResponse and claim its assertion ID in the shared replay cache."""
-        idp = self.metadata.require()
+        idp = await self.metadata.require()
         now = time.time() if now is None else now
         data = await self._check(
             validate_response, saml_response, self.acs_policy(idp), self.xmlsec, now
@@ -265,7 +265,7 @@ class SamlProtocol(Protocol):
         self, msg: IncomingMessage, now: float | None = None
     ) -> tuple[LogoutRequestData, Outgoing | None]:
         """IdP-initiated SLO: a verified LogoutRequest and the LogoutResponse to send back."""
-        idp = self.metadata.require()
+        idp = await self.metadata.require()
         now = time.time() if now is None else now
         data = await self._check(
             read_logout_request, msg, self._logout_policy(idp), self.xmlsec, now
@@ -296,7 +296,7 @@ class SamlProtocol(Protocol):
 
     async def logout_response(self, msg: IncomingMessage) -> LogoutResponseData:
         """The IdP's answer to our LogoutRequest; it must answer one we sent (once)."""
-        idp = self.metadata.require()
+        idp = await self.metadata.require()
         data = await self._check(read_logout_response, msg, self._logout_policy(idp), self.xmlsec)
         raw = (
             await self.ctx.kv.take("saml-logout:" + data.in_response_to)

@@ -35,7 +35,15 @@ _SHORT_BINDING = {BINDING_REDIRECT: "redirect", BINDING_POST: "post"}
 
 
 class MetadataError(Exception):
-    """Metadata that cannot be used, worded for the operator."""
+    """Metadata that cannot be used, worded for the operator.
+
+    `reason` is the short phrase readiness may show; the message can quote the
+    document (entity IDs) and name URLs, so it goes to the log and the CLI only.
+    """
+
+    def __init__(self, message: str, reason: str = "unusable metadata") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +105,8 @@ def _valid_until(nodes: list[etree._Element], now: float) -> float | None:
     earliest = min(known)
     if now >= earliest:
         raise MetadataError(
-            f"IdP metadata expired at {iso(earliest)} (validUntil); fetch a new copy"
+            f"IdP metadata expired at {iso(earliest)} (validUntil); fetch a new copy",
+            reason=f"expired at {iso(earliest)} (validUntil)",
         )
     return earliest
 
@@ -136,14 +145,20 @@ def verify_metadata_signature(root: etree._Element, cert: str, xmlsec: XmlSec) -
     """The whole document must carry a valid enveloped signature by `cert`."""
     signature = child(root, DS + "Signature")
     if signature is None:
-        raise MetadataError("the metadata is not signed, but a signing certificate is configured")
+        raise MetadataError(
+            "the metadata is not signed, but a signing certificate is configured",
+            reason="not signed",
+        )
     try:
         check_signature_shape(signature, root, after=None)
     except ProtocolError as exc:
-        raise MetadataError(f"metadata signature refused: {exc.detail}") from None
+        raise MetadataError(
+            f"metadata signature refused: {exc.detail}", reason="signature refused"
+        ) from None
     if not xmlsec.verify(signature, [cert]):
         raise MetadataError(
-            "the metadata signature does not verify with the configured certificate"
+            "the metadata signature does not verify with the configured certificate",
+            reason="signature invalid",
         )
 
 

@@ -1,11 +1,13 @@
 """Where a connection's IdP metadata comes from, and how it is kept fresh.
 
-A file or URL is loaded at start-up and re-read every `metadata_refresh`.
-A failed refresh keeps the last good copy (the URL's last good document is
-also kept in the store, so a replica starting during an IdP outage can use
-it); readiness reports metadata that is missing, expired (`validUntil`) or
-older than `metadata_max_age`. Start-up waits only briefly for the first
-fetch: a slow IdP never holds the app back.
+A file is read during start-up, a URL is fetched in the background from
+start-up on (a slow or unreachable IdP never holds the app back); both are
+re-read every `metadata_refresh`. Until a URL's first copy is loaded, tries
+are repeated after 1 s, 2 s, 4 s ... 30 s; a failed refresh keeps the last
+good copy and is retried every minute. The URL's last good document is also
+kept in the store, with the time it was fetched, so a replica starting
+during an IdP outage can use it. Readiness reports metadata that is missing,
+expired (`validUntil`) or last loaded longer than `metadata_max_age` ago.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from functools import partial
 import aiohttp
 
 from authgate.errors import ProtocolError, StoreUnavailable
+from authgate.protocols.freshness import Freshness, retry_delay, span
 from authgate.protocols.saml_crypto import XmlSec
 from authgate.protocols.saml_metadata import (
     MAX_METADATA_BYTES,
@@ -55,8 +58,13 @@ class MetadataSource:
         self._xmlsec = xmlsec
         self._clock = clock
         self.current: IdpMetadata | None = None
-        self.fetched_at: float | None = None
         self.error: str | None = None
+        self.freshness = Freshness(
+            "IdP metadata",
+            conn.metadata_max_age,
+            f"metadata_max_age {span(conn.metadata_max_age)}",
+            clock,
+        )
         self._task: asyncio.Task[None] | None = None
         self._first_attempt = asyncio.Event()
 
@@ -65,13 +73,16 @@ class MetadataSource:
         return self.conn.idp is None
 
     async def start(self) -> None:
+        """Hand-given values and a file are in use when this returns; a URL loads meanwhile."""
         if not self.refreshable:
             assert self.conn.idp is not None
-            self.current, self.fetched_at = manual_metadata(self.conn.idp), self._clock()
+            self.current = manual_metadata(self.conn.idp)
+            self.freshness.succeeded()
             return
+        if self.conn.idp_metadata_file is not None:
+            await self.refresh()
+            self._first_attempt.set()
         self._task = asyncio.create_task(self._run(), name=f"saml-metadata-{self.conn.id}")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._first_attempt.wait(), FIRST_LOAD_WAIT)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -81,11 +92,20 @@ class MetadataSource:
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        if not self._first_attempt.is_set():
             await self.refresh()
             self._first_attempt.set()
-            interval = self.conn.metadata_refresh
-            await asyncio.sleep(interval if self.error is None else min(interval, RETRY_INTERVAL))
+        while True:
+            await asyncio.sleep(self._next_wait())
+            await self.refresh()
+
+    def _next_wait(self) -> float:
+        interval = self.conn.metadata_refresh
+        if self.error is None:
+            return interval
+        if self.current is None:
+            return min(interval, retry_delay(self.freshness.failures))
+        return min(interval, RETRY_INTERVAL)
 
     async def refresh(self) -> None:
         """One load attempt; on failure the last good copy stays in use."""
@@ -94,11 +114,13 @@ class MetadataSource:
             metadata = await self._parse(raw)
         except MetadataError as exc:
             self.error = str(exc)
+            self.freshness.failed(exc.reason)
             log.warning("connection %s: IdP metadata: %s", self.conn.id, self.error)
             if self.current is None:
                 await self._use_stored_copy()
         else:
-            self.current, self.fetched_at, self.error = metadata, self._clock(), None
+            self.current, self.error = metadata, None
+            self.freshness.succeeded()
             if self.conn.idp_metadata_url:
                 await self._keep_copy(raw)
         await self._publish()
@@ -120,7 +142,9 @@ class MetadataSource:
             try:
                 return await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
             except OSError as exc:
-                raise MetadataError(f"cannot read {path}: {exc.strerror}") from None
+                raise MetadataError(
+                    f"cannot read {path}: {exc.strerror}", reason="file unreadable"
+                ) from None
         assert self.conn.idp_metadata_url is not None
         return await self._fetch(self.conn.idp_metadata_url)
 
@@ -130,38 +154,54 @@ class MetadataSource:
                 url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT), allow_redirects=True
             ) as response:
                 if response.status != 200:
-                    raise MetadataError(f"GET {url} answered HTTP {response.status}")
+                    raise MetadataError(
+                        f"GET {url} answered HTTP {response.status}",
+                        reason=f"HTTP {response.status}",
+                    )
                 body = await response.content.read(MAX_METADATA_BYTES + 1)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise MetadataError(f"GET {url} failed: {exc or type(exc).__name__}") from None
+            reason = "timed out" if isinstance(exc, TimeoutError) else "unreachable"
+            raise MetadataError(
+                f"GET {url} failed: {exc or type(exc).__name__}", reason=reason
+            ) from None
         if len(body) > MAX_METADATA_BYTES:
-            raise MetadataError(f"GET {url}: metadata larger than {MAX_METADATA_BYTES} bytes")
+            raise MetadataError(
+                f"GET {url}: metadata larger than {MAX_METADATA_BYTES} bytes",
+                reason="answer too large",
+            )
         return body
 
     async def _use_stored_copy(self) -> None:
-        """A replica starting during an IdP outage uses the copy another one fetched."""
+        """A replica starting during an IdP outage uses the copy another one fetched.
+
+        The copy is as old as that fetch (a copy stored without its time, by an
+        older authgate, counts as fetched now, as it did then).
+        """
         with contextlib.suppress(StoreUnavailable):
             raw = await self._kv.get("saml-metadata-doc:" + self.conn.id)
             if raw is None:
                 return
+            stored_at = await self._kv.get("saml-metadata-doc-at:" + self.conn.id)
             try:
                 self.current = await self._parse(raw)
             except MetadataError as exc:
                 log.warning("connection %s: stored metadata unusable: %s", self.conn.id, exc)
                 return
-            self.fetched_at = self._clock()
+            self.freshness.loaded_at = float(stored_at) if stored_at else self._clock()
             log.warning("connection %s: using the stored copy of the IdP metadata", self.conn.id)
 
     async def _keep_copy(self, raw: bytes) -> None:
         try:
             await self._kv.set("saml-metadata-doc:" + self.conn.id, raw)
+            loaded_at = str(self.freshness.loaded_at).encode()
+            await self._kv.set("saml-metadata-doc-at:" + self.conn.id, loaded_at)
         except StoreUnavailable:
             log.warning("connection %s: could not keep a copy of the metadata", self.conn.id)
 
     async def _publish(self) -> None:
         """Freshness for `authgate status`, which reads the store, not this process."""
         fields = {
-            "metadata_fetched_at": str(self.fetched_at or ""),
+            "metadata_fetched_at": str(self.freshness.loaded_at or ""),
             "metadata_error": self.error or "",
             "metadata_problem": self.problem() or "",
         }
@@ -169,23 +209,24 @@ class MetadataSource:
             await self._kv.hset("saml-metadata:" + self.conn.id, fields)
 
     def problem(self) -> str | None:
-        """None while the metadata is usable and fresh, else what is wrong."""
-        now = self._clock()
-        if self.current is None:
-            return f"IdP metadata not loaded: {self.error or 'loading'}"
-        if self.current.expired(now):
+        """None while the metadata is usable and fresh, else the readiness line's reason."""
+        if self.current is not None and self.current.expired(self._clock()):
             assert self.current.valid_until is not None
-            return f"IdP metadata expired at {iso(self.current.valid_until)} (validUntil)"
-        age = now - (self.fetched_at or now)
-        if self.refreshable and age > self.conn.metadata_max_age:
-            return (
-                f"IdP metadata is stale: last good copy from {iso(now - age)}"
-                f" (refresh failing: {self.error})"
-            )
+            expiry = iso(self.current.valid_until)
+            return f"metadata_unavailable: IdP metadata expired at {expiry} (validUntil)"
+        if self.current is None or self.refreshable:
+            return self.freshness.problem()
         return None
 
-    def require(self) -> IdpMetadata:
-        """The metadata to use now; a stale copy still serves, a missing or expired one does not."""
+    async def require(self) -> IdpMetadata:
+        """The metadata to use now; a stale copy still serves, a missing or expired one does not.
+
+        A sign-in that arrives while the first fetch is under way waits for it, briefly.
+        """
+        if self.current is None and self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_attempt.wait(), FIRST_LOAD_WAIT)
         if self.current is None or self.current.expired(self._clock()):
-            raise ProtocolError("metadata_unavailable", self.problem() or "no IdP metadata")
+            detail = "; ".join(filter(None, (self.problem(), self.error)))
+            raise ProtocolError("metadata_unavailable", detail or "no IdP metadata")
         return self.current
