@@ -1,8 +1,8 @@
 """`authgate demo` in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 The demo runs as a newcomer starts it (`authgate demo`, here on free ports)
-and one browser serves the whole module; each test starts with no cookies.
-Every page a person meets is saved under test-artifacts/screenshots/.
+and one browser serves the whole module (tests/browser.py); each test starts
+with no cookies. Every page a person meets is saved under test-artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -18,21 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from authgate.demo import OIDC_ID, SAML_ID
-from tests.servers import require_binary
+from tests.browser import chromium, shot
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STARTUP_TIMEOUT = 60.0
 SAML_BUTTON = "Log in using Development IdP (SAML)"
 OIDC_BUTTON = "Log in using Development IdP (OpenID Connect)"
@@ -82,16 +72,8 @@ def demo() -> Iterator[RunningDemo]:
 
 @pytest.fixture(scope="module")
 def context() -> Iterator[BrowserContext]:
-    chromium = require_binary("chromium")
-    with (
-        tempfile.TemporaryDirectory(prefix="authgate-chromium-") as profile,
-        sync_playwright() as playwright,
-    ):
-        browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -100,11 +82,6 @@ def page(context: BrowserContext) -> Iterator[Page]:
     tab = context.new_page()
     yield tab
     tab.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def sign_in_at_idp(page: Page, email: str, screenshot: str | None = None) -> None:

@@ -144,7 +144,8 @@ HINTS: dict[str, Hint] = {
     ),
     "forbidden": Hint(
         "You do not have access to this page.",
-        "The session is valid but the request is not allowed.",
+        "The session is valid, but the user is in none of the `allowed_groups` /"
+        " `allowed_roles` the front proxy asks /auth for at this location.",
     ),
     "unauthenticated": Hint(
         "You need to sign in first.",
