@@ -38,7 +38,7 @@ def _wait_for_banner(proc: subprocess.Popen[bytes], log: Path) -> RunningDemo:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        app = re.search(r"^Open (http://\S+)/ — users:", text, re.M)
+        app = re.search(r"^Open (http://\S+)/ — ", text, re.M)
         idp = re.search(r"development IdP:\s+(http://\S+)/ ", text)
         if app and idp:
             return RunningDemo(app.group(1), idp.group(1))
@@ -130,9 +130,9 @@ def test_oidc_sign_in_shows_the_app_then_sign_out_asks_to_sign_in_again(
 ):
     start(page, demo, OIDC_BUTTON)
     shot(page, "devidp-sign-in-oidc")
-    sign_in_at_idp(page, "alice@example.com")
-    expect_app(page, demo, "alice@example.com", OIDC_ID)
-    expect(page.locator("#x-roles")).to_have_text(re.compile(r"\badmin\b"))
+    sign_in_at_idp(page, "dave@partner.example")
+    expect_app(page, demo, "dave@partner.example", OIDC_ID)
+    expect(page.locator("#x-roles")).to_have_text("editor")
     shot(page, "upstream-after-oidc-login")
     page.locator("#sign-out").click()
     expect(page).to_have_url(demo.url + "/_authgate/logout")
@@ -159,14 +159,62 @@ def test_disallowed_domain_sees_the_reason_and_the_admin_page_shows_it(
     expect(page.locator("#operator-hint")).to_contain_text("allowed_domains")
     shot(page, "error-domain-not-allowed")
     page.context.clear_cookies()
-    start(page, demo, OIDC_BUTTON)
+    start(page, demo, SAML_BUTTON)
     sign_in_at_idp(page, "alice@example.com")
-    expect_app(page, demo, "alice@example.com", OIDC_ID)
+    expect_app(page, demo, "alice@example.com", SAML_ID)
     page.get_by_role("link", name="Admin").click()
     row = page.locator(f"#connection-{OIDC_ID}")
     expect(row.locator("code.reason")).to_have_text("domain_not_allowed")
     expect(row).to_contain_text(correlation_id)
     shot(page, "admin")
+
+
+def test_each_button_signs_in_its_own_user_and_shows_who_it_is(page: Page, demo: RunningDemo):
+    """The README's promise: alice with the SAML button, dave with the OpenID Connect one."""
+    start(page, demo, SAML_BUTTON)
+    expect(offered_users(page)).to_have_count(4)
+    expect(page.locator("input[value='dave@partner.example']")).to_have_count(0)
+    sign_in_at_idp(page, "alice@example.com")
+    expect_app(page, demo, "alice@example.com", SAML_ID)
+    expect(page.locator("#x-user-name")).to_have_text("Alice Admin")
+    expect(page.locator("#x-roles")).to_have_text(re.compile(r"^(admin,editor|editor,admin)$"))
+    shot(page, "upstream-saml-button-alice")
+    page.goto(demo.url + "/_authgate/login?rd=%2F")
+    page.get_by_role("link", name=OIDC_BUTTON).click()
+    expect(page.locator("#continue-as")).to_have_count(0)
+    expect(offered_users(page)).to_have_count(3)
+    expect(page.locator("input[value='alice@example.com']")).to_have_count(0)
+    sign_in_at_idp(page, "dave@partner.example")
+    expect_app(page, demo, "dave@partner.example", OIDC_ID)
+    expect(page.locator("#x-user-name")).to_have_text("Dave Partner")
+    expect(page.locator("#x-roles")).to_have_text("editor")
+    shot(page, "upstream-oidc-button-dave")
+
+
+def offered_users(page: Page):
+    return page.locator("input[type=radio][name=email]")
+
+
+# The heading's widths, and where its text ends against where the card's content box does.
+FITS = """h => {
+  const card = h.closest("main"), style = getComputedStyle(card), text = document.createRange();
+  text.selectNodeContents(h);
+  const inner = card.getBoundingClientRect().right - parseFloat(style.borderRightWidth)
+    - parseFloat(style.paddingRight);
+  return {scroll: h.scrollWidth, own: h.clientWidth, card: card.clientWidth,
+          text_right: text.getBoundingClientRect().right, card_inner_right: inner};
+}"""
+
+
+@pytest.mark.parametrize("button", [SAML_BUTTON, OIDC_BUTTON])
+def test_the_idp_sign_in_heading_fits_its_card_at_1280(page: Page, demo: RunningDemo, button: str):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    start(page, demo, button)
+    sizes = page.locator("main h1").evaluate(FITS)
+    assert sizes["scroll"] <= sizes["card"], sizes
+    assert sizes["scroll"] <= sizes["own"], sizes
+    assert sizes["text_right"] <= sizes["card_inner_right"], sizes
+    shot(page, f"devidp-sign-in-1280-{'saml' if button == SAML_BUTTON else 'oidc'}")
 
 
 def test_unverified_email_is_refused(page: Page, demo: RunningDemo):
