@@ -165,6 +165,28 @@ async def test_prompt_none_without_a_session_is_login_required(web: TestClient):
     assert parse_qs(urlsplit(resp.headers["Location"]).query)["error"] == ["login_required"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "heading"),
+    [
+        ("GET", "/nothing-here", 404, "Not Found"),
+        ("DELETE", "/login", 405, "Method Not Allowed"),
+        ("GET", "/oidc/token", 405, "Method Not Allowed"),
+    ],
+)
+async def test_router_refusals_are_marked_pages(
+    web: TestClient, method: str, path: str, status: int, heading: str
+):
+    resp = await web.request(method, path)
+    html = await resp.text()
+    assert resp.status == status
+    assert resp.content_type == "text/html"
+    assert f"<h1>{heading}</h1>" in html
+    assert_marked(html, resp.headers)
+    assert "nothing-here" not in html
+    if status == 405:
+        assert "Allow" in resp.headers
+
+
 async def test_the_sign_in_page_offers_only_the_users_of_its_protocol(web: TestClient):
     page = await (await web.get(f"/login?txn={await start(web)}")).text()
     offered = re.findall(r'name="email" value="([^"]+)"', page)
