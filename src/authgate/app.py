@@ -218,6 +218,7 @@ def create_app(
     app.router.add_get(p + "/healthz", health.healthz)
     app.router.add_get(p + "/readyz", health.readyz)
     app.router.add_route("*", p + "/auth", forward_auth.auth)
+    app.router.add_get(p + "/refused", forward_auth.refused)
     app.router.add_get(p + "/userinfo", forward_auth.userinfo)
     app.router.add_get(p + "/jwks.json", forward_auth.jwks)
     app.router.add_get(p + "/login", signin.login_page)
@@ -233,7 +234,8 @@ def create_app(
 
 
 async def _not_found(request: web.Request) -> web.Response:
-    return web.json_response({"error": "not_found"}, status=404)
+    """An unknown path under authgate's own prefix: its 404 (page or JSON), never the app's."""
+    raise web.HTTPNotFound()
 
 
 def create_metrics_app(app: web.Application) -> web.Application:

@@ -37,7 +37,6 @@ def cmd_metadata(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     sys.stdout.write(sp_metadata(sp_config(conn, SpEndpoints.build(conn, settings))).decode())
-    sys.stdout.write("\n")
     return 0
 
 

@@ -107,6 +107,24 @@ def demo_config(
     }
 
 
+# Which sign-in button each test user takes (see devidp/users.py for why not both).
+BUTTONS: tuple[tuple[str, frozenset[str]], ...] = (
+    ("SAML button", frozenset({"saml"})),
+    ("OpenID Connect button", frozenset({"oidc"})),
+    ("either button", frozenset({"oidc", "saml"})),
+)
+
+
+def users_by_button() -> str:
+    """The banner's list of test users, grouped by the button each one signs in with."""
+    groups = []
+    for button, protocols in BUTTONS:
+        users = [f"{u.email} ({u.tag})" for u in USERS if frozenset(u.protocols) == protocols]
+        if users:
+            groups.append(f"{button}: " + ", ".join(users))
+    return "; ".join(groups)
+
+
 class Demo:
     """The three servers of one demo run; `start()` then `stop()`."""
 
@@ -185,13 +203,13 @@ class Demo:
         self._keys.cleanup()
 
     def banner(self) -> str:
-        users = ", ".join(f"{u.email} ({u.tag})" for u in USERS)
         return "\n".join(
             [
                 "authgate demo: for trying authgate only (in-memory sessions, development IdP).",
-                f"Open {self.url}/ — users: {users}; password for all: {DEMO_PASSWORD}",
+                f"Open {self.url}/ — {users_by_button()}; password for all: {DEMO_PASSWORD}",
                 f"  sign-in page:     {self.url}{PREFIX}/login",
-                f"  admin page:       {self.url}{PREFIX}/admin/ (sign in as alice@example.com)",
+                f"  admin page:       {self.url}{PREFIX}/admin/"
+                " (sign in as alice@example.com with the SAML button)",
                 f"  development IdP:  {self.idp_url}/ (OIDC issuer {self.idp_url}/oidc,"
                 f" SAML metadata {self.idp_url}/saml/metadata)",
                 "Press Ctrl+C to stop.",

@@ -1,8 +1,8 @@
 """`authgate demo` in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 The demo runs as a newcomer starts it (`authgate demo`, here on free ports)
-and one browser serves the whole module; each test starts with no cookies.
-Every page a person meets is saved under test-artifacts/screenshots/.
+and one browser serves the whole module (tests/browser.py); each test starts
+with no cookies. Every page a person meets is saved under test-artifacts/screenshots/.
 """
 
 from __future__ import annotations
@@ -18,21 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, Route, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from authgate.demo import OIDC_ID, SAML_ID
-from tests.servers import require_binary
+from tests.browser import chromium, shot
 
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 STARTUP_TIMEOUT = 60.0
 SAML_BUTTON = "Log in using Development IdP (SAML)"
 OIDC_BUTTON = "Log in using Development IdP (OpenID Connect)"
@@ -48,7 +38,7 @@ def _wait_for_banner(proc: subprocess.Popen[bytes], log: Path) -> RunningDemo:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")
-        app = re.search(r"^Open (http://\S+)/ — users:", text, re.M)
+        app = re.search(r"^Open (http://\S+)/ — ", text, re.M)
         idp = re.search(r"development IdP:\s+(http://\S+)/ ", text)
         if app and idp:
             return RunningDemo(app.group(1), idp.group(1))
@@ -82,16 +72,8 @@ def demo() -> Iterator[RunningDemo]:
 
 @pytest.fixture(scope="module")
 def context() -> Iterator[BrowserContext]:
-    chromium = require_binary("chromium")
-    with (
-        tempfile.TemporaryDirectory(prefix="authgate-chromium-") as profile,
-        sync_playwright() as playwright,
-    ):
-        browser = playwright.chromium.launch_persistent_context(
-            profile, executable_path=chromium, headless=True, args=CHROMIUM_ARGS
-        )
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -100,11 +82,6 @@ def page(context: BrowserContext) -> Iterator[Page]:
     tab = context.new_page()
     yield tab
     tab.close()
-
-
-def shot(page: Page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
 def sign_in_at_idp(page: Page, email: str, screenshot: str | None = None) -> None:
@@ -153,9 +130,9 @@ def test_oidc_sign_in_shows_the_app_then_sign_out_asks_to_sign_in_again(
 ):
     start(page, demo, OIDC_BUTTON)
     shot(page, "devidp-sign-in-oidc")
-    sign_in_at_idp(page, "alice@example.com")
-    expect_app(page, demo, "alice@example.com", OIDC_ID)
-    expect(page.locator("#x-roles")).to_have_text(re.compile(r"\badmin\b"))
+    sign_in_at_idp(page, "dave@partner.example")
+    expect_app(page, demo, "dave@partner.example", OIDC_ID)
+    expect(page.locator("#x-roles")).to_have_text("editor")
     shot(page, "upstream-after-oidc-login")
     page.locator("#sign-out").click()
     expect(page).to_have_url(demo.url + "/_authgate/logout")
@@ -182,14 +159,62 @@ def test_disallowed_domain_sees_the_reason_and_the_admin_page_shows_it(
     expect(page.locator("#operator-hint")).to_contain_text("allowed_domains")
     shot(page, "error-domain-not-allowed")
     page.context.clear_cookies()
-    start(page, demo, OIDC_BUTTON)
+    start(page, demo, SAML_BUTTON)
     sign_in_at_idp(page, "alice@example.com")
-    expect_app(page, demo, "alice@example.com", OIDC_ID)
+    expect_app(page, demo, "alice@example.com", SAML_ID)
     page.get_by_role("link", name="Admin").click()
     row = page.locator(f"#connection-{OIDC_ID}")
     expect(row.locator("code.reason")).to_have_text("domain_not_allowed")
     expect(row).to_contain_text(correlation_id)
     shot(page, "admin")
+
+
+def test_each_button_signs_in_its_own_user_and_shows_who_it_is(page: Page, demo: RunningDemo):
+    """The README's promise: alice with the SAML button, dave with the OpenID Connect one."""
+    start(page, demo, SAML_BUTTON)
+    expect(offered_users(page)).to_have_count(4)
+    expect(page.locator("input[value='dave@partner.example']")).to_have_count(0)
+    sign_in_at_idp(page, "alice@example.com")
+    expect_app(page, demo, "alice@example.com", SAML_ID)
+    expect(page.locator("#x-user-name")).to_have_text("Alice Admin")
+    expect(page.locator("#x-roles")).to_have_text(re.compile(r"^(admin,editor|editor,admin)$"))
+    shot(page, "upstream-saml-button-alice")
+    page.goto(demo.url + "/_authgate/login?rd=%2F")
+    page.get_by_role("link", name=OIDC_BUTTON).click()
+    expect(page.locator("#continue-as")).to_have_count(0)
+    expect(offered_users(page)).to_have_count(3)
+    expect(page.locator("input[value='alice@example.com']")).to_have_count(0)
+    sign_in_at_idp(page, "dave@partner.example")
+    expect_app(page, demo, "dave@partner.example", OIDC_ID)
+    expect(page.locator("#x-user-name")).to_have_text("Dave Partner")
+    expect(page.locator("#x-roles")).to_have_text("editor")
+    shot(page, "upstream-oidc-button-dave")
+
+
+def offered_users(page: Page):
+    return page.locator("input[type=radio][name=email]")
+
+
+# The heading's widths, and where its text ends against where the card's content box does.
+FITS = """h => {
+  const card = h.closest("main"), style = getComputedStyle(card), text = document.createRange();
+  text.selectNodeContents(h);
+  const inner = card.getBoundingClientRect().right - parseFloat(style.borderRightWidth)
+    - parseFloat(style.paddingRight);
+  return {scroll: h.scrollWidth, own: h.clientWidth, card: card.clientWidth,
+          text_right: text.getBoundingClientRect().right, card_inner_right: inner};
+}"""
+
+
+@pytest.mark.parametrize("button", [SAML_BUTTON, OIDC_BUTTON])
+def test_the_idp_sign_in_heading_fits_its_card_at_1280(page: Page, demo: RunningDemo, button: str):
+    page.set_viewport_size({"width": 1280, "height": 800})
+    start(page, demo, button)
+    sizes = page.locator("main h1").evaluate(FITS)
+    assert sizes["scroll"] <= sizes["card"], sizes
+    assert sizes["scroll"] <= sizes["own"], sizes
+    assert sizes["text_right"] <= sizes["card_inner_right"], sizes
+    shot(page, f"devidp-sign-in-1280-{'saml' if button == SAML_BUTTON else 'oidc'}")
 
 
 def test_unverified_email_is_refused(page: Page, demo: RunningDemo):

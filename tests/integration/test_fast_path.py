@@ -468,6 +468,25 @@ async def test_upstream_down_is_a_502_page_for_browsers(gate_factory: Callable[.
     assert b"Traceback" not in resp.body
 
 
+@pytest.mark.parametrize(
+    ("target", "method", "status", "reason"),
+    [
+        ("/_authgate/nonexistent", "GET", 404, "not_found"),
+        ("/_authgate/auth", "GET", 401, "unauthenticated"),
+        ("/form", "POST", 401, "unauthenticated"),
+    ],
+)
+async def test_refusals_behind_the_front_are_pages_for_browsers(
+    gate: Gate, target: str, method: str, status: int, reason: str
+):
+    resp = await gate.slow(target, [("Sec-Fetch-Mode", "navigate")], method=method)
+    assert resp.status == status
+    assert resp.headers["Content-Type"].startswith("text/html")
+    assert resp.headers["X-Authgate-Reason"] == reason
+    cid = resp.headers["X-Request-Id"].encode()
+    assert b'<code id="correlation-id">' + cid + b"</code>" in resp.body
+
+
 async def test_slow_upstream_is_a_504(gate_factory: Callable[..., Any], upstream: TestServer):
     base = str(upstream.make_url("")).rstrip("/")
     gate = await gate_factory(upstream={"url": base, "read_timeout": "300ms"})
@@ -624,6 +643,11 @@ async def test_store_outage_is_a_503_from_the_fast_path(
     resp = await gate.fast("/app", [cookie(gate.st, session), ("Accept", "application/json")])
     assert resp.status == 503
     assert json.loads(resp.body)["error"] == "store_unavailable"
+    page = await gate.fast("/app", [cookie(gate.st, session), ("Sec-Fetch-Mode", "navigate")])
+    assert page.status == 503
+    assert page.headers["Content-Type"].startswith("text/html")
+    assert page.headers["X-Authgate-Reason"] == "store_unavailable"
+    assert b'<code id="reason">store_unavailable</code>' in page.body
 
 
 # -- connections ------------------------------------------------------------------------------

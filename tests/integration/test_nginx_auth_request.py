@@ -6,6 +6,7 @@ replaced, so a broken shipped snippet fails these tests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,12 +18,14 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from playwright.async_api import expect
 from yarl import URL
 
 from authgate.app import create_app
 from authgate.identity import Identity
 from authgate.session.sessions import Session
 from authgate.web.state import STATE
+from tests.browser import async_chromium, screenshot_path
 from tests.conftest import make_settings, sign_in
 from tests.servers import Nginx
 from tests.simplesamlphp import TYPED
@@ -60,6 +63,25 @@ def shipped_site(name: str, authgate_port: int, app_port: int) -> str:
 
 def test_readme_shows_the_shipped_site():
     assert (CONF_DIR / MAIN_SITE).read_text() in (ROOT / "README.md").read_text()
+
+
+def assert_nginx_request_id(correlation_id: str, resp: aiohttp.ClientResponse) -> None:
+    """The id nginx gave the request ($request_id), not one the client sent or authgate drew."""
+    assert re.fullmatch(r"[0-9a-f]{32}", correlation_id), correlation_id
+    assert resp.headers["X-Request-Id"] == correlation_id
+
+
+async def refusal_page(resp: aiohttp.ClientResponse, status: int, reason: str) -> str:
+    """authgate's error page, shown by nginx in place of its bare "403 Forbidden"."""
+    html = await resp.text()
+    assert resp.status == status, html
+    assert resp.content_type == "text/html"
+    assert "<center>nginx" not in html
+    assert f'<code id="reason">{reason}</code>' in html
+    cid = re.search(r'<code id="correlation-id">([^<]+)</code>', html)
+    assert cid is not None
+    assert_nginx_request_id(cid.group(1), resp)
+    return html
 
 
 @dataclass
@@ -126,19 +148,25 @@ async def test_browser_without_session_is_redirected_with_escaped_rd(stack: Stac
 
 
 async def test_api_without_session_gets_json_401(stack: Stack):
-    resp = await stack.get("/api/items", **API)
+    resp = await stack.get("/api/items?x=1", **API)
     assert resp.status == 401
     assert resp.headers["Cache-Control"] == "no-store"
     assert resp.headers["WWW-Authenticate"] == 'Cookie realm="authgate"'
     body = await resp.json()
     assert body["error"] == "unauthenticated"
-    assert URL(body["login_url"]).query["rd"] == "/api/items"
+    assert URL(body["login_url"]).query["rd"] == "/api/items?x=1"
+    assert_nginx_request_id(body["correlation_id"], resp)
     assert "X-Upstream" not in resp.headers
 
 
 async def test_browser_post_without_session_is_not_redirected(stack: Stack):
-    resp = await stack.http.post(stack.url("/form"), headers=BROWSER, allow_redirects=False)
-    assert resp.status == 401
+    resp = await stack.http.post(
+        stack.url("/form"), data=b"a=1" * 1000, headers=BROWSER, allow_redirects=False
+    )
+    html = await refusal_page(resp, 401, "unauthenticated")
+    link = re.search(r'<a class="button" href="([^"]+)">Sign in</a>', html)
+    assert link is not None
+    assert URL(link.group(1)).query["rd"] == "/form"
 
 
 async def test_hostile_rd_from_the_request_path_is_not_echoed(stack: Stack):
@@ -204,7 +232,7 @@ async def test_the_auth_location_is_not_reachable_from_outside(stack: Stack):
 async def test_group_restricted_location(stack: Stack):
     alice = await sign_in(stack.authgate)
     resp = await stack.get("/admin/panel", **stack.cookie(alice), **BROWSER)
-    assert resp.status == 403
+    await refusal_page(resp, 403, "forbidden")
     assert "X-Upstream" not in resp.headers
     assert (await stack.get("/elsewhere", **stack.cookie(alice))).status == 200
     bob = await sign_in(stack.authgate, BOB)
@@ -222,6 +250,68 @@ async def test_group_restricted_location_in_any_case(stack: Stack, path: str):
     bob = await sign_in(stack.authgate, BOB)
     body = await stack.upstream_saw(path, **stack.cookie(bob))
     assert dict(body["headers"])["X-Groups"] == "admins"
+
+
+async def test_a_refused_api_call_gets_authgate_json_not_nginx_html(stack: Stack):
+    alice = await sign_in(stack.authgate)
+    resp = await stack.get("/admin/panel", **stack.cookie(alice), **API)
+    assert resp.status == 403
+    assert resp.content_type == "application/json"
+    body = await resp.json()
+    assert body["error"] == "forbidden"
+    assert_nginx_request_id(body["correlation_id"], resp)
+
+
+async def test_the_client_chooses_neither_the_reason_nor_the_correlation_id(stack: Stack):
+    alice = await sign_in(stack.authgate)
+    forged = {"X-Authgate-Reason": "unauthenticated", "X-Request-Id": "call-0800-evil"}
+    resp = await stack.get("/admin/panel", **stack.cookie(alice), **BROWSER, **forged)
+    html = await refusal_page(resp, 403, "forbidden")
+    assert "call-0800-evil" not in html
+    resp = await stack.get("/api/items", **API, **forged)
+    assert (await resp.json())["correlation_id"] != "call-0800-evil"
+
+
+@pytest.mark.parametrize("reason", ["unauthenticated", "forbidden"])
+async def test_the_refusal_location_is_not_reachable_from_outside(stack: Stack, reason: str):
+    resp = await stack.get("/_authgate/refused", **BROWSER, **{"X-Authgate-Reason": reason})
+    assert resp.status == 404
+    assert "X-Authgate-Reason" not in resp.headers
+
+
+async def test_chromium_sees_authgate_refusal_page_through_nginx(stack: Stack):
+    """A person outside the location's group sees why and the id to quote, not "403 Forbidden"."""
+    alice = await sign_in(stack.authgate)
+    async with async_chromium() as browser:
+        await browser.add_cookies(
+            [
+                {
+                    "name": stack.authgate.app[STATE].cookies.session_name,
+                    "value": alice.id,
+                    "domain": "127.0.0.1",
+                    "path": "/",
+                    "secure": True,
+                }
+            ]
+        )
+        page = await browser.new_page()
+        await page.set_viewport_size({"width": 1280, "height": 800})
+        answer = await page.goto(str(stack.url("/admin/panel")))
+        assert answer is not None and answer.status == 403
+        await expect(page.get_by_role("heading", level=1)).to_have_text("We couldn't let you in")
+        await expect(page.locator("#reason")).to_have_text("forbidden")
+        await expect(page.locator("#correlation-id")).to_have_text(re.compile(r"^[0-9a-f]{32}$"))
+        assert await page.locator("#correlation-id").inner_text() == answer.headers["x-request-id"]
+        await page.screenshot(path=screenshot_path("nginx-forbidden"), full_page=True)
+        await browser.clear_cookies()
+        await page.goto(str(stack.url("/reports?q=1")))
+        # Sent to sign in at the only connection, whose IdP this test does not run.
+        assert URL(page.url).path == "/_authgate/oidc/corp/login"
+        assert URL(page.url).query["rd"] == "/reports?q=1"
+        await expect(page.locator("#reason")).to_have_text("metadata_unavailable")
+        await expect(page.locator("#operator-hint code")).to_have_text("authgate test CONNECTION")
+        await expect(page.locator("#operator-hint")).not_to_contain_text("`")
+        await page.screenshot(path=screenshot_path("nginx-metadata-unavailable"), full_page=True)
 
 
 async def test_public_paths_need_no_session(stack: Stack):
@@ -275,6 +365,13 @@ async def test_oauth2_proxy_compat_headers(stack_factory: Callable[..., Any]):
         resp = await stack.get("/hello", **BROWSER)
         assert resp.status == 302
         assert URL(resp.headers["Location"]).query["rd"] == "/hello"
+        resp = await stack.get("/hello", **API)
+        body = await resp.json()
+        assert (resp.status, body["error"]) == (401, "unauthenticated")
+        assert_nginx_request_id(body["correlation_id"], resp)
+        posted = await stack.http.post(stack.url("/form"), headers=BROWSER, allow_redirects=False)
+        await refusal_page(posted, 401, "unauthenticated")
+        assert (await stack.get("/_authgate/refused", **BROWSER)).status == 404
 
 
 async def test_logout_through_nginx_revokes_the_cookie(stack: Stack):

@@ -16,15 +16,22 @@ from aiohttp.test_utils import TestServer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from lxml import etree
+from saml2 import md
+from saml2.md import entity_descriptor_from_string
+from saml2.metadata import entity_descriptor
+from saml2.xml.schema import validate
 
+from authgate.app import create_app
 from authgate.cli import main
 from authgate.keys import write_pair
 from authgate.protocols.saml import SamlProtocol
+from authgate.protocols.saml_config import SpEndpoints, _algorithms, sp_config, sp_metadata
 from authgate.protocols.saml_crypto import verify_query_signature
+from authgate.settings import load_settings
 from tests.conftest import UPSTREAM_HITS
 from tests.integration.test_saml_hostile import signed
 from tests.readiness import check, wait_ready
-from tests.saml_gate import ACS_URL, JSON, SP_ENTITY, decode_redirect
+from tests.saml_gate import ACS_URL, JSON, SP_ENTITY, decode_redirect, saml_settings
 from tests.saml_idp import POST, KeyPair, TestIdp, encode
 
 MD = "{urn:oasis:names:tc:SAML:2.0:metadata}"
@@ -223,18 +230,68 @@ async def test_sp_metadata_publishes_the_rollover_key(saml_gate, sp_keys, tmp_pa
     assert len(signing) == 2 and len(encryption) == 2
 
 
-async def test_metadata_command_prints_the_same_document(saml_gate, tmp_path, capsys, saml_idp):
+async def test_metadata_command_prints_the_same_document(
+    aiohttp_client, tmp_path, capsys, saml_idp, sp_keys
+):
     metadata = tmp_path / "idp.xml"
     metadata.write_bytes(saml_idp.metadata())
     config = tmp_path / "authgate.yaml"
+    keys = f"[{{key_file: '{sp_keys['key_file']}', cert_file: '{sp_keys['cert_file']}'}}]"
     config.write_text(
         "public_url: http://authgate.test\nupstream: {url: 'http://127.0.0.1:9'}\n"
-        f"connections: [{{id: corp, name: Corp, type: saml, idp_metadata_file: '{metadata}'}}]\n"
+        "session: {store: memory}\n"
+        f"connections: [{{id: corp, name: Corp, type: saml, idp_metadata_file: '{metadata}',"
+        f" sp_keys: {keys}}}]\n"
     )
     assert await asyncio.to_thread(main, ["metadata", "corp", "--config", str(config)]) == 0
-    root = etree.fromstring(capsys.readouterr().out.encode())
+    printed = capsys.readouterr().out.encode()
+    root = etree.fromstring(printed)
     assert root.get("entityID") == SP_ENTITY
+    gate = await aiohttp_client(create_app(load_settings(config)))
+    served = await (await gate.get("/_authgate/saml/corp/metadata")).read()
+    assert served == printed, "the URL serves what the command prints"
     assert await asyncio.to_thread(main, ["metadata", "nope", "--config", str(config)]) == 2
+
+
+def test_sp_metadata_is_indented_one_element_a_line_like_an_idp_download(sp_keys, tmp_path):
+    idp = tmp_path / "idp.xml"
+    idp.write_bytes(TestIdp().metadata())
+    settings = saml_settings("http://127.0.0.1:9", idp, sp_keys=[sp_keys], sign_requests=True)
+    conn = settings.connection("corp")
+    config = sp_config(conn, SpEndpoints.build(conn, settings))
+    document = sp_metadata(config)
+    lines = document.decode().splitlines()
+    assert lines[0] == "<?xml version='1.0' encoding='UTF-8'?>"
+    assert lines[1].startswith("<md:EntityDescriptor ")
+    assert lines[-1] == "</md:EntityDescriptor>"
+    assert document.endswith(b">\n")
+    root = etree.fromstring(document)
+    elements = list(root.iter(etree.Element))
+    closing = sum(1 for e in elements if len(e))
+    assert len(lines) == 1 + len(elements) + closing, "one line per element (and its end tag)"
+    opening = [line for line in lines[1:] if not line.lstrip().startswith("</")]
+    for element, line in zip(elements, opening, strict=True):
+        depth = sum(1 for _ in element.iterancestors())
+        assert line.startswith("  " * depth + "<"), line[:80]
+    assert "ns0:" not in document.decode()
+    # The same document as pysaml2 writes it, but for whitespace and prefixes.
+    raw = etree.fromstring(entity_descriptor_bytes(config))
+    assert _shape(root) == _shape(raw)
+    assert entity_descriptor_from_string(document.decode()).entity_id == SP_ENTITY
+    validate(document.decode())  # the SAML 2.0 metadata schemas, strictly
+
+
+def entity_descriptor_bytes(config) -> bytes:
+    """pysaml2's own single-line rendering of the metadata sp_metadata() writes."""
+    descriptor = entity_descriptor(config)
+    descriptor.extensions = md.Extensions()
+    for element in _algorithms():
+        descriptor.extensions.add_extension_element(element)
+    return descriptor.to_string()
+
+
+def _shape(root) -> list[tuple[str, dict[str, str], str]]:
+    return [(e.tag, dict(e.attrib), (e.text or "").strip()) for e in root.iter(etree.Element)]
 
 
 def _cert_body(path: str) -> str:

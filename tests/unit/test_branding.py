@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from authgate.settings import ConfigError, contrast_ratio, parse_settings
-from authgate.web.pages import GENERIC, HINTS, Pages
+from authgate.web.pages import GENERIC, HINTS, Pages, with_code
 
 SVG = (
     b'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1"><rect width="1" height="1"/></svg>'
@@ -180,8 +180,25 @@ def test_the_error_page_explains_and_identifies_the_failure(
     assert f'<code id="reason">{reason}</code>' in html
     assert '<code id="correlation-id">c0ffee</code>' in html
     assert hint.person.replace("'", "&#39;") in html
-    assert hint.operator.replace("'", "&#39;") in html
+    assert str(with_code(hint.operator)) in html
     assert ('href="/_authgate/login"' in html) is retry
+
+
+@pytest.mark.parametrize("reason", sorted(HINTS))
+def test_hints_show_commands_and_settings_as_code_not_backticks(reason: str):
+    html = Pages(settings().branding, "/_authgate/login").error(400, reason, "c0ffee").text or ""
+    assert "`" not in html, reason
+
+
+def test_the_metadata_error_page_shows_the_command_as_code():
+    page = Pages(settings().branding).error(503, "metadata_unavailable", "c0ffee")
+    hint = re.search(r'<p id="operator-hint">(.*?)</p>', page.text or "")
+    assert hint is not None
+    assert "<code>authgate test CONNECTION</code> shows the details" in hint.group(1)
+
+
+def test_code_in_a_hint_is_still_escaped():
+    assert str(with_code("run `a <b>` & <i>")) == "run <code>a &lt;b&gt;</code> &amp; &lt;i&gt;"
 
 
 LOGIN_CONTEXT = {
@@ -195,7 +212,9 @@ ERROR_CONTEXT = {
     "reason": "expired",
     "correlation_id": "c",
     "hint": GENERIC,
+    "code": 403,
     "server_side": False,
+    "retry_label": "Start again",
     "retry_url": "/l",
 }
 

@@ -26,13 +26,21 @@ from authgate.devidp.oidc import (
     OidcProvider,
     s256,
 )
-from authgate.devidp.users import USERS
+from authgate.devidp.users import DevUser, find
 from authgate.protocols.oidc_tokens import check_at_hash
 
 ISSUER = "http://127.0.0.1:4181/oidc"
 REDIRECT = "http://127.0.0.1:4180/_authgate/oidc/dev-oidc/callback"
 LOGOUT = "http://127.0.0.1:4180/_authgate/logout"
-ALICE, CAROL = USERS[0], USERS[2]
+
+
+def _user(email: str) -> DevUser:
+    user = find(email)
+    assert user is not None
+    return user
+
+
+ALICE, CAROL = _user("alice@example.com"), _user("carol@partner.example")
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from saml2.client import Saml2Client
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 
 from authgate.devidp.saml import RSA_SHA256, SHA256, SamlIdp, SamlRequestError
-from authgate.devidp.users import USERS
+from authgate.devidp.users import DevUser, find
 from authgate.errors import ProtocolError
 from authgate.keys import write_pair
 from authgate.protocols.saml_attributes import to_identity
@@ -36,7 +36,15 @@ from authgate.settings import SamlAttributes, SamlConnection, parse_settings
 from tests.servers import require_binary
 
 IDP_BASE = "http://127.0.0.1:4181"
-ALICE, CAROL = USERS[0], USERS[2]
+
+
+def _user(email: str) -> DevUser:
+    user = find(email)
+    assert user is not None
+    return user
+
+
+ALICE, CAROL = _user("alice@example.com"), _user("carol@partner.example")
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 
 

@@ -95,7 +95,7 @@ async def start(web: TestClient, **changes: str | None) -> str:
     return parse_qs(location.query)["txn"][0]
 
 
-async def sign_in(web: TestClient, txn: str, email: str = "alice@example.com") -> str:
+async def sign_in(web: TestClient, txn: str, email: str = "dave@partner.example") -> str:
     resp = await web.post(
         "/login", data={"txn": txn, "email": email, "password": "demo"}, allow_redirects=False
     )
@@ -165,26 +165,71 @@ async def test_prompt_none_without_a_session_is_login_required(web: TestClient):
     assert parse_qs(urlsplit(resp.headers["Location"]).query)["error"] == ["login_required"]
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "heading"),
+    [
+        ("GET", "/nothing-here", 404, "Not Found"),
+        ("DELETE", "/login", 405, "Method Not Allowed"),
+        ("GET", "/oidc/token", 405, "Method Not Allowed"),
+    ],
+)
+async def test_router_refusals_are_marked_pages(
+    web: TestClient, method: str, path: str, status: int, heading: str
+):
+    resp = await web.request(method, path)
+    html = await resp.text()
+    assert resp.status == status
+    assert resp.content_type == "text/html"
+    assert f"<h1>{heading}</h1>" in html
+    assert_marked(html, resp.headers)
+    assert "nothing-here" not in html
+    if status == 405:
+        assert "Allow" in resp.headers
+
+
+async def test_the_sign_in_page_offers_only_the_users_of_its_protocol(web: TestClient):
+    page = await (await web.get(f"/login?txn={await start(web)}")).text()
+    offered = re.findall(r'name="email" value="([^"]+)"', page)
+    assert offered == ["dave@partner.example", "carol@partner.example", "mallory@evil.example"]
+
+
+@pytest.mark.parametrize("email", ["alice@example.com", "bob@example.com"])
+async def test_a_user_of_the_other_protocol_is_told_which_button_to_use(
+    web: TestClient, email: str
+):
+    txn = await start(web)
+    resp = await web.post("/login", data={"txn": txn, "email": email, "password": "demo"})
+    assert resp.status == 401
+    assert f"{email} signs in with SAML: go back and use that button." in await resp.text()
+
+
+async def test_the_index_says_which_protocol_each_user_signs_in_with(web: TestClient):
+    page = await (await web.get("/")).text()
+    assert "gets the admin role; signs in with SAML</li>" in page
+    assert "gets the editor role; signs in with OpenID Connect</li>" in page
+    assert "domain_not_allowed; signs in with OpenID Connect or SAML</li>" in page
+
+
 async def test_a_wrong_password_is_refused_and_logged(
     web: TestClient, caplog: pytest.LogCaptureFixture
 ):
     txn = await start(web)
     with caplog.at_level(logging.INFO, logger="authgate.devidp"):
         resp = await web.post(
-            "/login", data={"txn": txn, "email": "alice@example.com", "password": "Demo"}
+            "/login", data={"txn": txn, "email": "dave@partner.example", "password": "Demo"}
         )
     assert resp.status == 401
     assert "Wrong email or password." in await resp.text()
-    assert caplog.messages == [f"{MARK}: wrong email or password for 'alice@example.com'"]
+    assert caplog.messages == [f"{MARK}: wrong email or password for 'dave@partner.example'"]
 
 
-@pytest.mark.parametrize("email", ["nobody@example.com", "", "ALICE@example.com "])
+@pytest.mark.parametrize("email", ["nobody@example.com", "", "DAVE@partner.example "])
 async def test_only_known_users_sign_in(web: TestClient, email: str):
     txn = await start(web)
     resp = await web.post(
         "/login", data={"txn": txn, "email": email, "password": "demo"}, allow_redirects=False
     )
-    assert resp.status == (302 if email.strip().lower() == "alice@example.com" else 401)
+    assert resp.status == (302 if email.strip().lower() == "dave@partner.example" else 401)
 
 
 async def test_sign_in_answers_with_a_single_use_code_and_an_idp_session(web: TestClient):
@@ -204,7 +249,7 @@ async def test_the_idp_session_offers_continue_unless_prompt_login(web: TestClie
     await sign_in(web, await start(web))
     txn = await start(web)
     page = await (await web.get(f"/login?txn={txn}")).text()
-    assert "Continue as Alice Admin (alice@example.com)" in page
+    assert "Continue as Dave Partner (dave@partner.example)" in page
     resp = await web.post("/login", data={"txn": txn, "continue": "1"}, allow_redirects=False)
     assert resp.headers["Location"].startswith(REDIRECT + "?code=")
     forced = await start(web, prompt="login")
@@ -243,7 +288,7 @@ async def test_token_errors_are_json_with_the_right_status(web: TestClient):
     info = await web.get(
         "/oidc/userinfo", headers={"Authorization": f"Bearer {tokens['access_token']}"}
     )
-    assert (await info.json())["email"] == "alice@example.com"
+    assert (await info.json())["email"] == "dave@partner.example"
     denied = await web.get("/oidc/userinfo", headers={"Authorization": "Bearer nope"})
     assert denied.status == 401
     assert denied.headers["WWW-Authenticate"].startswith('Bearer error="invalid_token"')

@@ -2,7 +2,9 @@
 
 Signing in with a test user's password (or continuing the IdP's own session)
 completes whichever protocol parked the pending sign-in; cancelling answers
-with the protocol's refusal, so the application shows an `idp_error`.
+with the protocol's refusal, so the application shows an `idp_error`. The
+page lists, and the IdP accepts, only the users offered to that protocol
+(see `users.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from authgate.devidp.pages import log
 from authgate.devidp.state import (
     SESSION_COOKIE,
     SESSION_TTL,
+    DevIdp,
     Pending,
     SsoSession,
     blocking,
@@ -25,7 +28,7 @@ from authgate.devidp.state import (
     redirect,
     sso_session,
 )
-from authgate.devidp.users import DevUser, authenticate
+from authgate.devidp.users import PROTOCOL_NAMES, DevUser, authenticate, find, offered_to
 
 
 async def index(request: web.Request) -> web.Response:
@@ -36,6 +39,7 @@ async def index(request: web.Request) -> web.Response:
         discovery=idp.oidc.issuer + "/.well-known/openid-configuration",
         saml_metadata=idp.saml.entity_id,
         users=idp.config.users,
+        protocol_names=PROTOCOL_NAMES,
     )
 
 
@@ -44,7 +48,6 @@ def _login_page(
 ) -> web.Response:
     idp = idp_of(request)
     session = None if pending.force_login else sso_session(request)
-    current = idp.user(session.user_id) if session else None
     return idp.pages.render(
         "login.html",
         status=401 if error else 200,
@@ -52,8 +55,8 @@ def _login_page(
         txn=txn,
         client=pending.client,
         protocol="OpenID Connect" if pending.kind == "oidc" else "SAML 2.0",
-        users=idp.config.users,
-        current=current,
+        users=offered_to(pending.kind, idp.config.users),
+        current=_continuing(idp, session, pending),
         chosen=chosen,
         error=error,
     )
@@ -91,13 +94,14 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     session = sso_session(request)
     user = None
     if "continue" in form and session is not None and not pending.force_login:
-        user, auth_time = idp.user(session.user_id), session.auth_time
+        user, auth_time = _continuing(idp, session, pending), session.auth_time
     if user is None:
         email = form.get("email", "")
-        user, auth_time = authenticate(email, form.get("password", ""), idp.config.users), now()
+        offered = offered_to(pending.kind, idp.config.users)
+        user, auth_time = authenticate(email, form.get("password", ""), offered), now()
         if user is None:
             log.warning("wrong email or password for %r", email[:100])
-            return _login_page(request, txn, pending, "Wrong email or password.", email)
+            return _login_page(request, txn, pending, _refusal(idp, email, pending), email)
     idp.pending.discard(txn)
     log.info("%s signed in for %s (%s)", user.email, pending.client, pending.kind)
     response = await _answer(request, pending, user, auth_time)
@@ -106,6 +110,21 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
         idp.sessions.put(sid, SsoSession(user.id, auth_time), SESSION_TTL)
         response.set_cookie(SESSION_COOKIE, sid, path="/", httponly=True, samesite="Lax")
     return response
+
+
+def _refusal(idp: DevIdp, email: str, pending: Pending) -> str:
+    """Why the sign-in failed; a test user of the other protocol is told which button to use."""
+    known = find(email, idp.config.users)
+    if known is None or pending.kind in known.protocols:
+        return "Wrong email or password."
+    other = " or ".join(PROTOCOL_NAMES[p] for p in known.protocols)
+    return f"{known.email} signs in with {other}: go back and use that button."
+
+
+def _continuing(idp: DevIdp, session: SsoSession | None, pending: Pending) -> DevUser | None:
+    """The IdP session's user, if this protocol may have them (else they sign in afresh)."""
+    user = idp.user(session.user_id) if session is not None else None
+    return user if user is not None and pending.kind in user.protocols else None
 
 
 async def _answer(

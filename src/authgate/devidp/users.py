@@ -2,14 +2,24 @@
 
 Every user has the same password so the demo needs no instructions beyond
 one line; the notes say what authgate's demo policy will make of each one.
+
+A user who gets in is offered to one protocol only, so each of the demo's two
+connections (one per protocol) has people of its own: authgate never merges
+two identity-provider accounts by email, so one person signing in through
+both would be refused the second time with `email_conflict`. Those refused
+before any account exists (unverified email, domain not allowed) are offered
+to both, so either button shows their refusal.
 """
 
 from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import Literal
 
 PASSWORD = "demo"  # noqa: S105 - the published password of the test users
+Protocol = Literal["oidc", "saml"]
+PROTOCOL_NAMES: dict[Protocol, str] = {"oidc": "OpenID Connect", "saml": "SAML"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +35,7 @@ class DevUser:
     email_verified: bool = True
     tag: str = ""
     note: str = ""
+    protocols: tuple[Protocol, ...] = ("oidc", "saml")
 
 
 USERS: tuple[DevUser, ...] = (
@@ -37,6 +48,7 @@ USERS: tuple[DevUser, ...] = (
         groups=("admins", "engineering"),
         tag="admins",
         note="admins group: gets the admin role",
+        protocols=("saml",),
     ),
     DevUser(
         id="u-bob-1002",
@@ -47,6 +59,18 @@ USERS: tuple[DevUser, ...] = (
         groups=("users",),
         tag="users",
         note="users group: an ordinary viewer",
+        protocols=("saml",),
+    ),
+    DevUser(
+        id="u-dave-1005",
+        email="dave@partner.example",
+        name="Dave Partner",
+        given_name="Dave",
+        family_name="Partner",
+        groups=("partners", "engineering"),
+        tag="engineering",
+        note="engineering group: gets the editor role",
+        protocols=("oidc",),
     ),
     DevUser(
         id="u-carol-1003",
@@ -70,6 +94,11 @@ USERS: tuple[DevUser, ...] = (
         note="domain not allowed: refused with domain_not_allowed",
     ),
 )
+
+
+def offered_to(protocol: Protocol, users: tuple[DevUser, ...] = USERS) -> tuple[DevUser, ...]:
+    """The users who may sign in through `protocol`, in their listed order."""
+    return tuple(u for u in users if protocol in u.protocols)
 
 
 def find(email: str, users: tuple[DevUser, ...] = USERS) -> DevUser | None:

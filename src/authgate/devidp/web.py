@@ -12,14 +12,35 @@ from aiohttp.typedefs import Handler
 
 from authgate.devidp import routes_oidc, routes_saml, signin
 from authgate.devidp.pages import MARK
-from authgate.devidp.state import IDP, MAX_FORM, DevIdp
+from authgate.devidp.state import IDP, MAX_FORM, DevIdp, idp_of
+
+# What aiohttp's own refusals (no such route, wrong method, form too large) say as a page.
+HTTP_MESSAGES = {
+    404: "There is no page at this address.",
+    405: "This address does not accept that kind of request.",
+    413: "The form sent is too large.",
+}
 
 
 @web.middleware
 async def marked(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every answer says what it comes from, for anyone reading headers or proxies' logs."""
-    response = await handler(request)
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _refusal_page(request, exc)
     response.headers["X-Development-IdP"] = MARK
+    return response
+
+
+def _refusal_page(request: web.Request, exc: web.HTTPException) -> web.StreamResponse:
+    """The router's 404/405 as a marked page like every other, not aiohttp's plain text."""
+    text = HTTP_MESSAGES.get(exc.status, "The request was refused.")
+    response = idp_of(request).pages.message(exc.reason, text, status=exc.status)
+    if "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
     return response
 
 

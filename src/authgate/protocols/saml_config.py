@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, md
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, md, xmldsig
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.extension import algsupport
@@ -19,8 +19,12 @@ from saml2.metadata import entity_descriptor
 from saml2.sigver import get_xmlsec_binary
 
 from authgate.protocols.saml_crypto import DIGESTS, RSA_SHA256, SHA256, SIGNATURE_HASHES
+from authgate.protocols.saml_metadata import pretty_xml
 from authgate.protocols.saml_xml import NAMEID_FORMATS
 from authgate.settings import SamlConnection, Settings
+
+# The prefixes IdPs' own metadata uses, instead of pysaml2's ns0, ns1, ...
+PREFIXES = {"md": md.NAMESPACE, "ds": xmldsig.NAMESPACE, "alg": algsupport.NAMESPACE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +95,16 @@ def client(config: SPConfig) -> Saml2Client:
 
 
 def sp_metadata(config: SPConfig) -> bytes:
-    """SP metadata advertising only the algorithms authgate accepts (pysaml2 lists SHA-1, MD5)."""
+    """SP metadata advertising only the algorithms authgate accepts (pysaml2 lists SHA-1, MD5).
+
+    Indented, with the usual prefixes, like an IdP's download; the same bytes
+    are served at the metadata URL and printed by `authgate metadata`.
+    """
     descriptor = entity_descriptor(config)
     descriptor.extensions = md.Extensions()
     for element in _algorithms():
         descriptor.extensions.add_extension_element(element)
-    return descriptor.to_string()
+    return pretty_xml(descriptor.to_string(nspair=PREFIXES))
 
 
 def _algorithms() -> list[algsupport.DigestMethod | algsupport.SigningMethod]:

@@ -46,6 +46,19 @@ class MetadataError(Exception):
         self.reason = reason
 
 
+def pretty_xml(document: bytes) -> bytes:
+    """A metadata document indented two spaces a level, as IdPs' metadata downloads are.
+
+    Only whitespace between elements changes, which means nothing in metadata,
+    and an operator can read and diff what they upload. A signed document must
+    be indented before it is signed, never after: the whitespace inside the
+    signed element is part of what its signature covers.
+    """
+    root = xml_hardening.parse(document, MAX_METADATA_BYTES)
+    etree.indent(root, space="  ")
+    return etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+
+
 @dataclass(frozen=True, slots=True)
 class IdpMetadata:
     """What authgate needs to know about one IdP, whatever the source."""

@@ -11,9 +11,11 @@ from __future__ import annotations
 from aiohttp import web
 from multidict import MultiMapping
 
+from authgate.errors import Forbidden
 from authgate.session.sessions import Session
-from authgate.web.client_info import CID, CLIENT, ClientInfo
-from authgate.web.gate import CHALLENGE, current_session, login_url, should_redirect
+from authgate.web.client_info import CLIENT, ClientInfo
+from authgate.web.gate import current_session, login_url, should_redirect, unauthenticated
+from authgate.web.middlewares import REASON_HEADER
 from authgate.web.state import State, state
 
 NO_STORE = {"Cache-Control": "no-store"}
@@ -57,15 +59,11 @@ def _unauthenticated(request: web.Request, original_uri: str | None) -> web.Resp
     browser navigation, so nginx can redirect browsers and answer APIs with 401.
     """
     target = login_url(state(request), original_uri)
-    headers = {**NO_STORE, "WWW-Authenticate": CHALLENGE, LOGIN_HEADER: target}
+    headers = {LOGIN_HEADER: target}
     method = _original(request, "X-Original-Method", "X-Forwarded-Method") or "GET"
     if should_redirect(request, method.upper()):
         headers[REDIRECT_HEADER] = target
-    return web.json_response(
-        {"error": "unauthenticated", "login_url": target, "correlation_id": request[CID]},
-        status=401,
-        headers=headers,
-    )
+    return unauthenticated(request, target, **headers)
 
 
 async def auth(request: web.Request) -> web.Response:
@@ -80,9 +78,7 @@ async def auth(request: web.Request) -> web.Response:
         return _unauthenticated(request, original_uri)
     if not permitted(request.query, session):
         st.metrics.count("auth", "forbidden")
-        return web.json_response(
-            {"error": "forbidden", "correlation_id": request[CID]}, status=403, headers=NO_STORE
-        )
+        raise Forbidden(detail="not in the location's allowed_groups / allowed_roles")
     response = web.Response(status=200)
     for name, value in allowed_headers(st, session):
         response.headers[name] = value
@@ -90,14 +86,24 @@ async def auth(request: web.Request) -> web.Response:
     return response
 
 
+async def refused(request: web.Request) -> web.Response:
+    """The refusal /auth just gave, rendered for the caller (nginx's `error_page 401 403`).
+
+    nginx cannot show authgate's answer to an `auth_request`, so it copies the
+    reason and the request id of that answer into this request. The reason is
+    believed only from a trusted proxy and only as one of the two codes /auth
+    gives, so no one can make this page say what authgate did not decide; the
+    correlation id is the trusted X-Request-Id, like any other.
+    """
+    if _original(request, REASON_HEADER) == "unauthenticated":
+        return _unauthenticated(request, _original(request, "X-Original-URI", "X-Forwarded-Uri"))
+    raise Forbidden(detail="forward-auth refusal shown by the front proxy")
+
+
 async def userinfo(request: web.Request) -> web.Response:
     session = await current_session(request)
     if session is None:
-        return web.json_response(
-            {"error": "unauthenticated", "correlation_id": request[CID]},
-            status=401,
-            headers={**NO_STORE, "WWW-Authenticate": CHALLENGE},
-        )
+        return unauthenticated(request, login_url(state(request), None))
     return web.json_response(
         {
             "user_id": session.user_id,

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from authgate.session.sessions import Session
 from authgate.web.client_info import CID
-from authgate.web.middlewares import wants_html
+from authgate.web.middlewares import REASON_HEADER, wants_html
 from authgate.web.session_refresh import refresh_if_due
 from authgate.web.state import State, state
 
@@ -51,8 +51,24 @@ def challenge(request: web.Request, return_to: str) -> web.Response:
     target = login_url(state(request), return_to)
     if should_redirect(request, request.method):
         return web.Response(status=302, headers={"Location": target, "Cache-Control": "no-store"})
-    return web.json_response(
-        {"error": "unauthenticated", "login_url": target, "correlation_id": request[CID]},
-        status=401,
-        headers={"WWW-Authenticate": CHALLENGE, "Cache-Control": "no-store"},
+    return unauthenticated(request, target)
+
+
+def unauthenticated(request: web.Request, target: str, **headers: str) -> web.Response:
+    """401 for a caller that is not redirected: a page with a sign-in link, or JSON for APIs."""
+    cid = request[CID]
+    if wants_html(request):
+        response = state(request).pages.error(401, "unauthenticated", cid, retry_url=target)
+    else:
+        response = web.json_response(
+            {"error": "unauthenticated", "login_url": target, "correlation_id": cid}, status=401
+        )
+    response.headers.update(
+        {
+            "WWW-Authenticate": CHALLENGE,
+            "Cache-Control": "no-store",
+            REASON_HEADER: "unauthenticated",
+            **headers,
+        }
     )
+    return response

@@ -3,16 +3,19 @@
 Title, logo and colours come from the `branding` settings. Every error page
 says what happened in plain words for the person, what to change for the
 operator, and carries the reason code and correlation id that tie it to the
-audit log.
+audit log. In a hint, text between backticks (a command, a setting) is shown
+as code.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import jinja2
 from aiohttp import web
+from markupsafe import Markup, escape
 
 from authgate.settings import BrandingSettings
 
@@ -30,7 +33,7 @@ HINTS: dict[str, Hint] = {
     "weak_alg": Hint(
         "Your organisation's sign-in service uses an outdated signature algorithm.",
         "Set the identity provider's signing algorithm to SHA-256 (RSA-SHA256); for OpenID"
-        " Connect use an ID token algorithm listed in allowed_algorithms, such as RS256.",
+        " Connect use an ID token algorithm listed in `allowed_algorithms`, such as RS256.",
     ),
     "replayed": Hint(
         "This sign-in response was already used.",
@@ -69,12 +72,12 @@ HINTS: dict[str, Hint] = {
     "state_mismatch": Hint(
         "This sign-in was started in another browser or tab.",
         "The answer does not belong to a sign-in this browser started; if it keeps happening,"
-        " check that cookies reach authgate (SameSite, domain) and that allow_idp_initiated"
+        " check that cookies reach authgate (SameSite, domain) and that `allow_idp_initiated`"
         " matches how the IdP starts sign-ins.",
     ),
     "state_expired": Hint(
         "This sign-in took too long or was already completed.",
-        "Pending sign-ins last session.login_state_ttl.",
+        "Pending sign-ins last `session.login_state_ttl`.",
     ),
     "nonce_mismatch": Hint(
         "Your sign-in could not be verified.",
@@ -83,11 +86,11 @@ HINTS: dict[str, Hint] = {
     "email_unverified": Hint(
         "Your email address is not verified by your sign-in service.",
         "The identity provider sent no verified email for this account. Verify the address"
-        " there, or set require_email_verified: false for IdPs that omit the claim.",
+        " there, or set `require_email_verified: false` for IdPs that omit the claim.",
     ),
     "domain_not_allowed": Hint(
         "Your email domain is not allowed to use this application.",
-        "Add the domain to access.allowed_domains (or the connection's allowed_domains) if"
+        "Add the domain to `access.allowed_domains` (or the connection's `allowed_domains`) if"
         " these users should get in.",
     ),
     "user_not_provisioned": Hint(
@@ -128,11 +131,11 @@ HINTS: dict[str, Hint] = {
     ),
     "not_a_member": Hint(
         "Your account is not in the group that may use this application.",
-        "Add the user to the directory group named in directory_sync.group_id.",
+        "Add the user to the directory group named in `directory_sync.group_id`.",
     ),
     "admin_role_required": Hint(
         "This page is for administrators.",
-        "Map a group to the admin role (access.role_mappings, admin.role) or use the admin"
+        "Map a group to the admin role (`access.role_mappings`, `admin.role`) or use the admin"
         " bearer token.",
     ),
     "cross_origin_request": Hint(
@@ -141,7 +144,8 @@ HINTS: dict[str, Hint] = {
     ),
     "forbidden": Hint(
         "You do not have access to this page.",
-        "The session is valid but the request is not allowed.",
+        "The session is valid, but the user is in none of the `allowed_groups` /"
+        " `allowed_roles` the front proxy asks /auth for at this location.",
     ),
     "unauthenticated": Hint(
         "You need to sign in first.",
@@ -153,11 +157,23 @@ HINTS: dict[str, Hint] = {
     ),
     "upstream_unavailable": Hint(
         "The application cannot be reached right now.",
-        "authgate cannot connect to upstream.url.",
+        "authgate cannot connect to `upstream.url`.",
     ),
     "upstream_timeout": Hint(
         "The application did not answer in time.",
-        "The upstream took longer than upstream.read_timeout.",
+        "The upstream took longer than `upstream.read_timeout`.",
+    ),
+    "not_found": Hint(
+        "There is no page at this address.",
+        "Nothing under authgate's prefix answers this path; check the link that led here.",
+    ),
+    "method_not_allowed": Hint(
+        "This page cannot be used that way.",
+        "The endpoint exists but does not accept this HTTP method.",
+    ),
+    "request_too_large": Hint(
+        "What was sent is too large.",
+        "The request body is over the limit of the endpoint it was sent to.",
     ),
     "internal_error": Hint(
         "Something went wrong.",
@@ -169,6 +185,14 @@ CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src data:;"
     " form-action 'self' https: http:; frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def with_code(text: str) -> Markup:
+    """A hint as HTML: escaped, with each `backticked` span in <code>."""
+    return Markup(_CODE.sub(r"<code>\1</code>", str(escape(text))))  # noqa: S704 - escaped above
 
 
 def _darker(colour: str, factor: float = 0.82) -> str:
@@ -185,6 +209,7 @@ class Pages:
             autoescape=True,
             undefined=jinja2.StrictUndefined,
         )
+        self._env.filters["code"] = with_code
         self.title = brand.title
         self.login_url = login_url
         self._brand = {
@@ -210,12 +235,15 @@ class Pages:
         self, status: int, reason: str, correlation_id: str, retry_url: str | None = None
     ) -> web.Response:
         hint = HINTS.get(reason, GENERIC)
+        server_side = status >= 500
         return self.render(
             "error.html",
             status=status,
             reason=reason,
             correlation_id=correlation_id,
             hint=hint,
-            server_side=status >= 500,
-            retry_url=retry_url or (None if status >= 500 else self.login_url or None),
+            code=status,
+            server_side=server_side,
+            retry_label="Sign in" if status == 401 else "Start again",
+            retry_url=retry_url or (None if server_side else self.login_url or None),
         )

@@ -87,8 +87,8 @@ def _send(st: State, outgoing: Outgoing) -> web.Response:
 async def metadata(request: web.Request) -> web.StreamResponse:
     try:
         protocol = _protocol(request)
-    except LoginFailed as exc:
-        raise web.HTTPNotFound(text=exc.detail) from None
+    except LoginFailed:
+        raise web.HTTPNotFound() from None
     return web.Response(
         body=await protocol.sp_metadata(),
         content_type=METADATA_TYPE,
