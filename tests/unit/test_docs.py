@@ -76,6 +76,32 @@ def where(block: markdown.Block) -> str:
     return f"{rel(block.path)}:{block.line}"
 
 
+# ---- the reader itself --------------------------------------------------------------------
+
+
+def test_anchors_are_githubs_and_fenced_lines_are_no_headings(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "# Okta\n## SAML 2.0\n## Standalone (`auth-url` / `auth-signin`)\n## Okta\n"
+        "```sh\n# not a heading\n```\n[x](#saml-20)\n`[y](nowhere.md)`\n"
+    )
+    assert markdown.anchors(page) == {
+        "okta",
+        "saml-20",
+        "standalone-auth-url--auth-signin",
+        "okta-1",
+    }
+    assert markdown.links(page) == ["#saml-20"]
+
+
+def test_a_not_run_comment_marks_the_block_below_it(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "<!-- not-run: needs a real tenant -->\n```sh\nauthgate x\n```\n\n```sh\ny\n```\n"
+    )
+    assert [b.not_run for b in markdown.blocks(page)] == ["needs a real tenant", None]
+
+
 # ---- links and names -----------------------------------------------------------------------
 
 
