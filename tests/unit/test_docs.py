@@ -136,18 +136,14 @@ def test_repository_paths_named_in_the_prose_exist(doc: Path) -> None:
     assert [p for p in named if not any(ROOT.glob(p.rstrip("/")))] == []
 
 
+TEXT_SUFFIXES = {"", ".yaml", ".conf", ".md", ".py", ".tpl", ".txt"}
+
+
 def _texts_pointing_at_the_docs() -> Iterator[Path]:
+    """Where an operator meets a `docs/...` reference outside the docs: configs, chart, code."""
     for folder in ("conf", "helm", "src", ".ci"):
         for path in (ROOT / folder).rglob("*"):
-            if path.is_file() and path.suffix in {
-                "",
-                ".yaml",
-                ".conf",
-                ".md",
-                ".py",
-                ".tpl",
-                ".txt",
-            }:
+            if path.is_file() and path.suffix in TEXT_SUFFIXES:
                 yield path
     yield ROOT / "Dockerfile"
 
@@ -503,6 +499,31 @@ def test_the_offline_commands_of_the_provisioning_page_are_run() -> None:
     )
 
 
+def reader_argv(command: Command, stand_ins: StandIns, folder: Path) -> list[str]:
+    """The words as on the reader's machine: mounted files in the stand-in folder, and the
+    CSV file saved from the page's csv block."""
+    argv = [stand_ins.redirect(w) for w in command.words[1:]]
+    if argv[:2] == ["users", "import"]:
+        [csv_block] = [b for b in markdown.blocks(command.block.path) if b.lang == "csv"]
+        saved = folder / argv[-1]
+        saved.write_text(csv_block.text)
+        argv[-1] = str(saved)
+    return argv
+
+
+def check_what_it_printed(command: Command, argv: list[str], out: str, folder: Path) -> None:
+    printed = [line for line in out.splitlines() if not line.startswith('{"time"')]
+    if command.output and "..." not in command.output[0]:
+        assert printed[:1] == [command.output[0]], f"{command_id(command)} printed {printed}"
+    if command.stdout_to:
+        saved = folder / command.stdout_to
+        saved.write_text(out)
+        if argv[0] == "metadata":
+            assert ET.parse(saved).getroot().tag.endswith("EntityDescriptor")
+    if argv[:2] == ["keys", "generate"]:
+        assert Path(argv[argv.index("--key-out") + 1]).is_file()
+
+
 @pytest.mark.parametrize("doc", RUN_PAGES, ids=rel)
 def test_the_commands_of_the_page_run_in_order(
     doc: Path,
@@ -514,24 +535,13 @@ def test_the_commands_of_the_page_run_in_order(
 ) -> None:
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("REDIS_URL", redis_url)
-    csv_blocks = [b for b in markdown.blocks(doc) if b.lang == "csv"]
     for command in filter(runs_offline, page_commands(doc)):
-        argv = [stand_ins.redirect(w) for w in command.words[1:]]
+        argv = reader_argv(command, stand_ins, tmp_path)
         if command.program == "mkdir":
             for folder in argv[1:]:
                 Path(folder).mkdir(parents=True, exist_ok=True)
             continue
-        if argv[:2] == ["users", "import"]:
-            csv_file = tmp_path / argv[-1]
-            csv_file.write_text(csv_blocks[0].text)
-            argv[-1] = str(csv_file)
         code = main(argv)
         out, err = capsys.readouterr()
         assert code == 0, f"{command_id(command)}: exit {code}: {err}"
-        printed = [line for line in out.splitlines() if not line.startswith('{"time"')]
-        if command.output and "..." not in command.output[0]:
-            assert printed[:1] == [command.output[0]], f"{command_id(command)} printed {printed}"
-        if argv[0] == "metadata":
-            assert ET.fromstring(out).tag.endswith("EntityDescriptor")
-        if argv[:2] == ["keys", "generate"]:
-            assert Path(argv[argv.index("--key-out") + 1]).is_file()
+        check_what_it_printed(command, argv, out, tmp_path)
