@@ -2,9 +2,10 @@
 # authgate: reverse-proxy authentication sidecar (SAML 2.0 + OpenID Connect).
 #
 #   docker build -t authgate .
-#   docker run -p 4180:4180 \
-#     -v "$PWD/conf/authgate.yaml:/etc/authgate/authgate.yaml:ro" \
-#     -v "$PWD/keys:/etc/authgate/keys:ro" authgate
+#   docker run --rm -p 4180:4180 \
+#     -v "$PWD/conf/docker.yaml:/etc/authgate/authgate.yaml:ro" ... authgate
+#
+# The whole `docker run`, with the environment conf/docker.yaml reads: docs/docker.md.
 #
 # The builder stage turns the source into wheels (with the `fast` extra: uvloop and
 # hiredis, which authgate uses when present); the final stage installs only those

@@ -2,16 +2,20 @@
 
 hadolint lints it for real; the rest reads the instructions and runs what can
 run outside a container: the builder stage's `pip wheel` on exactly the build
-context `.dockerignore` lets through, and the HEALTHCHECK command against a
-live authgate.
+context `.dockerignore` lets through, the HEALTHCHECK command against a live
+authgate, and docs/docker.md's `docker build` and `docker run` read against
+the image: the files it mounts exist, the config passes `check-config` with
+the environment it passes, and listens where the port is published.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,16 +26,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from yarl import URL
 
 from authgate.app import create_app
-from authgate.cli import build_parser
+from authgate.cli import build_parser, main
 from authgate.session.memory import MemoryStore
-from authgate.settings import Settings
+from authgate.settings import Settings, load_settings
+from tests import markdown
 from tests.servers import free_port
 from tests.tools import find_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
+DOCKER_PAGE = ROOT / "docs" / "docker.md"
 BUILD_TOOLS = ("gcc", "g++", "cc ", "build-essential", "make ", "clang", "-dev ", "-dev\n")
 
 
@@ -273,3 +280,147 @@ def test_builder_stage_builds_a_wheel_with_templates_and_entry_point(
         assert "authgate = authgate.cli:main" in archive.read(entry_points).decode()
     for template in ("admin.html", "error.html", "login.html"):
         assert f"authgate/web/templates/{template}" in names
+
+
+# ---- docs/docker.md: the commands a reader copies ------------------------------------------
+
+RUN_OPTIONS = {"-p": "publish", "--publish": "publish", "-v": "volume", "--volume": "volume"}
+RUN_OPTIONS |= {"-e": "env", "--env": "env", "--add-host": "add_host", "--network": "network"}
+RUN_FLAGS = {"--rm", "-d", "--detach", "-i", "-t", "-it"}
+
+
+@dataclass
+class DockerRun:
+    """A `docker run` command line, as far as these tests need to read one."""
+
+    image: str = ""
+    command: list[str] = field(default_factory=list)
+    options: dict[str, list[str]] = field(default_factory=dict)
+
+    def all(self, option: str) -> list[str]:
+        return self.options.get(option, [])
+
+    @property
+    def env(self) -> dict[str, str | None]:
+        pairs = (e.partition("=") for e in self.all("env"))
+        return {name: value if eq else None for name, eq, value in pairs}
+
+    def mounts(self) -> dict[str, tuple[Path, str]]:
+        """Container path -> (host path, mode), with the reader's $PWD as the repository."""
+        found = {}
+        for volume in self.all("volume"):
+            source, target, *mode = volume.split(":")
+            found[target] = (Path(source.replace("$PWD", str(ROOT))), "".join(mode))
+        return found
+
+
+def parse_docker_run(words: list[str]) -> DockerRun:
+    assert words[:2] == ["docker", "run"]
+    run, i = DockerRun(), 2
+    while i < len(words) and words[i].startswith("-"):
+        name, eq, value = words[i].partition("=")
+        i += 1
+        if name in RUN_FLAGS:
+            continue
+        assert name in RUN_OPTIONS, f"docker run {name}: add it to RUN_OPTIONS or RUN_FLAGS"
+        if not eq:
+            value, i = words[i], i + 1
+        run.options.setdefault(RUN_OPTIONS[name], []).append(value)
+    run.image, run.command = words[i], words[i + 1 :]
+    return run
+
+
+def docs_docker_commands(verb: str) -> list[list[str]]:
+    return [
+        words
+        for block in markdown.blocks(DOCKER_PAGE)
+        if block.lang == "sh"
+        for line in markdown.commands(block)
+        if (words := shlex.split(line, comments=True))[:2] == ["docker", verb]
+    ]
+
+
+@pytest.fixture(scope="module")
+def docs_run() -> DockerRun:
+    [words] = docs_docker_commands("run")
+    return parse_docker_run(words)
+
+
+def test_the_docs_build_the_image_their_run_starts(docs_run: DockerRun) -> None:
+    [build] = docs_docker_commands("build")
+    assert build[build.index("-t") + 1] == docs_run.image
+    assert (ROOT / build[-1] / "Dockerfile").resolve() == DOCKERFILE
+    assert docs_run.command == [], "the run leaves the image's own CMD in place"
+
+
+def test_the_docs_run_mounts_existing_files_where_the_image_reads_them(
+    docs_run: DockerRun, final: Stage
+) -> None:
+    mounts = docs_run.mounts()
+    config = json.loads(final.last("CMD"))[2]
+    assert config in mounts, f"the image reads {config}: mount the config there"
+    for target, (source, mode) in mounts.items():
+        assert source.is_file() or source.is_dir(), f"{source} does not exist"
+        assert target.startswith("/etc/authgate/") and mode == "ro"
+
+
+def listen_problems(settings: Settings, run: DockerRun, final: Stage) -> list[str]:
+    """Why the published port, the probe or the application would be unreachable."""
+    problems = []
+    exposed = final.last("EXPOSE").split()
+    published = {p.rpartition(":")[2] for p in run.all("publish")}
+    host, _, port = settings.listen.rpartition(":")
+    if ipaddress.ip_address(host.strip("[]")).is_loopback:
+        problems.append(f"listen {settings.listen}: -p cannot reach a loopback address")
+    if port not in published or port not in exposed:
+        problems.append(f"listen port {port}: published {sorted(published)}, exposed {exposed}")
+    if (
+        _env(final)["AUTHGATE_HEALTHCHECK_URL"]
+        != f"http://127.0.0.1:{port}{settings.prefix}/healthz"
+    ):
+        problems.append("the HEALTHCHECK probes another port or prefix")
+    metrics_host, _, metrics_port = settings.metrics.listen.rpartition(":")
+    if settings.metrics.enabled and (metrics_port not in exposed or metrics_host != host):
+        problems.append(f"metrics.listen {settings.metrics.listen}: not an exposed port on {host}")
+    upstream = URL(settings.upstream.url).host or ""
+    if upstream in ("localhost", "127.0.0.1", "::1"):
+        problems.append(f"upstream {settings.upstream.url}: the container itself")
+    if upstream == "host.docker.internal" and not any(
+        h == "host.docker.internal:host-gateway" for h in run.all("add_host")
+    ):
+        problems.append("host.docker.internal needs --add-host=host.docker.internal:host-gateway")
+    return problems
+
+
+def _with_the_runs_environment(run: DockerRun, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Values the command sets are set; `-e NAME` passes the reader's, here none."""
+    for name, value in run.env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+
+
+def test_the_docs_run_config_passes_check_config_and_listens_where_published(
+    docs_run: DockerRun,
+    final: Stage,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config, _ = docs_run.mounts()[json.loads(final.last("CMD"))[2]]
+    _with_the_runs_environment(docs_run, monkeypatch)
+    assert main(["check-config", str(config)]) == 0, capsys.readouterr().err
+    settings = load_settings(config)
+    assert settings.upstream.url == docs_run.env["UPSTREAM_URL"]
+    assert listen_problems(settings, docs_run, final) == []
+
+
+def test_the_loopback_example_config_would_be_caught(
+    docs_run: DockerRun, final: Stage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the old README mounted: listening on 127.0.0.1, the app on the container's own."""
+    monkeypatch.delenv("UPSTREAM_URL", raising=False)
+    settings = load_settings(ROOT / "conf" / "authgate.example.yaml")
+    problems = listen_problems(settings, docs_run, final)
+    assert "listen 127.0.0.1:4180: -p cannot reach a loopback address" in problems
+    assert "upstream http://127.0.0.1:8080: the container itself" in problems

@@ -61,8 +61,8 @@ def shipped_site(name: str, authgate_port: int, app_port: int) -> str:
     return text
 
 
-def test_readme_shows_the_shipped_site():
-    assert (CONF_DIR / MAIN_SITE).read_text() in (ROOT / "README.md").read_text()
+def test_the_nginx_page_shows_the_shipped_site():
+    assert (CONF_DIR / MAIN_SITE).read_text() in (ROOT / "docs" / "nginx.md").read_text()
 
 
 def assert_nginx_request_id(correlation_id: str, resp: aiohttp.ClientResponse) -> None:
