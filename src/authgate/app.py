@@ -132,13 +132,12 @@ class _Invalidations:
 
     def received(self, message: str) -> None:
         if message == assertion.KEYS_CHANGED:
-            self._cache.alive()
             self._resync.set()
         else:
             self._cache.received(message)
 
-    def alive(self) -> None:
-        self._cache.alive()
+    def alive(self, since: float) -> None:
+        self._cache.alive(since)
 
     def lost(self) -> None:
         self._cache.lost()

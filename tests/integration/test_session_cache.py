@@ -136,7 +136,7 @@ async def test_nothing_is_served_from_memory_before_the_subscription_answers():
     cache = SessionCache()
     cache.offer("digest", template(), cache.epoch)
     assert cache.get("digest") is None
-    cache.alive()
+    cache.alive(time.monotonic())
     cache.offer("digest", template(), cache.epoch)
     assert cache.get("digest") is not None
     cache.lost()

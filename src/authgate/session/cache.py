@@ -6,10 +6,15 @@ just read, on three conditions that keep revocation immediate everywhere:
 
 - every delete, revocation or update publishes the session's digest, and
   every process drops that entry when the message arrives (a millisecond);
-- the subscription proves itself alive with a PING every HEARTBEAT seconds;
-  when no answer came within LIVENESS seconds, or the connection broke, the
-  cache is emptied and bypassed until the subscription is back, so a missed
-  message can never keep a revoked session alive for more than LIVENESS;
+- the subscription proves itself alive with a PING every HEARTBEAT seconds,
+  and an answer keeps the cache usable until LIVENESS seconds after that PING
+  was *sent* (not when its answer was read: a paused process reads old
+  answers late); when none came in time, or the connection broke, the cache
+  is emptied and bypassed until the subscription is back;
+- a revocation (logout, deactivation) answers only once every replica that
+  may be caching has processed it, or can no longer be using what it cached
+  before it (`KeyValueStore.publish(..., confirm=True)`): no replica serves a
+  session after its logout has answered, even one that was paused meanwhile;
 - an entry read from the store while an invalidation arrived is not kept
   (the `epoch` check), so a stale read cannot outlive the message that
   revoked it.
@@ -30,6 +35,9 @@ if TYPE_CHECKING:
 INVALIDATIONS = "session-invalidations"
 HEARTBEAT = 0.25
 LIVENESS = 0.75
+# A replica's registration outlives its cache's usability by this much; a confirmed
+# revocation waits at most LIVENESS + MARGIN for the replicas that did not answer.
+MARGIN = 0.25
 MAX_ENTRIES = 10_000
 
 
@@ -71,13 +79,13 @@ class SessionCache:
 
     def received(self, message: str) -> None:
         self.drop(message)
-        self.alive()
 
-    def alive(self) -> None:
-        """The subscription answered just now: every message sent before has been delivered."""
+    def alive(self, since: float) -> None:
+        """A heartbeat sent at `since` (this clock) was answered: every message published
+        before it has been delivered."""
         if not self.usable():
             self.lost()
-        self._alive_until = self._clock() + LIVENESS
+        self._alive_until = max(self._alive_until, since + LIVENESS)
 
     def lost(self) -> None:
         """Messages may have been missed: forget everything and stop serving from memory."""

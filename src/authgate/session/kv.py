@@ -19,8 +19,9 @@ class Subscriber(Protocol):
 
     def received(self, message: str) -> None: ...
 
-    def alive(self) -> None:
-        """The subscription answered a heartbeat: everything published before has arrived."""
+    def alive(self, since: float) -> None:
+        """A heartbeat sent at `since` (time.monotonic) was answered: everything published
+        before it has arrived."""
 
     def lost(self) -> None:
         """The subscription broke, or is back after a break: messages published meanwhile
@@ -95,8 +96,13 @@ class KeyValueStore(ABC):
     async def hgetall(self, key: str) -> dict[str, str]: ...
 
     @abstractmethod
-    async def publish(self, channel: str, message: str) -> None:
-        """Tell every process listening on `channel`."""
+    async def publish(self, channel: str, message: str, confirm: bool = False) -> None:
+        """Tell every process listening on `channel`.
+
+        With `confirm`, return only once every process that may be acting on
+        what it heard before has processed the message, or provably stopped
+        acting on it (its subscription went quiet long enough).
+        """
 
     @abstractmethod
     async def listen(self, channel: str, subscriber: Subscriber, stop: asyncio.Event) -> None:

@@ -107,7 +107,7 @@ class MemoryStore(KeyValueStore):
     async def hgetall(self, key: str) -> dict[str, str]:
         return dict(self._data[key]) if self._live(key) else {}
 
-    async def publish(self, channel: str, message: str) -> None:
+    async def publish(self, channel: str, message: str, confirm: bool = False) -> None:
         """Nobody else can be listening: this store lives inside one process."""
 
     async def listen(self, channel: str, subscriber: Subscriber, stop: asyncio.Event) -> None:

@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -24,6 +26,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authgate.errors import StoreUnavailable
+from authgate.session.cache import LIVENESS, MARGIN
 from authgate.session.kv import KeyValueStore, Subscriber
 from authgate.settings import RedisSettings
 
@@ -38,6 +41,10 @@ _OUTAGES = (RedisError, RedisClusterException, OSError, TimeoutError)
 _DETAIL_CHARS = 200
 # A subscription that answered no heartbeat for this many intervals is reconnected.
 _SILENT_HEARTBEATS = 8
+# The sorted set of replicas that may be serving from their session cache, and the
+# channel suffix on which they confirm a revocation.
+_REGISTRY = "replicas"
+_ACKS = ":acks"
 _RESUBSCRIBE_AFTER = 1.0
 # One retry on a fresh connection, after at most 50 ms: enough to replace a dead one.
 _RETRIES = 1
@@ -100,12 +107,33 @@ end
 return 0
 """
 
+# A replica's registration: "I may be caching until now + ARGV[2] ms" (Redis' own clock).
+_REGISTER = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
+# Publish, and name the replicas registered at that same instant: the ones to wait for.
+_PUBLISH_TO_REGISTERED = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('PUBLISH', ARGV[1], ARGV[2])
+return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
+"""
+
 _DELETE_IF = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0
 """
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else value or ""
 
 
 def _ms(ttl: float) -> int:
@@ -140,6 +168,33 @@ def connect(settings: RedisSettings) -> Any:
     return aioredis.Redis.from_url(settings.url, **common)
 
 
+class _Awaited:
+    """The confirmations of one revocation, as they arrive on the acks channel."""
+
+    def __init__(self) -> None:
+        self._heard: set[str] = set()
+        self._changed = asyncio.Event()
+
+    def heard(self, replica: str) -> None:
+        self._heard.add(replica)
+        self._changed.set()
+
+    async def all_of(self, replicas: set[str], deadline: float) -> None:
+        """Until each of `replicas` confirmed, or `deadline` (loop time): past it, a replica
+        that stayed silent has not had a usable cache since before the message."""
+        loop = asyncio.get_running_loop()
+        while not replicas <= self._heard:
+            left = deadline - loop.time()
+            if left <= 0:
+                log.warning(
+                    "%d replicas did not confirm a revocation in time", len(replicas - self._heard)
+                )
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+
 class RedisStore(KeyValueStore):
     kind = "redis"
     shared = True
@@ -149,6 +204,9 @@ class RedisStore(KeyValueStore):
         self._prefix = prefix
         self._ready = not isinstance(client, RedisCluster)
         self._init_lock = asyncio.Lock()
+        self.replica_id = secrets.token_hex(8)
+        self._awaited: dict[str, _Awaited] = {}
+        self._acks: set[asyncio.Task[None]] = set()
 
     async def _initialise(self) -> None:
         """Discover the cluster once, before any command.
@@ -240,9 +298,56 @@ class RedisStore(KeyValueStore):
     async def ping(self) -> None:
         await self._redis.ping()
 
+    async def publish(self, channel: str, message: str, confirm: bool = False) -> None:
+        if not confirm:
+            await self._publish(channel, message)
+            return
+        nonce = secrets.token_hex(8)
+        awaited = self._awaited[nonce] = _Awaited()
+        try:
+            registered = await self._publish_to_registered(channel, f"{message} {nonce}")
+            deadline = asyncio.get_running_loop().time() + LIVENESS + MARGIN
+            await awaited.all_of(registered - {self.replica_id}, deadline)
+        finally:
+            del self._awaited[nonce]
+
     @_fail_closed
-    async def publish(self, channel: str, message: str) -> None:
+    async def _publish(self, channel: str, message: str) -> None:
         await self._redis.publish(self._k(channel), message)
+
+    @_fail_closed
+    async def _publish_to_registered(self, channel: str, message: str) -> set[str]:
+        names = await self._redis.eval(
+            _PUBLISH_TO_REGISTERED, 1, self._k(_REGISTRY), self._k(channel), message
+        )
+        return {n.decode() for n in names}
+
+    async def _register(self) -> None:
+        """Say for how long this replica may serve from its cache, before each heartbeat."""
+        await self._redis.eval(
+            _REGISTER, 1, self._k(_REGISTRY), self.replica_id, _ms(LIVENESS + MARGIN)
+        )
+
+    async def _deregister(self) -> None:
+        with contextlib.suppress(*_OUTAGES):
+            await self._redis.zrem(self._k(_REGISTRY), self.replica_id)
+
+    def _acknowledge(self, channel: str, nonce: str) -> None:
+        """Tell the revoking replica this one has forgotten the session (off the read loop)."""
+
+        async def ack() -> None:
+            with contextlib.suppress(*_OUTAGES):
+                await self._redis.publish(self._k(channel + _ACKS), f"{nonce} {self.replica_id}")
+
+        task = asyncio.get_running_loop().create_task(ack())
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
+
+    def _acknowledged(self, data: str) -> None:
+        nonce, _, replica = data.partition(" ")
+        awaited = self._awaited.get(nonce)
+        if awaited is not None:
+            awaited.heard(replica)
 
     async def listen(
         self, channel: str, subscriber: Subscriber, stop: asyncio.Event, heartbeat: float = 0.25
@@ -283,13 +388,21 @@ class RedisStore(KeyValueStore):
         and subscribe again on its own (a command sent on a closed connection
         reconnects it); that shows up as a second `subscribe` confirmation,
         which tells the subscriber the same.
+
+        Each heartbeat first renews this replica's registration, then sends a
+        PING carrying its own send time, so the answer proves liveness as of
+        the sending, however late it is read. The acks channel carries the
+        confirmations of revocations this replica is waiting for.
         """
         loop = asyncio.get_running_loop()
         pubsub = self._redis.pubsub()
-        subscribed = False
+        data, acks = self._k(channel), self._k(channel + _ACKS)
+        confirmed: set[str] = set()
         pooled_retry = None
         try:
-            await pubsub.subscribe(self._k(channel))
+            started = time.monotonic()
+            await self._register()
+            await pubsub.subscribe(data, acks)
             pooled_retry, pubsub.connection.retry = pubsub.connection.retry, _NO_RETRY
             if was_broken:
                 log.warning("subscribed to %s again", channel)
@@ -300,26 +413,41 @@ class RedisStore(KeyValueStore):
                 if now - heard > heartbeat * _SILENT_HEARTBEATS:
                     raise TimeoutError(f"no answer to {_SILENT_HEARTBEATS} heartbeats")
                 if now >= next_ping:
-                    await pubsub.ping()
+                    sent = time.monotonic()
+                    await self._register()
+                    await pubsub.ping(repr(sent))
                     next_ping = now + heartbeat
                 message = await pubsub.get_message(timeout=max(0.0, next_ping - loop.time()))
                 if message is None:
                     continue
                 heard = loop.time()
-                if message["type"] == "message":
-                    subscriber.received(message["data"].decode())
-                elif message["type"] == "subscribe":
-                    if subscribed:
+                kind, name = message["type"], _text(message.get("channel"))
+                if kind == "message" and name == acks:
+                    self._acknowledged(_text(message["data"]))
+                elif kind == "message":
+                    self._deliver(channel, subscriber, _text(message["data"]))
+                elif kind == "subscribe":
+                    if name in confirmed:
                         log.warning("subscribed to %s again after a reconnect", channel)
                         subscriber.lost()
-                    subscribed = True
-                    subscriber.alive()
-                elif message["type"] == "pong":
-                    subscriber.alive()
+                    confirmed.add(name)
+                    if confirmed == {data, acks}:
+                        subscriber.alive(started)
+                elif kind == "pong":
+                    subscriber.alive(float(_text(message["data"])))
         finally:
             if pooled_retry is not None and pubsub.connection is not None:
                 pubsub.connection.retry = pooled_retry
             await pubsub.aclose()
+            subscriber.lost()
+            await self._deregister()
+
+    def _deliver(self, channel: str, subscriber: Subscriber, data: str) -> None:
+        """Hand the message over; a revocation asking for it is confirmed once handled."""
+        message, _, nonce = data.partition(" ")
+        subscriber.received(message)
+        if nonce:
+            self._acknowledge(channel, nonce)
 
     async def close(self) -> None:
         """Also closes the connections to the sentinels, which the master client does not own."""

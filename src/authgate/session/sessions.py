@@ -10,6 +10,7 @@ their copy at once.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import secrets
@@ -142,7 +143,8 @@ class SessionStore:
         session = Session.from_json(sid, raw)
         now = self._clock()
         if now >= session.expires_at or now - session.last_seen >= self.idle_timeout:
-            await self.delete(session)
+            # Every replica checks the deadlines of what it caches: nothing to wait for.
+            await self._remove(session, revoked=False)
             return None
         current = session
         if now - session.last_seen >= self._touch_every:
@@ -174,16 +176,24 @@ class SessionStore:
         return session
 
     async def delete(self, session: Session) -> None:
+        """Revoke one session; returns once no replica will serve it again."""
+        await self._remove(session, revoked=True)
+
+    async def _remove(self, session: Session, revoked: bool) -> None:
         digest = _digest(session.id)
         await self._kv.delete(_key_of(digest))
         await self._kv.remove_member(_user_index(session.user_id), digest)
-        await self._invalidate(digest)
+        await self._invalidate(digest, revoked)
 
-    async def _invalidate(self, digest: str) -> None:
-        """Every process (this one first) forgets its cached copy of the session."""
+    async def _invalidate(self, digest: str, revoked: bool = False) -> None:
+        """Every process (this one first) forgets its cached copy of the session.
+
+        A revocation returns only once no replica can serve the session from
+        memory any more (SPEC §7: once a logout has answered, nobody serves it).
+        """
         if self.cache is not None:
             self.cache.drop(digest)
-        await self._kv.publish(INVALIDATIONS, digest)
+        await self._kv.publish(INVALIDATIONS, digest, confirm=revoked)
 
     async def revoke_user(self, user_id: str) -> int:
         """End every session of one user at once; returns how many were live.
@@ -193,10 +203,11 @@ class SessionStore:
         """
         index = _user_index(user_id)
         live = 0
-        for digest in await self._kv.members(index):
+        digests = await self._kv.members(index)
+        for digest in digests:
             live += await self._kv.delete(_key_of(digest))
             await self._kv.remove_member(index, digest)
-            await self._invalidate(digest)
+        await asyncio.gather(*(self._invalidate(d, revoked=True) for d in digests))
         return live
 
     async def count_for_user(self, user_id: str) -> int:
