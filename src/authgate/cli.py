@@ -19,10 +19,9 @@ from authgate.cli_saml import add_commands as add_saml_commands
 from authgate.cli_saml import metadata_status
 from authgate.devidp import NotLoopback
 from authgate.errors import StoreUnavailable
-from authgate.settings import ConfigError, Settings, load_config, load_settings
+from authgate.settings import ConfigError, Settings, default_config_path, load_config, load_settings
 from authgate.status import ConnectionStatus
 
-DEFAULT_CONFIG = "conf/authgate.yaml"
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
 log = logging.getLogger("authgate")
@@ -121,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="serve the authenticating proxy")
     run.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+        "--config",
+        default=default_config_path(),
+        help="config file (default $AUTHGATE_CONFIG or /etc/authgate/authgate.yaml)",
     )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
@@ -150,11 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo_cmd.set_defaults(func=cmd_demo)
 
     check = sub.add_parser("check-config", help="validate a config file and exit")
-    check.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    check.add_argument("file", nargs="?", default=default_config_path())
     check.set_defaults(func=cmd_check_config)
 
     status = sub.add_parser("status", help="show connections and their last failures")
-    status.add_argument("--config", default=DEFAULT_CONFIG)
+    status.add_argument("--config", default=default_config_path())
     status.set_defaults(func=cmd_status)
     add_commands(sub)
     add_connection_commands(sub)

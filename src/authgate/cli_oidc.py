@@ -19,9 +19,8 @@ from authgate.protocols.saml import SamlProtocol
 from authgate.secrets import SecretBox, encrypt, generate_key, load_master_key
 from authgate.session.memory import MemoryStore
 from authgate.session.replay import ReplayCache
-from authgate.settings import SecretsSettings, Settings, load_settings
+from authgate.settings import SecretsSettings, Settings, default_config_path, load_settings
 
-DEFAULT_CONFIG = "conf/authgate.yaml"
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
 
@@ -122,5 +121,5 @@ def add_commands(sub: Any) -> None:
         " exit 1 on problems",
     )
     test.add_argument("connection", help="connection id")
-    test.add_argument("--config", default=DEFAULT_CONFIG)
+    test.add_argument("--config", default=default_config_path())
     test.set_defaults(func=cmd_test)

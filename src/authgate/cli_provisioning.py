@@ -24,10 +24,9 @@ from authgate.retirement import Lifecycle, check_admin_safety
 from authgate.scim.tokens import ScimTokens
 from authgate.session.kv import KeyValueStore
 from authgate.session.sessions import SessionStore
-from authgate.settings import ConfigError, Settings, load_settings
+from authgate.settings import ConfigError, Settings, default_config_path, load_settings
 from authgate.users import UserStore
 
-DEFAULT_CONFIG = "conf/authgate.yaml"
 EXIT_PARTIAL = 1
 
 
@@ -182,7 +181,9 @@ async def _connection_retire(
 
 def _command(parser: Any, action: Callable[..., Awaitable[int]]) -> None:
     parser.add_argument(
-        "--config", default=DEFAULT_CONFIG, help=f"config file (default {DEFAULT_CONFIG})"
+        "--config",
+        default=default_config_path(),
+        help="config file (default $AUTHGATE_CONFIG or /etc/authgate/authgate.yaml)",
     )
     parser.set_defaults(func=lambda args: _run(args, action))
 

@@ -10,9 +10,8 @@ from typing import Any
 from authgate.keys import DEFAULT_BITS, DEFAULT_DAYS, write_pair
 from authgate.protocols.saml_config import SpEndpoints, sp_config, sp_metadata
 from authgate.session.kv import KeyValueStore
-from authgate.settings import SamlConnection, load_settings
+from authgate.settings import SamlConnection, default_config_path, load_settings
 
-DEFAULT_CONFIG = "conf/authgate.yaml"
 EXIT_USAGE = 2
 
 
@@ -69,5 +68,5 @@ def add_commands(sub: Any) -> None:
 
     metadata = sub.add_parser("metadata", help="print the SP metadata of a SAML connection")
     metadata.add_argument("connection", help="connection id")
-    metadata.add_argument("--config", default=DEFAULT_CONFIG)
+    metadata.add_argument("--config", default=default_config_path())
     metadata.set_defaults(func=cmd_metadata)

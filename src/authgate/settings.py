@@ -42,6 +42,8 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _CONN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Where the container image mounts the config; `--config` and $AUTHGATE_CONFIG override it.
+DEFAULT_CONFIG_PATH = "/etc/authgate/authgate.yaml"
 
 
 class ConfigError(Exception):
@@ -899,10 +901,22 @@ def load_settings(path: str | Path) -> Settings:
     return load_config(path).settings
 
 
+def default_config_path() -> str:
+    """`--config` when none is given: $AUTHGATE_CONFIG, else where the image mounts it."""
+    return os.environ.get("AUTHGATE_CONFIG", DEFAULT_CONFIG_PATH)
+
+
 def load_config(path: str | Path) -> LoadedConfig:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [
+                f"{path}: no such config file: pass --config FILE or set AUTHGATE_CONFIG"
+                " (examples to start from are in conf/)"
+            ]
+        ) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the config file ({exc.strerror})"]) from None
     try:

@@ -223,3 +223,21 @@ def test_run_starts_with_a_real_secret_and_warns_of_the_example_issuer(tmp_path)
         " set OIDC_ISSUER\n"
     )
     assert "listening on" in lines[-1]
+
+
+@pytest.mark.parametrize("command", [["check-config"], ["status"], ["run"]])
+def test_without_config_the_error_says_how_to_give_one(command):
+    env = {k: v for k, v in os.environ.items() if k != "AUTHGATE_CONFIG"}
+    result = authgate(*command, env=env)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        "/etc/authgate/authgate.yaml: no such config file: pass --config FILE or set"
+        " AUTHGATE_CONFIG (examples to start from are in conf/)"
+    ) in result.stderr
+
+
+def test_authgate_config_names_the_default_file():
+    result = authgate("check-config", env={**os.environ, "AUTHGATE_CONFIG": str(EXAMPLE)})
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"{EXAMPLE}: OK")
