@@ -28,11 +28,11 @@ class KeepAlive:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer, f"127.0.0.1:{port}")
 
-    async def get(self, path: str, cookie: str) -> int:
+    async def get(self, path: str, cookie: str, extra: str = "") -> int:
         """Send a GET with the session cookie; the status, the body read and discarded."""
         self.writer.write(
             f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: application/json\r\n"
-            f"Cookie: authgate={cookie}\r\n\r\n".encode()
+            f"{extra}Cookie: authgate={cookie}\r\n\r\n".encode()
         )
         await self.writer.drain()
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -76,7 +76,8 @@ async def delay(logout_port: int, probe_ports: list[int], cookie: str, path: str
             status = await conn.get(path, cookie)
             if status != 200:
                 raise RuntimeError(f"{conn.host}{path} answered {status} before the logout")
-        status = await logout.get("/_authgate/logout", cookie)
+        # As the app's own sign-out link: a cross-site GET would only be asked to confirm.
+        status = await logout.get("/_authgate/logout", cookie, "Sec-Fetch-Site: same-origin\r\n")
         if status not in (200, 302):
             raise RuntimeError(f"logout answered {status}")
         done = time.perf_counter()
