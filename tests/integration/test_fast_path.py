@@ -372,6 +372,17 @@ async def test_session_due_for_refresh_goes_to_aiohttp(gate: Gate):
     assert resp.status == 401
 
 
+@pytest.mark.parametrize("target", ["/app", "/_authgate/auth"])
+async def test_session_whose_refresh_is_not_due_yet_stays_on_the_fast_path(
+    gate: Gate, target: str
+):
+    """Every OIDC session with refresh on carries `refresh_at`; only a due one needs aiohttp."""
+    session = await new_session(gate.st, protocol_data={"refresh_at": time.time() + 600})
+    for _ in range(2):
+        resp = await gate.fast(target, [cookie(gate.st, session)])
+        assert resp.status == 200
+
+
 async def test_forward_auth_outside_the_allowed_groups_is_refused_by_aiohttp(gate: Gate):
     session = await new_session(gate.st)
     resp = await gate.slow("/_authgate/auth?allowed_groups=admins", [cookie(gate.st, session)])

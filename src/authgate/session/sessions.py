@@ -43,10 +43,11 @@ class Session:
     protocol_data: dict[str, Any] = field(default_factory=dict)
     id: str = ""
 
-    @property
-    def refreshable(self) -> bool:
-        """Carries the protocol's refresh state: each request must ask whether a refresh is due."""
-        return "refresh_at" in self.protocol_data
+    def refresh_due(self, now: float) -> bool:
+        """The protocol asked to renew the claims by `now` (OIDC refresh); until then the
+        session is served like any other."""
+        due = self.protocol_data.get("refresh_at")
+        return isinstance(due, int | float) and due <= now
 
     def to_json(self) -> bytes:
         data = asdict(self)

@@ -30,7 +30,7 @@ A request is taken only if all of these hold:
 - it is `{prefix}/auth`, or a GET or HEAD of a path outside `{prefix}/` that
   is not public;
 - it carries exactly one unquoted session cookie whose session is valid (in
-  the cache, else in the store), has no refresh due, and for /auth passes
+  the cache, else in the store), has no claims refresh due yet, and for /auth passes
   `allowed_groups` / `allowed_roles`.
 """
 
@@ -464,7 +464,7 @@ class FrontProtocol(asyncio.Protocol):
         `proxy` then does the same with waiting.
         """
         session = self._cached(head)
-        if session is None or session.refreshable or "Content-Length" in head.headers:
+        if session is None or session.refresh_due(time.time()) or "Content-Length" in head.headers:
             return None
         st = self._st
         assert st.upstream is not None
@@ -577,7 +577,7 @@ class FrontProtocol(asyncio.Protocol):
         self, head: Head, client: ClientInfo, cid: str, session: Session | None
     ) -> bool:
         """Yes, if this session may pass here; False leaves the answer to aiohttp."""
-        if session is None or session.refreshable:
+        if session is None or session.refresh_due(time.time()):
             return False
         if not permitted(_query(head.query), session):
             return False
@@ -605,7 +605,7 @@ class FrontProtocol(asyncio.Protocol):
         if sid is None:
             return None
         session = self._st.sessions.cached(sid) or await from_store(self._st, sid)
-        if session is None or session.refreshable:
+        if session is None or session.refresh_due(time.time()):
             return None
         return session
 

@@ -23,7 +23,7 @@ async def current_session(request: web.Request) -> Session | None:
     if not sid:
         return None
     session = st.sessions.cached(sid) or await from_store(st, sid)
-    if session is not None and session.refreshable:
+    if session is not None and session.refresh_due(time.time()):
         session = await refresh_if_due(request, session)
     return session
 

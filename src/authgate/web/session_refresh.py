@@ -32,23 +32,18 @@ log = logging.getLogger("authgate.oidc")
 LOCK_TTL = 30.0
 
 
-def is_due(session: Session, now: float) -> bool:
-    due = session.protocol_data.get("refresh_at")
-    return isinstance(due, int | float) and due <= now
-
-
 async def refresh_if_due(request: web.Request, session: Session) -> Session | None:
     """The session, renewed if its refresh was due; None once the refresh ended it."""
     st = state(request)
     protocol = st.protocols.get(session.connection)
-    if not isinstance(protocol, OidcProtocol) or not is_due(session, time.time()):
+    if not isinstance(protocol, OidcProtocol) or not session.refresh_due(time.time()):
         return session
     lock = "refresh-lock:" + hashlib.sha256(session.id.encode()).hexdigest()
     async with refresh_lock(st.kv, lock) as held:
         if not held:
             return session
         current = await st.sessions.load(session.id)
-        if current is None or not is_due(current, time.time()):
+        if current is None or not current.refresh_due(time.time()):
             return current
         return await _renew(request, st, protocol, current)
 
