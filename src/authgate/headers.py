@@ -8,10 +8,9 @@ WSGI, PHP) fold `X_User` and `X-User` into the same variable.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
 from dataclasses import dataclass
 
-from multidict import CIMultiDict, MultiMapping
+from multidict import MultiMapping
 
 from authgate.session.sessions import Session
 from authgate.settings import HeaderSettings
@@ -90,17 +89,8 @@ class IdentityHeaders:
             assertion_header=settings.assertion.header,
         )
 
-    def is_protected(self, name: str) -> bool:
-        return self._protected_key(normalise(name))
-
     def _protected_key(self, key: str) -> bool:
         return key in self.protected or key.startswith(_STRIPPED_PREFIXES)
-
-    def clean(
-        self, incoming: MultiMapping[str], extra_drop: Iterable[str] = ()
-    ) -> CIMultiDict[str]:
-        """Copy of the client's headers without hop-by-hop and identity headers."""
-        return CIMultiDict(self.kept(incoming, frozenset(normalise(n) for n in extra_drop)))
 
     def kept(
         self, incoming: MultiMapping[str], extra_drop: frozenset[str] = frozenset()

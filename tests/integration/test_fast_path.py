@@ -373,9 +373,7 @@ async def test_session_due_for_refresh_goes_to_aiohttp(gate: Gate):
 
 
 @pytest.mark.parametrize("target", ["/app", "/_authgate/auth"])
-async def test_session_whose_refresh_is_not_due_yet_stays_on_the_fast_path(
-    gate: Gate, target: str
-):
+async def test_session_whose_refresh_is_not_due_yet_stays_on_the_fast_path(gate: Gate, target: str):
     """Every OIDC session with refresh on carries `refresh_at`; only a due one needs aiohttp."""
     session = await new_session(gate.st, protocol_data={"refresh_at": time.time() + 600})
     for _ in range(2):

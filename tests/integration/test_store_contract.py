@@ -208,10 +208,6 @@ async def test_hash_fields_merge_and_overwrite(store_backend: StoreBackend) -> N
     assert await kv.hgetall("h") == {"a": "1", "b": "3", "ü": "ünïcode"}
 
 
-async def test_ping(store_backend: StoreBackend) -> None:
-    await store_backend.client().ping()
-
-
 async def test_ttls_expire_and_never_shrink(store_backend: StoreBackend) -> None:
     """All expiry rules in one real wait, so the suite sleeps once per store."""
     kv = store_backend.client()
@@ -291,6 +287,8 @@ PRIMITIVES = {
     "hset": lambda kv: kv.hset("h", {"f": "v"}),
     "hgetall": lambda kv: kv.hgetall("h"),
     "ping": lambda kv: kv.ping(),
+    "publish": lambda kv: kv.publish("c", "m"),
+    "publish_confirmed": lambda kv: kv.publish("c", "m", confirm=True),
 }
 
 

@@ -53,6 +53,3 @@ class CookiePolicy:
 
     def set_login(self, response: web.StreamResponse, browser_id: str, max_age: float) -> None:
         self._set(response, self.login_name, browser_id, int(max_age), self._login_same_site)
-
-    def clear_login(self, response: web.StreamResponse) -> None:
-        self._set(response, self.login_name, "", 0, self._login_same_site)
