@@ -94,6 +94,7 @@ class TestOP:
         self.token_delay = 0.0
         self.graph_groups: list[dict[str, str]] = []
         self.graph_page_size = 2
+        self.graph_throttled = 0
         self.graph_next_link: Callable[[str], str] = lambda url: url
         self.codes: dict[str, dict[str, Any]] = {}
         self.refresh_tokens: set[str] = set()
@@ -263,6 +264,14 @@ class TestOP:
     async def graph_member_of(self, request: web.Request) -> web.Response:
         """`GET /v1.0/users/{id}/transitiveMemberOf/microsoft.graph.group`, paged by $skiptoken."""
         self.graph_requests.append(f"memberOf {request.match_info['oid']} {request.query_string}")
+        if self.graph_throttled > 0:
+            self.graph_throttled -= 1
+            # Graph's throttling answer: 429, Retry-After in seconds, an error code.
+            return web.json_response(
+                {"error": {"code": "TooManyRequests", "message": "Too many requests."}},
+                status=429,
+                headers={"Retry-After": "1"},
+            )
         if (
             request.headers.get("Authorization", "").removeprefix("Bearer ")
             not in self.graph_tokens

@@ -1,11 +1,8 @@
 """Entra ID group sync: one group's transitive members, read from Microsoft Graph, as an allowlist.
 
-Graph is called app-only: a client-credentials token from
-`{login_url}/{tenant}/oauth2/v2.0/token`, then
+Graph is called app-only (`authgate.graph`): a client-credentials token, then
 `GET {graph_url}/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user?$select=...`
-following `@odata.nextLink` verbatim (only while it stays on Graph, so the
-bearer token never leaves for another host). A throttled answer (429, or a
-5xx) waits for `Retry-After` when given, else backs off exponentially.
+page after page, with throttling and backoff handled there.
 
 The member list is kept in the shared store under a generation pointer, so a
 replica reads either the old or the new list, never half of one; a failed
@@ -21,7 +18,6 @@ object id claim (`oid`, or Entra's SAML objectidentifier claim).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import json
 import logging
 import re
@@ -31,12 +27,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 
 from authgate.audit import AuditLog
 from authgate.errors import PolicyDenied
+from authgate.graph import Credentials, Graph, GraphError, Limits
 from authgate.identity import Identity
 from authgate.retirement import Lifecycle
 from authgate.session.kv import KeyValueStore
@@ -96,119 +93,27 @@ def user_keys(user: User) -> set[str]:
     return {v.lower() for v in (user.email, user.external_id, user.username) if v}
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
+def _first_page(cfg: DirectorySyncSettings) -> str:
+    fields = ",".join(dict.fromkeys(["id", *cfg.select]))
+    return (
+        f"{cfg.graph_url}/v1.0/groups/{quote(cfg.group_id, safe='')}"
+        f"/transitiveMembers/microsoft.graph.user?$select={fields}&$top={PAGE_SIZE}"
+    )
+
+
+async def group_members(graph: Graph, cfg: DirectorySyncSettings) -> list[Member]:
+    """Every transitive user member of the group, all pages, by object id."""
+    found: dict[str, Member] = {}
     try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _json(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return None
-
-
-class GraphClient:
-    """App-only Microsoft Graph reads with throttling and backoff handled."""
-
-    def __init__(
-        self,
-        http: aiohttp.ClientSession,
-        cfg: DirectorySyncSettings,
-        sleep: Sleep = asyncio.sleep,
-    ) -> None:
-        self._http = http
-        self._cfg = cfg
-        self._sleep = sleep
-        self._graph = urlsplit(cfg.graph_url)
-
-    async def _send(self, method: str, url: str, **kwargs: Any) -> tuple[int, Any]:
-        """One call, retried on 429 and 5xx; returns (status, JSON body or None)."""
-        cfg = self._cfg
-        for attempt in range(cfg.max_retries + 1):
-            try:
-                async with self._http.request(
-                    method, url, timeout=aiohttp.ClientTimeout(total=cfg.timeout), **kwargs
-                ) as resp:
-                    body = _json(await resp.read())
-                    status, wait = resp.status, _retry_after(resp.headers.get("Retry-After"))
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status, body, wait = 0, None, None
-                log.warning("Graph call failed (%s): %s", type(exc).__name__, exc)
-            if status != 429 and status < 500 and status != 0:
-                return status, body
-            if attempt == cfg.max_retries:
-                break
-            delay = wait if wait is not None else cfg.backoff * 2**attempt
-            await self._sleep(min(delay, cfg.max_retry_after))
-        raise DirectorySyncError(
-            "graph_unavailable" if status else "graph_unreachable",
-            f"{method} {urlsplit(url).path} still failing (HTTP {status or '-'})"
-            f" after {cfg.max_retries} retries",
-        )
-
-    async def token(self) -> str:
-        cfg = self._cfg
-        url = f"{cfg.login_url}/{quote(cfg.tenant_id, safe='')}/oauth2/v2.0/token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": cfg.client_id,
-            "client_secret": cfg.client_secret,
-            "scope": f"{cfg.graph_url}/.default",
-        }
-        status, body = await self._send("POST", url, data=form)
-        token = body.get("access_token") if isinstance(body, dict) else None
-        if status != 200 or not isinstance(token, str):
-            error = body.get("error", "") if isinstance(body, dict) else ""
-            described = body.get("error_description", "") if isinstance(body, dict) else ""
-            first_line = str(described).splitlines()[0] if described else ""
-            raise DirectorySyncError("token_failed", f"HTTP {status} {error} {first_line}".strip())
-        return token
-
-    def _first_page(self) -> str:
-        cfg = self._cfg
-        fields = ",".join(dict.fromkeys(["id", *cfg.select]))
-        return (
-            f"{cfg.graph_url}/v1.0/groups/{quote(cfg.group_id, safe='')}"
-            f"/transitiveMembers/microsoft.graph.user?$select={fields}&$top={PAGE_SIZE}"
-        )
-
-    def _on_graph(self, url: str) -> bool:
-        parts = urlsplit(url)
-        return (parts.scheme, parts.netloc) == (self._graph.scheme, self._graph.netloc)
-
-    async def members(self, token: str) -> list[Member]:
-        """Every transitive user member of the group, all pages."""
-        url: str | None = self._first_page()
-        found: dict[str, Member] = {}
-        for _ in range(MAX_PAGES):
-            if url is None:
-                return sorted(found.values(), key=lambda m: m.id)
-            if not self._on_graph(url):
-                raise DirectorySyncError("bad_next_link", "@odata.nextLink leaves Graph; refused")
-            status, body = await self._send(
-                "GET", url, headers={"Authorization": f"Bearer {token}"}
-            )
-            page = body if isinstance(body, dict) else {}
-            if status != 200 or not isinstance(page.get("value"), list):
-                error = page.get("error")
-                code = error.get("code", "") if isinstance(error, dict) else ""
-                raise DirectorySyncError("graph_error", f"HTTP {status} {code}".strip())
-            for item in page["value"]:
-                if isinstance(item, dict) and item.get("id"):
+        token = await graph.token(cfg.tenant_id)
+        async for items in graph.pages(token, _first_page(cfg), MAX_PAGES):
+            for item in items:
+                if item.get("id"):
                     member = Member.from_graph(item)
                     found[member.id] = member
-            next_link = page.get("@odata.nextLink")
-            url = next_link if isinstance(next_link, str) else None
-        raise DirectorySyncError("too_many_pages", f"more than {MAX_PAGES} pages of members")
+    except GraphError as exc:
+        raise DirectorySyncError(exc.reason, exc.detail) from None
+    return sorted(found.values(), key=lambda m: m.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -317,13 +222,15 @@ class DirectorySync:
         self._kv = kv
         self._lifecycle = lifecycle
         self._audit = audit
-        self._graph = GraphClient(http, cfg, sleep)
+        credentials = Credentials(cfg.client_id, cfg.client_secret, cfg.login_url, cfg.graph_url)
+        limits = Limits(cfg.timeout, cfg.max_retries, cfg.backoff, cfg.max_retry_after)
+        self._graph = Graph(http, credentials, limits, sleep)
 
     async def run_once(self) -> SyncResult:
         """Sync now; on failure the last good list stays in force and the failure is recorded."""
         self._audit.emit("directory.sync.started", group_id=self.cfg.group_id)
         try:
-            members = await self._graph.members(await self._graph.token())
+            members = await group_members(self._graph, self.cfg)
         except DirectorySyncError as exc:
             await self._failed(exc)
             raise

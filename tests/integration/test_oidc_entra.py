@@ -214,3 +214,23 @@ async def test_graph_next_link_to_another_host_is_not_followed(
     browser = await oidc_gate(require_email_verified=False, graph=graph(oidc_op))
     await login_refused(browser, "groups_overage", counted_upstream)
     assert len(oidc_op.graph_requests) == 2, "the Graph token went to another origin"
+
+
+async def test_a_throttled_graph_page_is_tried_once_more_during_sign_in(oidc_gate, oidc_op):
+    """Graph's 429 with Retry-After: the person waits for one retry, then is signed in."""
+    overage(oidc_op)
+    oidc_op.graph_throttled = 1
+    browser = await oidc_gate(require_email_verified=False, graph=graph(oidc_op))
+    assert (await browser.login()).status == 302
+    assert (await x_headers(browser))["X-Groups"] == ",".join(g["id"] for g in GROUPS)
+    assert [r.split()[0] for r in oidc_op.graph_requests] == ["token", *["memberOf"] * 3]
+
+
+async def test_graph_throttling_that_goes_on_fails_the_sign_in_with_groups_overage(
+    oidc_gate, oidc_op, counted_upstream
+):
+    overage(oidc_op)
+    oidc_op.graph_throttled = 5
+    browser = await oidc_gate(require_email_verified=False, graph=graph(oidc_op))
+    await login_refused(browser, "groups_overage", counted_upstream)
+    assert oidc_op.graph_throttled == 3, "one try and one retry, no more"

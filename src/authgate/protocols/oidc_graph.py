@@ -5,18 +5,19 @@ Above 200 groups Entra ID leaves `groups` out of the ID token and says so with
 URL inside the token is never called: the token must not be able to point
 authgate at a server. Instead authgate asks Graph itself, with an app-only
 token obtained by client credentials, for the user's transitive group
-memberships, following `@odata.nextLink` only while it stays on Graph.
+memberships (`authgate.graph`: nextLink only while it stays on Graph, one
+short retry of a throttled call, since a person is waiting).
 """
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 
 from authgate.errors import ProtocolError
-from authgate.protocols.oidc_http import FetchError, get_object, request_json
+from authgate.graph import Credentials, Graph, GraphError, Limits
 from authgate.settings import GraphSettings
 
 MAX_PAGES = 50
@@ -39,29 +40,9 @@ class GraphGroups:
         secret: str,
         timeout: float,
     ) -> None:
-        self._http = http
         self._settings = settings
-        self._client_id = client_id
-        self._secret = secret
-        self._timeout = timeout
-
-    async def _app_token(self, tenant: str) -> str:
-        url = f"{self._settings.login_url}/{quote(tenant, safe='')}/oauth2/v2.0/token"
-        form = {
-            "grant_type": "client_credentials",
-            "client_id": self._client_id,
-            "client_secret": self._secret,
-            "scope": f"{self._settings.base_url}/.default",
-        }
-        answer = await request_json(self._http, "POST", url, self._timeout, data=form)
-        token = answer.get("access_token") if isinstance(answer, dict) else None
-        if not isinstance(token, str):
-            raise FetchError("Graph token answer has no access_token")
-        return token
-
-    def _same_origin(self, url: str) -> bool:
-        base, other = urlsplit(self._settings.base_url), urlsplit(url)
-        return (base.scheme, base.netloc) == (other.scheme, other.netloc)
+        credentials = Credentials(client_id, secret, settings.login_url, settings.base_url)
+        self._graph = Graph(http, credentials, sign_in_limits(timeout))
 
     async def groups_of(self, claims: dict[str, Any]) -> tuple[str, ...]:
         """Transitive group memberships of the token's user (`oid` in tenant `tid`)."""
@@ -69,26 +50,20 @@ class GraphGroups:
         if not isinstance(oid, str) or not isinstance(tenant, str):
             raise ProtocolError("groups_overage", "the token has no oid/tid to look groups up by")
         field = self._settings.group_field
-        url: str | None = (
+        url = (
             f"{self._settings.base_url}/v1.0/users/{quote(oid, safe='')}"
             f"/transitiveMemberOf/microsoft.graph.group?$select=id,displayName"
         )
         groups: list[str] = []
         try:
-            headers = {"Authorization": "Bearer " + await self._app_token(tenant)}
-            pages = 0
-            while url is not None:
-                pages += 1
-                if pages > MAX_PAGES:
-                    raise FetchError(f"Graph returned more than {MAX_PAGES} pages of groups")
-                page = await get_object(self._http, url, self._timeout, headers=headers)
-                values = page.get("value")
-                if not isinstance(values, list):
-                    raise FetchError("Graph page has no value list")
-                groups.extend(str(g[field]) for g in values if isinstance(g, dict) and g.get(field))
-                url = page.get("@odata.nextLink")
-                if url is not None and not (isinstance(url, str) and self._same_origin(url)):
-                    raise FetchError(f"Graph nextLink {url!r} leaves {self._settings.base_url}")
-        except FetchError as exc:
-            raise ProtocolError("groups_overage", f"Microsoft Graph: {exc}") from None
+            token = await self._graph.token(tenant)
+            async for items in self._graph.pages(token, url, MAX_PAGES):
+                groups.extend(str(g[field]) for g in items if g.get(field))
+        except GraphError as exc:
+            raise ProtocolError("groups_overage", f"Microsoft Graph: {exc.detail}") from None
         return tuple(dict.fromkeys(groups))
+
+
+def sign_in_limits(timeout: float) -> Limits:
+    """A person is waiting: one retry of a throttled call, and never a long Retry-After."""
+    return Limits(timeout=timeout, max_retries=1, backoff=0.5, max_retry_after=2.0)
