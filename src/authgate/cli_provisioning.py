@@ -1,4 +1,5 @@
-"""Provisioning commands: `scim token`, `users`, `directory sync`, `connections retire`.
+"""Provisioning commands: `scim token`, `admin token`, `users`, `directory sync`,
+`connections retire`.
 
 Each works on the configured store (Redis in production), so what it changes
 is seen at once by every running replica.
@@ -25,6 +26,7 @@ from authgate.scim.tokens import ScimTokens
 from authgate.session.kv import KeyValueStore
 from authgate.session.sessions import SessionStore
 from authgate.settings import ConfigError, Settings, default_config_path, load_settings
+from authgate.tokens import AdminTokens
 from authgate.users import UserStore
 
 EXIT_PARTIAL = 1
@@ -91,6 +93,33 @@ async def _token_revoke(args: argparse.Namespace, settings: Settings, kv: KeyVal
         return EXIT_PARTIAL
     AuditLog(settings.audit.output).emit("scim.token.revoked", token_id=args.token_id, actor="cli")
     print(f"SCIM token {args.token_id} revoked")
+    return 0
+
+
+async def _admin_token_create(
+    args: argparse.Namespace, settings: Settings, kv: KeyValueStore
+) -> int:
+    info, secret = await AdminTokens(kv).create(description=args.description)
+    AuditLog(settings.audit.output).emit("admin.token.created", token_id=info.id, actor="cli")
+    print(f"Admin API token {info.id} (shown once, store it now; send it as Bearer):")
+    print(f"  {secret}")
+    return 0
+
+
+async def _admin_token_list(args: argparse.Namespace, settings: Settings, kv: KeyValueStore) -> int:
+    for info in await AdminTokens(kv).list():
+        print(f"{info.id}\t{_stamp(info.created_at)}\t{info.description}")
+    return 0
+
+
+async def _admin_token_revoke(
+    args: argparse.Namespace, settings: Settings, kv: KeyValueStore
+) -> int:
+    if not await AdminTokens(kv).revoke(args.token_id):
+        print(f"error: no admin token has id {args.token_id!r}", file=sys.stderr)
+        return EXIT_PARTIAL
+    AuditLog(settings.audit.output).emit("admin.token.revoked", token_id=args.token_id, actor="cli")
+    print(f"admin token {args.token_id} revoked")
     return 0
 
 
@@ -204,6 +233,22 @@ def add_commands(sub: Any) -> None:
     revoke = token.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id")
     _command(revoke, _token_revoke)
+
+    admin = sub.add_parser("admin", help="admin API credentials").add_subparsers(
+        dest="admin_command", required=True, metavar="COMMAND"
+    )
+    admin_token = admin.add_parser(
+        "token", help="create, list or revoke admin API tokens"
+    ).add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = admin_token.add_parser("create", help="make a token for the admin API (shown once)")
+    create.add_argument("--description", default="", help="a note shown by `list`")
+    _command(create, _admin_token_create)
+    _command(
+        admin_token.add_parser("list", help="list tokens (never their secrets)"), _admin_token_list
+    )
+    revoke = admin_token.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id")
+    _command(revoke, _admin_token_revoke)
 
     users = sub.add_parser("users", help="import, list or retire users").add_subparsers(
         dest="users_command", required=True, metavar="ACTION"

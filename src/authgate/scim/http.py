@@ -17,8 +17,9 @@ from scim2_models import (
 
 from authgate.audit import AuditLog
 from authgate.retirement import Lifecycle
-from authgate.scim.tokens import ScimTokens, TokenInfo
+from authgate.scim.tokens import ScimTokens
 from authgate.settings import ScimSettings, Settings
+from authgate.tokens import TokenInfo
 from authgate.users import UserStore
 from authgate.web.client_info import CID, CLIENT
 

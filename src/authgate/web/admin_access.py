@@ -21,6 +21,7 @@ from aiohttp import web
 
 from authgate.errors import Forbidden
 from authgate.settings import Settings
+from authgate.tokens import AdminTokens
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.gate import challenge, current_session
 from authgate.web.origin import from_own_page, origin_of
@@ -96,6 +97,20 @@ def _invalid_token(request: web.Request) -> web.Response:
     )
 
 
+async def _token_actor(
+    request: web.Request, access: AdminAccess, authorization: str
+) -> Actor | None:
+    """The configured token, or one made by `authgate admin token create` (store failures
+    propagate: 503, never a pass)."""
+    if access.token_matches(authorization):
+        return Actor("token", "admin-token")
+    match = _BEARER.fullmatch(authorization.strip())
+    if match is None:
+        return None
+    info = await AdminTokens(state(request).kv).verify(match.group(1))
+    return Actor("token", f"admin-token:{info.id}") if info is not None else None
+
+
 async def authorize(request: web.Request) -> Actor | web.Response:
     """The admin making this request, or the response that refuses it.
 
@@ -105,10 +120,11 @@ async def authorize(request: web.Request) -> Actor | web.Response:
     access = request.app[ADMIN]
     authorization = request.headers.get("Authorization")
     if authorization is not None:
-        if not access.token_matches(authorization):
+        actor = await _token_actor(request, access, authorization)
+        if actor is None:
             _deny(request, "invalid_token")
             return _invalid_token(request)
-        return Actor("token", "admin-token")
+        return actor
     session = await current_session(request)
     if session is None:
         return challenge(request, request.path_qs)
