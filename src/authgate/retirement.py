@@ -123,6 +123,28 @@ async def check_admin_safety(
     )
 
 
+async def check_user_retirement(users: UserStore, settings: Settings, user: User) -> None:
+    """Refuse to retire the last user through whom anyone can sign in with the admin role."""
+    role = settings.admin.role
+    if not user.active or role not in user.roles:
+        return
+    for conn in settings.connections:
+        if not conn.enabled:
+            continue
+        if _mapping_grants_admin(settings, conn.id, role):
+            return
+        others = await users.list_users(conn.id)
+        if any(u.active and role in u.roles and u.id != user.id for u in others):
+            return
+    raise RetirementRefused(
+        [
+            f"retiring {user.email or user.id} would leave no one able to sign in with the"
+            f" {role!r} role: give another user that role, or map an IdP group to it in"
+            " access.role_mappings, first"
+        ]
+    )
+
+
 async def reconcile_connections(
     kv: KeyValueStore, lifecycle: Lifecycle, settings: Settings, force: bool = False
 ) -> list[str]:

@@ -8,6 +8,7 @@ does on one must hold on the other at once, and what the other records
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -101,3 +102,51 @@ async def test_revoking_sessions_keeps_the_user_and_ends_every_session(
     assert await userinfo_status(user_side) == 401
     assert await userinfo_status(admin_side) == 401
     assert (await user_side.app[STATE].users.get(alice.id)).active
+
+
+async def _admin_user(client: TestClient, identity: Identity):
+    """A user whose stored roles hold `admin`, as a login through an admin mapping leaves it."""
+    st = client.app[STATE]
+    user = await st.users.admit(identity, "jit")
+    return await st.users.update(user, replace(user, roles=("admin",)))
+
+
+async def test_the_last_admin_cannot_be_retired_through_the_api(
+    aiohttp_client: Callable[..., Any], settings_factory: Callable[..., Settings]
+) -> None:
+    client = await aiohttp_client(create_app(settings_factory(admin={"token": TOKEN})))
+    root = await _admin_user(client, ROOT)
+    await sign_in(client, ROOT, roles=("admin",))
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+    refused = await client.post(f"/_authgate/admin/api/users/{root.id}/retire", headers=headers)
+    assert refused.status == 409
+    body = await refused.json()
+    assert body["error"] == "last_admin"
+    assert "map an IdP group to it in access.role_mappings" in body["detail"]
+    kept = await client.app[STATE].users.get(root.id)
+    assert kept.active and not kept.retired
+    assert await userinfo_status(client) == 200
+
+    other = await _admin_user(client, ALICE)
+    retired = await client.post(f"/_authgate/admin/api/users/{root.id}/retire", headers=headers)
+    assert retired.status == 200
+    assert (await retired.json())["revoked_sessions"] == 1
+    gone = await client.app[STATE].users.get(root.id)
+    assert not gone.active and gone.retired
+    assert await userinfo_status(client) == 401
+    last = await client.post(f"/_authgate/admin/api/users/{other.id}/retire", headers=headers)
+    assert last.status == 409
+
+
+async def test_a_role_mapping_that_grants_admin_keeps_a_way_in(
+    aiohttp_client: Callable[..., Any], settings_factory: Callable[..., Settings]
+) -> None:
+    settings = settings_factory(
+        admin={"token": TOKEN},
+        access={"role_mappings": [{"group": "Ops", "roles": ["admin"]}]},
+    )
+    client = await aiohttp_client(create_app(settings))
+    root = await _admin_user(client, ROOT)
+    headers = {"Authorization": f"Bearer {TOKEN}", "Accept": "application/json"}
+    retired = await client.post(f"/_authgate/admin/api/users/{root.id}/retire", headers=headers)
+    assert retired.status == 200

@@ -18,6 +18,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from authgate.csv_import import CsvFileError, import_users
+from authgate.retirement import Lifecycle, RetirementRefused, check_user_retirement
+from authgate.scim.tokens import ScimTokens
 from authgate.settings import Settings
 from authgate.users import User
 from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
@@ -194,6 +196,14 @@ async def _target(request: web.Request) -> User | None:
     return await state(request).users.get(request.match_info["user_id"])
 
 
+def _last_admin(request: web.Request, detail: str) -> web.Response:
+    cid = request[CID]
+    if wants_html(request):
+        return state(request).pages.error(409, "last_admin", cid)
+    body = {"error": "last_admin", "detail": detail, "correlation_id": cid}
+    return web.json_response(body, status=409)
+
+
 def _unknown_user(request: web.Request) -> web.Response:
     return web.json_response({"error": "unknown_user", "correlation_id": request[CID]}, status=404)
 
@@ -226,13 +236,20 @@ async def _after_action(
 
 
 async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
-    """Deactivate first, then revoke: a login racing the retirement is refused on its next try."""
+    """Retire like the CLI and SCIM do (deactivated, marked retired, sessions revoked),
+    unless it would lock every admin out."""
     st = state(request)
     user = await _target(request)
     if user is None:
         return _unknown_user(request)
-    user = await st.users.set_active(user, False)
-    revoked = await st.sessions.revoke_user(user.id)
+    try:
+        await check_user_retirement(st.users, st.settings, user)
+    except RetirementRefused as exc:
+        _audit(request, actor, "admin.user.retire_refused", user_id=user.id, reason="last_admin")
+        return _last_admin(request, exc.problems[0])
+    revoked = await st.sessions.count_for_user(user.id)
+    lifecycle = Lifecycle(st.users, st.sessions, st.audit, ScimTokens(st.kv))
+    user = await lifecycle.retire(user, "admin", actor=actor.name)
     _audit(
         request,
         actor,

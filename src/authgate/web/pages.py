@@ -129,6 +129,10 @@ HINTS: dict[str, Hint] = {
         "Your browser sent more cookies than this site accepts: clear its cookies and retry.",
         "A request head line was over 8190 bytes; large application cookies are the usual cause.",
     ),
+    "last_admin": Hint(
+        "This would leave no one able to administer the sign-in.",
+        "Give another user the admin role, or map an IdP group to it, before retiring this one.",
+    ),
     "not_a_member": Hint(
         "Your account is not in the group that may use this application.",
         "Add the user to the directory group named in `directory_sync.group_id`.",
