@@ -84,6 +84,13 @@ class RedisServer:
             self.proc.wait(timeout=10)
             self.proc = None
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer ends it: nothing is written on the way out."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
     def flush(self) -> None:
         cli = shutil.which("redis-cli")
         if cli:
@@ -161,13 +168,18 @@ def _wait_until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> 
 
 
 class RedisSentinel:
-    """A real master and one `redis-server --sentinel` watching it, as SentinelSettings see it."""
+    """A real master, `replicas` replicas of it and one `redis-server --sentinel` watching
+    them, as SentinelSettings see it. `failover()` needs at least one replica."""
 
     master_name = "authgate"
 
-    def __init__(self) -> None:
+    def __init__(self, replicas: int = 0) -> None:
         self.binary = require_binary("redis-server")
-        self.master = RedisServer()
+        # A replica syncs at once, not after the 5 s a master waits for more of them.
+        at_once = ("--repl-diskless-sync-delay", "0")
+        self.master = RedisServer(extra=at_once)
+        follow = ("--replicaof", "127.0.0.1", str(self.master.port))
+        self.replicas = [RedisServer(extra=(*at_once, *follow)) for _ in range(replicas)]
         self.port = free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="authgate-sentinel-"))
         self.proc: subprocess.Popen[bytes] | None = None
@@ -176,40 +188,80 @@ class RedisSentinel:
     def nodes(self) -> list[str]:
         return [f"127.0.0.1:{self.port}"]
 
-    def _master_known(self) -> bool:
+    def master_port(self) -> int:
+        """The master's port as the sentinel reports it (what a client is sent to)."""
         reply = _redis_cli(self.port, "SENTINEL", "get-master-addr-by-name", self.master_name)
-        return reply.split() == ["127.0.0.1", str(self.master.port)]
+        return int(reply.split()[1])
+
+    def _master_known(self) -> bool:
+        return self.master_port() == self.master.port
+
+    def _replicas_known(self) -> bool:
+        reply = _redis_cli(self.port, "SENTINEL", "replicas", self.master_name)
+        return all(str(r.port) in reply for r in self.replicas) and "disconnected" not in reply
 
     def start(self) -> RedisSentinel:
         self.master.start()
+        for replica in self.replicas:
+            replica.start()
         conf = self.dir / "sentinel.conf"
         conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
             f"sentinel monitor {self.master_name} 127.0.0.1 {self.master.port} 1\n"
             f"sentinel down-after-milliseconds {self.master_name} 5000\n"
         )
-        self.proc = subprocess.Popen(
-            [self.binary, str(conf), "--sentinel"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         try:
+            for replica in self.replicas:
+                _wait_until(lambda r=replica: _in_sync(r.port), "a replica does not sync")
+            self.proc = subprocess.Popen(
+                [self.binary, str(conf), "--sentinel"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             wait_for_port(self.port)
             _wait_until(self._master_known, "the sentinel does not report its master")
+            _wait_until(self._replicas_known, "the sentinel does not list the replicas")
         except RuntimeError:
             self.stop()
             raise
         return self
+
+    def failover(self) -> float:
+        """`SENTINEL FAILOVER`: a replica becomes master and the old master its replica.
+
+        Returns once the sentinel names the new master, it answers as master and
+        the old one replicates from it; the seconds that took.
+        """
+        started = time.monotonic()
+        old = self.master
+        _redis_cli(self.port, "SENTINEL", "FAILOVER", self.master_name)
+        _wait_until(lambda: self.master_port() != old.port, "the sentinel keeps the old master")
+        new = next(r for r in self.replicas if r.port == self.master_port())
+        _wait_until(lambda: "role:master" in _info(new.port), "the new master is not master")
+        _wait_until(lambda: _in_sync(old.port), "the old master does not follow the new one")
+        self.replicas = [old if r is new else r for r in self.replicas]
+        self.master = new
+        return time.monotonic() - started
 
     def stop(self) -> None:
         if self.proc is not None:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
-        self.master.stop()
+        for server in (self.master, *self.replicas):
+            server.stop()
 
     def flush(self) -> None:
         self.master.flush()
+
+
+def _info(port: int) -> str:
+    return _redis_cli(port, "INFO", "replication")
+
+
+def _in_sync(port: int) -> bool:
+    """A replica whose link to its master is up (the initial sync is done)."""
+    return "master_link_status:up" in _info(port)
 
 
 CLUSTER_NODE_ARGS = (

@@ -16,7 +16,6 @@ import asyncio
 import os
 import random
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,17 +25,15 @@ from aiohttp import ClientSession, DummyCookieJar
 
 from authgate.session.redis import RedisStore, connect
 from authgate.settings import RedisSettings
-from tests.faults.test_redis_reconnects import redis_cli
-from tests.integration.test_two_processes import (
-    AUTHGATE,
-    UPSTREAM_MAIN,
+from tests.faults.harness import (
     Process,
     new_session,
     new_user,
-    proxied_user,
-    write_config,
+    stack,
 )
-from tests.servers import RedisServer, free_port
+from tests.faults.test_redis_reconnects import redis_cli
+from tests.integration.test_two_processes import proxied_user
+from tests.servers import RedisServer
 
 RUNS = 8
 REQUESTS_AFTER_LOGOUT = 6
@@ -51,26 +48,11 @@ class Pair:
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
-    work = tmp_path_factory.mktemp("strict-revocation")
     redis = RedisServer().start()
-    port = free_port()
-    upstream = Process("upstream", [sys.executable, "-c", UPSTREAM_MAIN, str(port)], work, port)
-    gates = []
-    for name in ("a", "b"):
-        port = free_port()
-        write_config(work / f"{name}.yaml", port, upstream.url, redis.url)
-        argv = [str(AUTHGATE), "run", "--config", str(work / f"{name}.yaml")]
-        gates.append(Process(f"authgate-{name}", argv, work, port))
     try:
-        for process in (upstream, *gates):
-            process.start()
-        upstream.wait_ready("/")
-        for gate in gates:
-            gate.wait_ready("/_authgate/readyz")
-        yield Pair(redis, *gates)
+        with stack(tmp_path_factory.mktemp("strict-revocation"), redis.url) as running:
+            yield Pair(redis, *running.gates)
     finally:
-        for process in (*gates, upstream):
-            process.stop()
         redis.stop()
 
 
@@ -79,11 +61,6 @@ async def kv(pair: Pair) -> AsyncIterator[RedisStore]:
     store = RedisStore(connect(RedisSettings(url=pair.redis.url)), "authgate:")
     yield store
     await store.close()
-
-
-def pid(process: Process) -> int:
-    assert process.proc is not None
-    return process.proc.pid
 
 
 async def status_of(http: ClientSession, base: str, sid: str) -> int:
@@ -107,8 +84,8 @@ async def one_run(pair: Pair, kv: RedisStore, http: ClientSession, pause: float)
     session = await new_session(kv, await new_user(kv))
     for _ in range(2):
         assert await proxied_user(http, pair.b.url, session.id) is not None
-    os.kill(pid(pair.b), signal.SIGSTOP)
-    resumed = asyncio.get_running_loop().call_later(pause, os.kill, pid(pair.b), signal.SIGCONT)
+    os.kill(pair.b.pid, signal.SIGSTOP)
+    resumed = asyncio.get_running_loop().call_later(pause, os.kill, pair.b.pid, signal.SIGCONT)
     try:
         redis_cli(pair.redis, "CLIENT", "KILL", "TYPE", "pubsub")
         await logout(http, pair.a.url, session.id)
@@ -116,7 +93,7 @@ async def one_run(pair: Pair, kv: RedisStore, http: ClientSession, pause: float)
         return list(await asyncio.gather(*after))
     finally:
         resumed.cancel()
-        os.kill(pid(pair.b), signal.SIGCONT)
+        os.kill(pair.b.pid, signal.SIGCONT)
 
 
 async def test_a_paused_replica_never_serves_a_session_after_its_logout_answered(

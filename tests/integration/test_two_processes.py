@@ -12,117 +12,32 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
-import secrets
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiohttp import ClientSession, DummyCookieJar
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from authgate.identity import Identity
 from authgate.session.redis import RedisStore, connect
-from authgate.session.sessions import Session, SessionStore
 from authgate.settings import RedisSettings
-from authgate.users import User, UserStore
-from tests.servers import RedisServer, free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-AUTHGATE = Path(sys.executable).with_name("authgate")
-LIFETIME = 3600.0
-IDLE = 10.0
-ADMIN_TOKEN = secrets.token_urlsafe(32)
-API = {"Accept": "application/json"}
-BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
-UPSTREAM_MAIN = (
-    "import sys; from aiohttp import web; from tests.upstream_app import create_upstream; "
-    "web.run_app(create_upstream(), host='127.0.0.1', port=int(sys.argv[1]), print=None)"
+from tests.faults.harness import (
+    ADMIN_TOKEN,
+    API,
+    BROWSER,
+    IDLE,
+    new_session,
+    new_user,
+    stack,
 )
-
-
-class Process:
-    """A subprocess logging to a file; `stop` always ends it, by its own pid."""
-
-    def __init__(self, name: str, argv: list[str], log_dir: Path, port: int) -> None:
-        self.name = name
-        self.argv = argv
-        self.log = log_dir / f"{name}.log"
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-
-    def _answers(self, path: str) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=2) as resp:
-                return resp.status == 200
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            return False
-
-    def wait_ready(self, path: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()}")
-            if self._answers(path):
-                return
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} not ready after {timeout}s:\n{self.log.read_text()}")
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
+from tests.servers import RedisServer
 
 
 def _digest(sid: str) -> str:
     return hashlib.sha256(sid.encode()).hexdigest()
-
-
-def write_config(path: Path, port: int, upstream: str, redis_url: str) -> None:
-    config = {
-        "listen": f"127.0.0.1:{port}",
-        "public_url": "http://authgate.test",
-        "upstream": {"url": upstream},
-        "session": {
-            "store": "redis",
-            "redis": {"url": redis_url, "timeout": "1s"},
-            "lifetime": f"{LIFETIME:.0f}s",
-            "idle_timeout": f"{IDLE:.0f}s",
-        },
-        "metrics": {"listen": f"127.0.0.1:{free_port()}"},
-        "admin": {"token": ADMIN_TOKEN},
-    }
-    path.write_text(yaml.safe_dump(config))
 
 
 @dataclass(frozen=True)
@@ -134,28 +49,12 @@ class Deployment:
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    work = tmp_path_factory.mktemp("two-processes")
     redis = RedisServer().start()
-    upstream_port = free_port()
-    upstream = Process(
-        "upstream", [sys.executable, "-c", UPSTREAM_MAIN, str(upstream_port)], work, upstream_port
-    )
-    gates: list[Process] = []
-    for name in ("a", "b"):
-        port = free_port()
-        write_config(work / f"{name}.yaml", port, upstream.url, redis.url)
-        argv = [str(AUTHGATE), "run", "--config", str(work / f"{name}.yaml")]
-        gates.append(Process(f"authgate-{name}", argv, work, port))
     try:
-        for process in (upstream, *gates):
-            process.start()
-        upstream.wait_ready("/")
-        for gate in gates:
-            gate.wait_ready("/_authgate/readyz")
-        yield Deployment(redis.url, gates[0].url, gates[1].url)
+        with stack(tmp_path_factory.mktemp("two-processes"), redis.url) as running:
+            a, b = running.gates
+            yield Deployment(redis.url, a.url, b.url)
     finally:
-        for process in (*gates, upstream):
-            process.stop()
         redis.stop()
 
 
@@ -170,43 +69,6 @@ async def kv(deployment: Deployment) -> AsyncIterator[RedisStore]:
 async def http() -> AsyncIterator[ClientSession]:
     async with ClientSession(cookie_jar=DummyCookieJar()) as session:
         yield session
-
-
-async def new_user(kv: RedisStore) -> User:
-    """A JIT user as a login would leave it; a fresh one per test keeps tests independent."""
-    subject = secrets.token_hex(4)
-    identity = Identity(
-        connection="corp",
-        subject=subject,
-        email=f"user-{subject}@example.com",
-        email_verified=True,
-        name="Shared User",
-        groups=("Engineering",),
-    )
-    return await UserStore(kv).admit(identity, "jit")
-
-
-async def new_session(
-    kv: RedisStore, user: User, written_ago: float = 0.0, ends_at: float = 0.0
-) -> Session:
-    """A session as a login on either process writes it, dated `written_ago` back, capped at
-    `ends_at` (as an IdP's SessionNotOnOrAfter caps it)."""
-    store = SessionStore(kv, LIFETIME, IDLE, clock=lambda: time.time() - written_ago)
-    return await store.create(
-        Session(
-            user_id=user.id,
-            connection="corp",
-            subject="s",
-            username=user.email or user.id,
-            email=user.email,
-            name="Shared User",
-            groups=("Engineering",),
-            roles=("viewer",),
-            created_at=0,
-            last_seen=0,
-            expires_at=ends_at,
-        )
-    )
 
 
 async def get(
