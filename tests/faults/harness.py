@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,13 @@ class Process:
         self.proc = None
 
 
-def write_config(path: Path, port: int, upstream: str, redis: str | dict[str, Any]) -> None:
+def write_config(
+    path: Path,
+    port: int,
+    upstream: str,
+    redis: str | dict[str, Any],
+    store_timeout: float = STORE_TIMEOUT,
+) -> None:
     """One process's config; `redis` is a URL or the `session.redis` mapping (Sentinel)."""
     where = {"url": redis} if isinstance(redis, str) else redis
     config = {
@@ -138,7 +144,7 @@ def write_config(path: Path, port: int, upstream: str, redis: str | dict[str, An
         "upstream": {"url": upstream},
         "session": {
             "store": "redis",
-            "redis": {**where, "timeout": f"{STORE_TIMEOUT:.0f}s"},
+            "redis": {**where, "timeout": f"{1000 * store_timeout:.0f}ms"},
             "lifetime": f"{LIFETIME:.0f}s",
             "idle_timeout": f"{IDLE:.0f}s",
         },
@@ -239,7 +245,12 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(work: Path, redis: str | dict[str, Any], names: Iterable[str] = "ab") -> Iterator[Stack]:
+def stack(
+    work: Path,
+    redis: str | dict[str, Any],
+    names: Iterable[str] = "ab",
+    store_timeout: float = STORE_TIMEOUT,
+) -> Iterator[Stack]:
     """Two (or more) `authgate run` processes on `redis`, behind them the counted upstream."""
     port = free_port()
     upstream = Process(
@@ -248,7 +259,7 @@ def stack(work: Path, redis: str | dict[str, Any], names: Iterable[str] = "ab") 
     gates = []
     for name in names:
         port = free_port()
-        write_config(work / f"{name}.yaml", port, upstream.url, redis)
+        write_config(work / f"{name}.yaml", port, upstream.url, redis, store_timeout)
         argv = [str(AUTHGATE), "run", "--config", str(work / f"{name}.yaml")]
         gates.append(Process(name, argv, work, port))
     try:
@@ -277,10 +288,18 @@ def thaw(server: RedisServer) -> None:
     os.kill(server.proc.pid, signal.SIGCONT)
 
 
-def restart(server: RedisServer, persistence: tuple[str, ...] = ()) -> float:
-    """Start a stopped or killed Redis again on its port; the moment it listened."""
+async def crash(server: RedisServer) -> float:
+    """SIGKILL Redis; the moment the signal went. Reaping it can take a while, so that
+    happens off the event loop: the load must go on meanwhile."""
+    killed = time.monotonic()
+    await asyncio.to_thread(server.kill)
+    return killed
+
+
+async def restart(server: RedisServer, persistence: tuple[str, ...] = ()) -> float:
+    """Start a killed Redis again on its port (off the event loop); the moment it listened."""
     server.extra = persistence
-    server.start()
+    await asyncio.to_thread(server.start)
     return time.monotonic()
 
 
@@ -344,14 +363,14 @@ async def ask(
 
 
 async def readyz(http: ClientSession, gate: Process) -> Answer:
+    """/readyz; its `reason` is what the store check said (ok, unavailable)."""
     sent = time.monotonic()
     status, reason = 0, None
     try:
         async with http.get(
             gate.url + "/_authgate/readyz", timeout=ClientTimeout(total=HANG_GUARD)
         ) as resp:
-            status = resp.status
-            await resp.read()
+            status, reason = resp.status, (await resp.json())["checks"]["store"]
     except (ClientError, TimeoutError) as exc:
         reason = type(exc).__name__
     return Answer(gate.name, "readyz", "", sent, time.monotonic(), status, reason, None)
@@ -375,45 +394,60 @@ async def logout(http: ClientSession, gate: Process, holder: Holder) -> Answer:
 
 @dataclass
 class Load:
-    """A steady stream of requests: `per_gate` clients on each process, each request after
-    the previous one answered plus `pace` seconds, cycling through `holders`; /readyz of
-    every process every `ready_every` seconds alongside."""
+    """A steady stream of requests that does not wait for answers, as independent users
+    send them: one every `every` seconds to each process, cycling through `holders`, and
+    a /readyz probe of each process every `ready_every` seconds. A request Redis holds up
+    holds up nothing else, so every moment of a fault gets its own requests."""
 
     http: ClientSession
     gates: list[Process]
     holders: list[Holder]
-    per_gate: int = 2
-    pace: float = 0.02
+    every: float = 0.02
     ready_every: float = 0.1
     answers: list[Answer] = field(default_factory=list)
     ready: list[Answer] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _tickers: list[asyncio.Task[None]] = field(default_factory=list)
+    _pending: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def _client(self, gate: Process, offset: int) -> None:
-        turn = offset
+    def _send(self, into: list[Answer], request: Awaitable[Answer]) -> None:
+        async def record() -> None:
+            into.append(await request)
+
+        task = asyncio.get_running_loop().create_task(record())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _tick(self, every: float, send: Callable[[int], None]) -> None:
+        turn = 0
         while not self._stop.is_set():
-            holder = self.holders[turn % len(self.holders)]
+            send(turn)
             turn += 1
-            self.answers.append(await ask(self.http, gate, holder))
             # Real time is the point: a steady stream, not a flood of a 2-core machine.
-            await asyncio.sleep(self.pace)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), every)
 
-    async def _probe(self, gate: Process) -> None:
-        while not self._stop.is_set():
-            self.ready.append(await readyz(self.http, gate))
-            await asyncio.sleep(self.ready_every)
+    def _stream(self, gate: Process) -> Callable[[int], None]:
+        def send(turn: int) -> None:
+            holder = self.holders[turn % len(self.holders)]
+            self._send(self.answers, ask(self.http, gate, holder))
+
+        return send
+
+    def _probe(self, gate: Process) -> Callable[[int], None]:
+        return lambda _: self._send(self.ready, readyz(self.http, gate))
 
     async def __aenter__(self) -> Load:
         loop = asyncio.get_running_loop()
         for gate in self.gates:
-            self._tasks += [loop.create_task(self._client(gate, i)) for i in range(self.per_gate)]
-            self._tasks.append(loop.create_task(self._probe(gate)))
+            self._tickers.append(loop.create_task(self._tick(self.every, self._stream(gate))))
+            self._tickers.append(loop.create_task(self._tick(self.ready_every, self._probe(gate))))
         return self
 
     async def __aexit__(self, *_: object) -> None:
         self._stop.set()
-        await asyncio.gather(*self._tasks)
+        await asyncio.gather(*self._tickers)
+        await asyncio.gather(*self._pending)
 
 
 def sent_within(answers: Iterable[Answer], start: float, end: float) -> list[Answer]:
@@ -453,3 +487,22 @@ def assert_upstream_saw_exactly_the_admitted(
     )
     wrong = [a for a in answers if a.status == 200 and a.user != emails[a.label]]
     assert not wrong, f"{len(wrong)} admitted with another user than their session's"
+
+
+async def settled(load: Load, status: int, after: float, within: float = 10.0) -> float:
+    """Wait until every process answered `status` to a request sent after `after`, then one
+    second more of steady state; the seconds the slowest process took to get there."""
+    started = time.monotonic()
+    while True:
+        firsts = [first(on(load.answers, g.name), status, after) for g in load.gates]
+        if all(firsts):
+            break
+        assert time.monotonic() - started < within, f"a process gives no {status} after {within}s"
+        await asyncio.sleep(0.05)
+    # Real time is the point: what follows the recovery must hold for a while.
+    await asyncio.sleep(1.0)
+    return max(a.answered for a in firsts if a) - after
+
+
+def on(answers: Iterable[Answer], gate: str) -> list[Answer]:
+    return [a for a in answers if a.gate == gate]
