@@ -226,16 +226,18 @@ class RedisSentinel:
             raise
         return self
 
-    def failover(self) -> float:
+    def failover(self, promoted: Callable[[], object] = lambda: None) -> float:
         """`SENTINEL FAILOVER`: a replica becomes master and the old master its replica.
 
-        Returns once the sentinel names the new master, it answers as master and
-        the old one replicates from it; the seconds that took.
+        Calls `promoted` once the sentinel names the new master; returns once it
+        answers as master and the old one replicates from it, with the seconds
+        that took. Sentinel demotes the old master ~10 s after the promotion.
         """
         started = time.monotonic()
         old = self.master
         _redis_cli(self.port, "SENTINEL", "FAILOVER", self.master_name)
         _wait_until(lambda: self.master_port() != old.port, "the sentinel keeps the old master")
+        promoted()
         new = next(r for r in self.replicas if r.port == self.master_port())
         _wait_until(lambda: "role:master" in _info(new.port), "the new master is not master")
         _wait_until(lambda: _in_sync(old.port), "the old master does not follow the new one")

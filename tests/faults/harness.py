@@ -135,6 +135,7 @@ def write_config(
     upstream: str,
     redis: str | dict[str, Any],
     store_timeout: float = STORE_TIMEOUT,
+    idle: float = IDLE,
 ) -> None:
     """One process's config; `redis` is a URL or the `session.redis` mapping (Sentinel)."""
     where = {"url": redis} if isinstance(redis, str) else redis
@@ -146,7 +147,7 @@ def write_config(
             "store": "redis",
             "redis": {**where, "timeout": f"{1000 * store_timeout:.0f}ms"},
             "lifetime": f"{LIFETIME:.0f}s",
-            "idle_timeout": f"{IDLE:.0f}s",
+            "idle_timeout": f"{idle:.0f}s",
         },
         "metrics": {"listen": f"127.0.0.1:{free_port()}"},
         "admin": {"token": ADMIN_TOKEN},
@@ -169,11 +170,15 @@ async def new_user(kv: KeyValueStore) -> User:
 
 
 async def new_session(
-    kv: KeyValueStore, user: User, written_ago: float = 0.0, ends_at: float = 0.0
+    kv: KeyValueStore,
+    user: User,
+    written_ago: float = 0.0,
+    ends_at: float = 0.0,
+    idle: float = IDLE,
 ) -> Session:
     """A session as a login on either process writes it, dated `written_ago` back, capped at
     `ends_at` (as an IdP's SessionNotOnOrAfter caps it)."""
-    store = SessionStore(kv, LIFETIME, IDLE, clock=lambda: time.time() - written_ago)
+    store = SessionStore(kv, LIFETIME, idle, clock=lambda: time.time() - written_ago)
     return await store.create(
         Session(
             user_id=user.id,
@@ -250,6 +255,7 @@ def stack(
     redis: str | dict[str, Any],
     names: Iterable[str] = "ab",
     store_timeout: float = STORE_TIMEOUT,
+    idle: float = IDLE,
 ) -> Iterator[Stack]:
     """Two (or more) `authgate run` processes on `redis`, behind them the counted upstream."""
     port = free_port()
@@ -259,7 +265,7 @@ def stack(
     gates = []
     for name in names:
         port = free_port()
-        write_config(work / f"{name}.yaml", port, upstream.url, redis, store_timeout)
+        write_config(work / f"{name}.yaml", port, upstream.url, redis, store_timeout, idle)
         argv = [str(AUTHGATE), "run", "--config", str(work / f"{name}.yaml")]
         gates.append(Process(name, argv, work, port))
     try:
@@ -497,7 +503,12 @@ async def settled(load: Load, status: int, after: float, within: float = 10.0) -
         firsts = [first(on(load.answers, g.name), status, after) for g in load.gates]
         if all(firsts):
             break
-        assert time.monotonic() - started < within, f"a process gives no {status} after {within}s"
+        if time.monotonic() - started > within:
+            since = {
+                g.name: statuses(a for a in on(load.answers, g.name) if a.sent >= after)
+                for g in load.gates
+            }
+            raise AssertionError(f"a process gives no {status} after {within}s: {since}")
         await asyncio.sleep(0.05)
     # Real time is the point: what follows the recovery must hold for a while.
     await asyncio.sleep(1.0)
