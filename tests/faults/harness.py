@@ -346,7 +346,8 @@ async def ask(
     headers: dict[str, str] = API,
     path: str | None = None,
 ) -> Answer:
-    """One proxied GET with `holder`'s cookie; a transport failure is status 0."""
+    """One proxied GET with `holder`'s cookie; a transport failure is status 0. The reason
+    of a 302 is where it sends the browser (without the query)."""
     path = path or f"{FAULT_PATHS}{gate.name}/{holder.label}/{secrets.token_hex(6)}"
     sent = time.monotonic()
     status, reason, user = 0, None, None
@@ -359,6 +360,8 @@ async def ask(
             timeout=ClientTimeout(total=HANG_GUARD),
         ) as resp:
             status, reason = resp.status, resp.headers.get(REASON)
+            if status == 302:
+                reason = resp.headers.get("Location", "").partition("?")[0]
             if status == 200 and path.startswith(FAULT_PATHS):
                 user = dict((await resp.json())["headers"]).get("X-User")
             else:
