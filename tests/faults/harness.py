@@ -46,10 +46,6 @@ STORE_TIMEOUT = 1.0
 ADMIN_TOKEN = secrets.token_urlsafe(32)
 API = {"Accept": "application/json"}
 BROWSER = {"Accept": "text/html", "Sec-Fetch-Mode": "navigate"}
-UPSTREAM_MAIN = (
-    "import sys; from aiohttp import web; from tests.upstream_app import create_upstream; "
-    "web.run_app(create_upstream(), host='127.0.0.1', port=int(sys.argv[1]), print=None)"
-)
 COUNTED_UPSTREAM_MAIN = (
     "import sys; from aiohttp import web; from tests.faults.harness import counted_upstream; "
     "web.run_app(counted_upstream(), host='127.0.0.1', port=int(sys.argv[1]), print=None)"
@@ -216,11 +212,13 @@ def counted_upstream() -> web.Application:
     return app
 
 
-# -- a stack: the upstream and two authgate processes on one Redis ----------------------------
+# -- a stack: the upstream and two authgate processes on one Redis ----------------------
 
 
 @dataclass
 class Stack:
+    """The running processes: the counted upstream and the authgate processes in front."""
+
     upstream: Process
     gates: list[Process]
 
@@ -253,17 +251,17 @@ class Stack:
 def stack(
     work: Path,
     redis: str | dict[str, Any],
-    names: Iterable[str] = "ab",
     store_timeout: float = STORE_TIMEOUT,
     idle: float = IDLE,
 ) -> Iterator[Stack]:
-    """Two (or more) `authgate run` processes on `redis`, behind them the counted upstream."""
+    """Two `authgate run` processes, `a` and `b`, on `redis`; behind them the counted
+    upstream."""
     port = free_port()
     upstream = Process(
         "upstream", [sys.executable, "-c", COUNTED_UPSTREAM_MAIN, str(port)], work, port
     )
     gates = []
-    for name in names:
+    for name in ("a", "b"):
         port = free_port()
         write_config(work / f"{name}.yaml", port, upstream.url, redis, store_timeout, idle)
         argv = [str(AUTHGATE), "run", "--config", str(work / f"{name}.yaml")]

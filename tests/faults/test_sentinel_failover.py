@@ -173,12 +173,16 @@ async def test_a_logout_answered_during_a_failover_is_never_undone(
         after = [a for a in answers if a.label == h.label and a.sent >= answer.answered]
         served = [a for a in after if a.status == 200] if answer.status == 200 else []
         stale += served
-        since = min((a.sent for a in served), default=answer.answered) - answer.answered
+        where = ", ".join(
+            f"{len(on(served, g.name))} by {g.name} from"
+            f" {min(a.sent for a in on(served, g.name)) - answer.answered:.1f} s after it answered"
+            for g in gates
+            if on(served, g.name)
+        )
         print(
             f"logout of {h.label} {answer.sent - promoted:.2f} s after the promotion:"
-            f" {answer.status}; then {statuses(after)} in the requests sent after it,"
-            f" served again {len(served)} times"
-            + (f" from {since:.1f} s after it answered" if served else "")
+            f" {answer.status}; then {statuses(after)} in the requests sent after it;"
+            f" served again {len(served)} times{': ' + where if where else ''}"
         )
     assert_upstream_saw_exactly_the_admitted(failover.stack, answers, [live, *leaving])
     assert not stale, (
