@@ -10,10 +10,13 @@ browses by hand; there is no global session index to keep consistent.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
@@ -360,6 +363,23 @@ async def _to_index(request: web.Request) -> web.Response:
     return web.Response(status=301, headers={"Location": state(request).url("/admin/")})
 
 
+def openapi_document(api_base: str) -> dict[str, Any]:
+    """The admin API's OpenAPI file, its server URL under this deployment's prefix."""
+    text = resources.files("authgate.web").joinpath("admin_api.yaml").read_text("utf-8")
+    document: dict[str, Any] = yaml.safe_load(text)
+    document["servers"] = [{"url": api_base}]
+    return document
+
+
+def _openapi(api_base: str) -> AdminHandler:
+    body = json.dumps(openapi_document(api_base)).encode()
+
+    async def serve(request: web.Request, actor: Actor) -> web.StreamResponse:
+        return web.Response(body=body, content_type="application/json")
+
+    return serve
+
+
 def setup(app: web.Application, settings: Settings) -> None:
     """Register the admin routes (before the prefix catch-all) unless admin is disabled."""
     if not settings.admin.enabled:
@@ -368,6 +388,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     base = settings.prefix + "/admin"
     app.router.add_get(base, _to_index)
     app.router.add_get(base + "/", admin_only(page))
+    app.router.add_get(base + "/api/openapi.json", admin_only(_openapi(base + "/api")))
     app.router.add_get(base + "/api/status", admin_only(api_status))
     app.router.add_get(base + "/api/users", admin_only(api_users))
     app.router.add_get(base + "/api/users/{user_id}", admin_only(api_user))
