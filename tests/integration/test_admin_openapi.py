@@ -119,6 +119,18 @@ async def test_every_answer_matches_its_documented_schema(client: TestClient):
         ("/users/{user_id}", "get", await client.get(f"{api}/users/{admin.id}", headers=AUTH)),
         ("/users/{user_id}", "get", await client.get(f"{api}/users/nobody", headers=AUTH)),
         (
+            "/users/{user_id}",
+            "patch",
+            await client.patch(
+                f"{api}/users/{admin.id}", json={"roles": ["admin", "editor"]}, headers=AUTH
+            ),
+        ),
+        (
+            "/users/{user_id}",
+            "patch",
+            await client.patch(f"{api}/users/{admin.id}", json={"bogus": 1}, headers=AUTH),
+        ),
+        (
             "/users/{user_id}/retire",
             "post",
             await client.post(f"{api}/users/{admin.id}/retire", headers=AUTH),
@@ -152,4 +164,4 @@ async def test_every_answer_matches_its_documented_schema(client: TestClient):
     for path, method, resp in calls:
         await assert_documented(doc, path, method, resp)
         statuses.append(resp.status)
-    assert statuses == [200, 200, 400, 200, 404, 409, 200, 200, 404, 401]
+    assert statuses == [200, 200, 400, 200, 404, 200, 400, 409, 200, 200, 404, 401]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -23,11 +24,14 @@ from aiohttp.typedefs import Handler
 from authgate.csv_import import CsvFileError, import_users
 from authgate.retirement import Lifecycle, RetirementRefused, check_user_retirement
 from authgate.scim.tokens import ScimTokens
+from authgate.session.sessions import Session
 from authgate.settings import Settings
 from authgate.users import User
 from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
+from authgate.web.admin_changes import read_user_change
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.middlewares import wants_html
+from authgate.web.signin import grants
 from authgate.web.state import State, state
 
 AdminHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
@@ -265,6 +269,56 @@ async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
     return await _after_action(request, user, "retired", revoked)
 
 
+async def change_user(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Set a user's own roles or switch the user off or on; live sessions follow at once."""
+    st = state(request)
+    user = await _target(request)
+    if user is None:
+        return _unknown_user(request)
+    change = await read_user_change(request)
+    if isinstance(change, str):
+        return _bad_request(request, change)
+    wanted = replace(
+        user,
+        roles=tuple(dict.fromkeys(change.roles)) if change.roles is not None else user.roles,
+        active=change.active if change.active is not None else user.active,
+    )
+    if st.settings.admin.role not in wanted.roles or not wanted.active:
+        try:
+            await check_user_retirement(st.users, st.settings, user)
+        except RetirementRefused as exc:
+            return _last_admin(request, exc.problems[0])
+    saved = await st.users.update(user, wanted)
+    revoked = updated = 0
+    if user.active and not saved.active:
+        revoked = await st.sessions.revoke_user(saved.id)
+    elif saved.roles != user.roles and saved.connection in st.rules:
+        rules = st.rules[saved.connection]
+
+        async def regrant(session: Session) -> Session:
+            _, roles = await grants(st, rules, saved, session.groups)
+            return replace(session, roles=roles)
+
+        updated = await st.sessions.restamp_user(saved.id, regrant)
+    _audit(
+        request,
+        actor,
+        "admin.user.updated",
+        user_id=saved.id,
+        roles=[list(user.roles), list(saved.roles)],
+        active=[user.active, saved.active],
+        revoked_sessions=revoked,
+        updated_sessions=updated,
+    )
+    return web.json_response(
+        {
+            "user": await user_json(st, saved),
+            "revoked_sessions": revoked,
+            "updated_sessions": updated,
+        }
+    )
+
+
 async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
     user = await _target(request)
@@ -392,6 +446,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     app.router.add_get(base + "/api/status", admin_only(api_status))
     app.router.add_get(base + "/api/users", admin_only(api_users))
     app.router.add_get(base + "/api/users/{user_id}", admin_only(api_user))
+    app.router.add_patch(base + "/api/users/{user_id}", admin_only(change_user))
     app.router.add_post(base + "/api/users/{user_id}/retire", admin_only(retire))
     app.router.add_post(base + "/api/users/{user_id}/revoke-sessions", admin_only(revoke_sessions))
     app.router.add_post(base + "/api/connections/{conn_id}/users/import", admin_only(import_csv))
