@@ -165,3 +165,20 @@ async def test_every_answer_matches_its_documented_schema(client: TestClient):
         await assert_documented(doc, path, method, resp)
         statuses.append(resp.status)
     assert statuses == [200, 200, 400, 200, 404, 200, 400, 409, 200, 200, 404, 401]
+
+
+async def test_scim_token_answers_match_their_documented_schema(client: TestClient):
+    doc = await document(client)
+    api = "/_authgate/admin/api/connections"
+    path = "/connections/{conn_id}/scim-tokens"
+    made = await client.post(f"{api}/corp/scim-tokens", json={"description": "e"}, headers=AUTH)
+    await assert_documented(doc, path, "post", made)
+    await assert_documented(
+        doc, path, "get", await client.get(f"{api}/corp/scim-tokens", headers=AUTH)
+    )
+    await assert_documented(
+        doc, path, "post", await client.post(f"{api}/x/scim-tokens", headers=AUTH)
+    )
+    gone = await client.delete(f"{api}/corp/scim-tokens/nope", headers=AUTH)
+    await assert_documented(doc, path + "/{token_id}", "delete", gone)
+    assert [made.status, gone.status] == [201, 404]

@@ -26,9 +26,10 @@ from authgate.retirement import Lifecycle, RetirementRefused, check_user_retirem
 from authgate.scim.tokens import ScimTokens
 from authgate.session.sessions import Session
 from authgate.settings import Settings
+from authgate.tokens import TokenInfo
 from authgate.users import User
 from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
-from authgate.web.admin_changes import read_user_change
+from authgate.web.admin_changes import read_token_request, read_user_change
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.middlewares import wants_html
 from authgate.web.signin import grants
@@ -336,14 +337,66 @@ async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamRespo
     return await _after_action(request, user, "revoked", revoked)
 
 
+def _unknown_connection(request: web.Request) -> web.Response:
+    body = {"error": "unknown_connection", "correlation_id": request[CID]}
+    return web.json_response(body, status=404)
+
+
+def _token_json(info: TokenInfo) -> dict[str, Any]:
+    return {"id": info.id, "description": info.description, "created_at": _iso(info.created_at)}
+
+
+async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """A SCIM bearer token for one connection; its secret is in this answer and nowhere else."""
+    st = state(request)
+    conn_id = request.match_info["conn_id"]
+    if st.settings.connection(conn_id) is None:
+        return _unknown_connection(request)
+    wanted = await read_token_request(request)
+    if isinstance(wanted, str):
+        return _bad_request(request, wanted)
+    info, secret = await ScimTokens(st.kv).create(conn_id, wanted.description)
+    _audit(request, actor, "admin.scim_token.created", connection=conn_id, token_id=info.id)
+    return web.json_response(
+        {
+            **_token_json(info),
+            "connection": conn_id,
+            "token": secret,
+            "scim_base_url": st.settings.public_url + st.settings.prefix + "/scim/v2",
+        },
+        status=201,
+    )
+
+
+async def list_scim_tokens(request: web.Request, actor: Actor) -> web.StreamResponse:
+    st = state(request)
+    conn_id = request.match_info["conn_id"]
+    if st.settings.connection(conn_id) is None:
+        return _unknown_connection(request)
+    tokens = [t for t in await ScimTokens(st.kv).list() if t.connection == conn_id]
+    _audit(request, actor, "admin.scim_tokens.listed", connection=conn_id)
+    return web.json_response({"tokens": [_token_json(t) for t in tokens]})
+
+
+async def revoke_scim_token(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Revoke by id, only within the connection named in the path."""
+    st = state(request)
+    conn_id, token_id = request.match_info["conn_id"], request.match_info["token_id"]
+    tokens = ScimTokens(st.kv)
+    if not any(t.id == token_id and t.connection == conn_id for t in await tokens.list()):
+        body = {"error": "unknown_token", "correlation_id": request[CID]}
+        return web.json_response(body, status=404)
+    await tokens.revoke(token_id)
+    _audit(request, actor, "admin.scim_token.revoked", connection=conn_id, token_id=token_id)
+    return web.Response(status=204)
+
+
 async def import_csv(request: web.Request, actor: Actor) -> web.StreamResponse:
     """The CLI's `users import` over HTTP: the body is the CSV file, the report is JSON."""
     st = state(request)
     conn_id = request.match_info["conn_id"]
     if st.settings.connection(conn_id) is None:
-        return web.json_response(
-            {"error": "unknown_connection", "correlation_id": request[CID]}, status=404
-        )
+        return _unknown_connection(request)
     data = await request.content.read(MAX_CSV_BYTES + 1)
     if len(data) > MAX_CSV_BYTES:
         return web.json_response(
@@ -450,3 +503,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     app.router.add_post(base + "/api/users/{user_id}/retire", admin_only(retire))
     app.router.add_post(base + "/api/users/{user_id}/revoke-sessions", admin_only(revoke_sessions))
     app.router.add_post(base + "/api/connections/{conn_id}/users/import", admin_only(import_csv))
+    tokens = base + "/api/connections/{conn_id}/scim-tokens"
+    app.router.add_get(tokens, admin_only(list_scim_tokens))
+    app.router.add_post(tokens, admin_only(create_scim_token))
+    app.router.add_delete(tokens + "/{token_id}", admin_only(revoke_scim_token))

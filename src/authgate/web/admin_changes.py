@@ -8,13 +8,14 @@ the parser's or pydantic's wording.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
 
 MAX_BODY = 64 * 1024
+M = TypeVar("M", bound=BaseModel)
 ROLE_RULE = "1-64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
 
 RoleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
@@ -29,6 +30,14 @@ class UserChange(BaseModel):
     active: bool | None = None
 
 
+class TokenRequest(BaseModel):
+    """`POST connections/{id}/scim-tokens`: a note to tell tokens apart by."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    description: Annotated[str, StringConstraints(max_length=200)] = ""
+
+
 def _where(location: tuple[int | str, ...]) -> str:
     """`roles[1]`, `active`: the field as the admin wrote it."""
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in location).lstrip(".")
@@ -37,7 +46,9 @@ def _where(location: tuple[int | str, ...]) -> str:
 def _problem(error: ErrorDetails) -> str:
     where, kind = _where(error["loc"]), error["type"]
     if kind == "extra_forbidden":
-        return f"{where}: not a field of a user change (roles, active)"
+        return f"{where}: not a field of this request"
+    if where == "description":
+        return "description: expected text of at most 200 characters"
     if where.startswith("roles["):
         return f"{where}: a role is {ROLE_RULE}"
     if where == "roles":
@@ -47,6 +58,17 @@ def _problem(error: ErrorDetails) -> str:
 
 async def read_user_change(request: web.Request) -> UserChange | str:
     """The change asked for, or the sentence that says what is wrong with it."""
+    return await _read(request, UserChange, '{"roles": ["editor"]}')
+
+
+async def read_token_request(request: web.Request) -> TokenRequest | str:
+    """An empty body asks for a token without a description."""
+    if request.content_length == 0 or not request.can_read_body:
+        return TokenRequest()
+    return await _read(request, TokenRequest, '{"description": "Entra provisioning"}')
+
+
+async def _read(request: web.Request, model: type[M], example: str) -> M | str:
     if request.content_length is not None and request.content_length > MAX_BODY:
         return f"the body is larger than {MAX_BODY} bytes"
     raw = await request.content.read(MAX_BODY + 1)
@@ -55,10 +77,10 @@ async def read_user_change(request: web.Request) -> UserChange | str:
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
-        return 'the body is not JSON: send an object such as {"roles": ["editor"]}'
+        return f"the body is not JSON: send an object such as {example}"
     if not isinstance(data, dict):
-        return 'the body must be a JSON object such as {"roles": ["editor"]}'
+        return f"the body must be a JSON object such as {example}"
     try:
-        return UserChange.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         return _problem(exc.errors()[0])
