@@ -1,6 +1,6 @@
 """The SCIM sub-application: bearer tokens, SCIM error bodies, discovery endpoints, routes.
 
-Mounted at `{prefix}/scim/v2` (the "Tenant URL"). Every endpoint needs a
+Mounted at `scim.path` (default `{prefix}/scim/v2`; the IdP's "Tenant URL"). Every endpoint needs a
 token made with `authgate scim token create`; a token sees and changes only the
 users and groups of its own connection. Every failure is a SCIM Error body
 (`urn:ietf:params:scim:api:messages:2.0:Error`) with the right status and
@@ -186,8 +186,8 @@ async def search_everything(request: web.Request) -> web.Response:
 def create_scim_app(
     settings: Settings, users: UserStore, lifecycle: Lifecycle, tokens: ScimTokens, audit: AuditLog
 ) -> web.Application:
-    """The sub-application; mount it at `{prefix}/scim/v2` before any catch-all route."""
-    base = settings.public_url + settings.prefix + "/scim/v2"
+    """The sub-application; mount it at `settings.scim_path` before any catch-all route."""
+    base = settings.scim_url
     types, known_schemas = _discovery(base)
     app = web.Application(middlewares=[scim_errors, bearer_token])
     app[SCIM] = ScimContext(

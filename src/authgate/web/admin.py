@@ -362,7 +362,7 @@ async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamRes
             **_token_json(info),
             "connection": conn_id,
             "token": secret,
-            "scim_base_url": st.settings.public_url + st.settings.prefix + "/scim/v2",
+            "scim_base_url": st.settings.scim_url,
         },
         status=201,
     )
