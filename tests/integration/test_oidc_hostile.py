@@ -303,6 +303,78 @@ async def test_discovery_issuer_mismatch(oidc_gate, oidc_op, counted_upstream):
     assert "issuer_mismatch" in (await ready.json())["checks"]["connection:corp"]
 
 
+def failure_detail(capsys) -> str:
+    """The detail of the last `sso.login.failed` audit event (audit goes to stdout here)."""
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
+    return [e for e in events if e["event"] == "sso.login.failed"][-1]["detail"]
+
+
+async def login_refused(browser: Browser, reason: str, upstream) -> None:
+    resp = await browser.gate.get(
+        "/_authgate/oidc/corp/login", headers={"Accept": "application/json"}
+    )
+    await refused(browser, reason, upstream, resp)
+
+
+async def test_issuer_configured_with_a_trailing_slash_says_remove_it(
+    oidc_gate, oidc_op, counted_upstream, capsys
+):
+    await login_refused(
+        await oidc_gate(issuer=oidc_op.issuer + "/"), "issuer_mismatch", counted_upstream
+    )
+    assert failure_detail(capsys) == (
+        f"configured {oidc_op.issuer}/, the provider says {oidc_op.issuer}"
+        " — remove the trailing slash"
+    )
+
+
+async def test_issuer_configured_without_the_providers_trailing_slash_says_add_it(
+    oidc_gate, oidc_op, counted_upstream, capsys
+):
+    oidc_op.discovery_overrides["issuer"] = oidc_op.issuer + "/"
+    await login_refused(await oidc_gate(), "issuer_mismatch", counted_upstream)
+    assert failure_detail(capsys) == (
+        f"configured {oidc_op.issuer}, the provider says {oidc_op.issuer}/ — add the trailing slash"
+    )
+
+
+async def test_another_issuer_gets_no_slash_advice(oidc_gate, oidc_op, counted_upstream, capsys):
+    oidc_op.discovery_overrides["issuer"] = "https://evil.example.com/\n{}"
+    await login_refused(await oidc_gate(), "issuer_mismatch", counted_upstream)
+    assert failure_detail(capsys) == (
+        f"configured {oidc_op.issuer}, the provider says 'https://evil.example.com/\\n{{}}'"
+    )
+
+
+async def test_a_provider_without_a_client_secret_method_is_refused_before_the_redirect(
+    oidc_gate, oidc_op, counted_upstream, capsys
+):
+    oidc_op.auth_methods = ("private_key_jwt", "tls_client_auth")
+    await login_refused(await oidc_gate(), "idp_error", counted_upstream)
+    assert failure_detail(capsys) == (
+        "the provider's token endpoint accepts private_key_jwt, tls_client_auth"
+        " (token_endpoint_auth_methods_supported), neither client_secret_basic nor"
+        " client_secret_post: set token_endpoint_auth_method (private_key_jwt with"
+        " private_key_file) to one it accepts"
+    )
+    assert oidc_op.token_requests == []
+
+
+async def test_an_odd_auth_method_name_is_quoted_in_the_detail(
+    oidc_gate, oidc_op, counted_upstream, capsys
+):
+    oidc_op.discovery_overrides["token_endpoint_auth_methods_supported"] = ["x\n{}", ""]
+    await login_refused(await oidc_gate(), "idp_error", counted_upstream)
+    assert failure_detail(capsys).startswith("the provider's token endpoint accepts 'x\\n{}', ''")
+
+
+async def test_auth_methods_that_are_not_a_list_are_metadata_unavailable(
+    oidc_gate, oidc_op, counted_upstream
+):
+    oidc_op.discovery_overrides["token_endpoint_auth_methods_supported"] = "client_secret_basic"
+    await login_refused(await oidc_gate(), "metadata_unavailable", counted_upstream)
+
+
 async def test_discovery_document_without_jwks_uri(oidc_gate, oidc_op, counted_upstream):
     oidc_op.discovery_overrides["jwks_uri"] = None
     browser = await oidc_gate()
