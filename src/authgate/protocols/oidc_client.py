@@ -62,9 +62,7 @@ def load_signing_key(path: Path) -> Key:
 SECRET_METHODS: tuple[ClientAuthMethod, ...] = ("client_secret_basic", "client_secret_post")
 
 
-def choose_auth_method(
-    conn: OidcConnection, supported: tuple[str, ...] | None
-) -> ClientAuthMethod:
+def choose_auth_method(conn: OidcConnection, supported: tuple[str, ...] | None) -> ClientAuthMethod:
     """The configured method, else the first of SECRET_METHODS that the provider lists."""
     if conn.token_endpoint_auth_method or not conn.has_secret:
         return conn.auth_method
