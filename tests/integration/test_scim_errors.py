@@ -225,6 +225,20 @@ async def test_no_error_body_repeats_the_request_or_a_library(client):
     assert (await scim_error(created, 400, "invalidValue"))["detail"] == (
         "a value does not fit its attribute: emails[0].value"
     )
+    in_path = "mark<7f3a>"
+    for path, detail in [
+        (f"/Users/{in_path}", "no such user at this connection"),
+        (f"/Groups/{in_path}", "no such group at this connection"),
+        (f"/Schemas/{in_path}", "no such schema"),
+        (f"/ResourceTypes/{in_path}", "no such resource type"),
+    ]:
+        missing = await client.get(SCIM + path, headers=headers)
+        assert (await scim_error(missing, 404, None))["detail"] == detail
+    group = {**fixture("entra", "create_group"), "members": [{"value": MARK}]}
+    stranger = await client.post(SCIM + "/Groups", json=group, headers=headers)
+    assert (await scim_error(stranger, 400, "invalidValue"))["detail"] == (
+        "a member is not a user of this connection"
+    )
     unknown = await client.get(f"{SCIM}/{MARK}", headers=headers)
     assert (await scim_error(unknown, 404, None))["detail"] == "no such SCIM endpoint"
     wrong_method = await client.put(SCIM + "/ServiceProviderConfig", headers=headers)

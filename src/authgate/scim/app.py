@@ -167,7 +167,7 @@ async def resource_type(request: web.Request) -> web.Response:
     wanted = request.match_info["id"]
     found = next((rt for rt in scim(request).resource_types if rt.id == wanted), None)
     if found is None:
-        raise NotFoundException(detail=f"resource type {wanted} not found")
+        raise NotFoundException(detail="no such resource type")
     return respond(found.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
 
 
@@ -179,7 +179,7 @@ async def schema(request: web.Request) -> web.Response:
     wanted = request.match_info["id"]
     found = next((s for s in scim(request).schemas if s.id == wanted), None)
     if found is None:
-        raise NotFoundException(detail=f"schema {wanted} not found")
+        raise NotFoundException(detail="no such schema")
     return respond(found.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
 
 

@@ -115,7 +115,7 @@ async def _query(request: web.Request) -> dict[str, Any]:
 async def _own_user(ctx: ScimContext, connection: str, user_id: str) -> store.User:
     user = await ctx.users.get(user_id)
     if user is None or user.connection != connection:
-        raise NotFoundException(detail=f"user {user_id} not found")
+        raise NotFoundException(detail="no such user at this connection")
     return user
 
 
@@ -233,7 +233,7 @@ async def delete_user(request: web.Request) -> web.Response:
 async def _own_group(ctx: ScimContext, connection: str, group_id: str) -> store.Group:
     group = await ctx.users.get_group(group_id)
     if group is None or group.connection != connection:
-        raise NotFoundException(detail=f"group {group_id} not found")
+        raise NotFoundException(detail="no such group at this connection")
     return group
 
 
@@ -245,7 +245,7 @@ async def _check_members(ctx: ScimContext, connection: str, ids: set[str]) -> No
     for user_id in sorted(ids):
         user = await ctx.users.get(user_id)
         if user is None or user.connection != connection:
-            raise InvalidValueException(detail=f"member {user_id} is not a user of this connection")
+            raise InvalidValueException(detail="a member is not a user of this connection")
 
 
 async def _set_members(
