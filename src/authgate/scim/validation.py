@@ -52,8 +52,6 @@ def attribute_path(loc: Sequence[str | int]) -> str:
     Only parts shaped like attribute names are kept; pydantic's names for the
     members of a union (`function-after[...]`) are left out.
     """
-    # An attribute name may hold `_` too (RFC 7643 §2.1), but none of the schemas authgate
-    # serves has one, so a `_` is always a model field's name standing in for the attribute's.
     path, after_urn = "", False
     for part in loc:
         if isinstance(part, int):
@@ -67,7 +65,11 @@ def attribute_path(loc: Sequence[str | int]) -> str:
 
 
 def _camel(name: str) -> str:
-    """The schema's name for a model field: a PATCH error names `nick_name`, SCIM `nickName`."""
+    """The schema's name for a model field: a PATCH error names `nick_name`, SCIM `nickName`.
+
+    RFC 7643 §2.1 allows `_` in attribute names, but none of the schemas authgate
+    serves has one, so a `_` is always a model field's name standing in for one.
+    """
     first, *rest = name.split("_")
     return first + "".join(word.title() for word in rest)
 
