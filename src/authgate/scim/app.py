@@ -48,12 +48,15 @@ from authgate.scim import handlers
 from authgate.scim.http import SCIM, TOKEN, ScimContext, audit_fields, respond, scim
 from authgate.scim.resources import UserResource
 from authgate.scim.tokens import ScimTokens
+from authgate.scim.validation import REFUSED, worded
 from authgate.settings import ScimSettings, Settings
 from authgate.users import UserStore
 from authgate.web.client_info import CID
 
 log = logging.getLogger("authgate.scim")
 REALM = 'Bearer realm="authgate-scim"'
+# The router's refusals in authgate's words: aiohttp's text, and the request's path, stay out.
+ROUTING = {404: "no such SCIM endpoint", 405: "this SCIM endpoint does not take this method"}
 
 
 def error_response(error: Error) -> web.Response:
@@ -63,11 +66,15 @@ def error_response(error: Error) -> web.Response:
 
 
 def _translate(exc: Exception, request: web.Request) -> Error:
-    """Any failure as the SCIM Error a client can act on; details of 5xx stay in the log."""
+    """Any failure as the SCIM Error a client can act on; details of 5xx stay in the log.
+
+    No body carries a library's text: scim2-models' refusals are worded by
+    `validation`, the router's here.
+    """
     if isinstance(exc, SCIMException):
         return exc.to_error()
     if isinstance(exc, ValidationError):
-        return Error.from_validation_errors(exc)[0]
+        return worded(exc).to_error()
     if isinstance(exc, PolicyDenied) and exc.reason == "email_conflict":
         return UniquenessException(detail=exc.detail).to_error()
     if isinstance(exc, StoreUnavailable):
@@ -76,7 +83,7 @@ def _translate(exc: Exception, request: web.Request) -> Error:
     if isinstance(exc, AuthgateError):
         return Error(status=exc.status, detail=exc.reason)
     if isinstance(exc, web.HTTPException):
-        return Error(status=exc.status, detail=f"{exc.reason}: {request.method} {request.path}")
+        return Error(status=exc.status, detail=ROUTING.get(exc.status, REFUSED))
     log.exception("SCIM: unhandled error (correlation id %s)", request.get(CID))
     return Error(status=500, detail=f"internal error (correlation id {request.get(CID, '-')})")
 
@@ -160,7 +167,7 @@ async def resource_type(request: web.Request) -> web.Response:
     wanted = request.match_info["id"]
     found = next((rt for rt in scim(request).resource_types if rt.id == wanted), None)
     if found is None:
-        raise NotFoundException(detail=f"resource type {wanted} not found")
+        raise NotFoundException(detail="no such resource type")
     return respond(found.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
 
 
@@ -172,7 +179,7 @@ async def schema(request: web.Request) -> web.Response:
     wanted = request.match_info["id"]
     found = next((s for s in scim(request).schemas if s.id == wanted), None)
     if found is None:
-        raise NotFoundException(detail=f"schema {wanted} not found")
+        raise NotFoundException(detail="no such schema")
     return respond(found.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
 
 
