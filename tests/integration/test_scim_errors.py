@@ -7,6 +7,7 @@ import json
 import pytest
 
 from authgate.app import create_app
+from authgate.scim.app import UNIQUE
 from authgate.scim.tokens import ScimTokens
 from authgate.session.memory import MemoryStore
 from authgate.web.state import STATE
@@ -112,7 +113,8 @@ async def test_conflicts_and_invalid_values(client):
         headers=headers,
     )
     body = await scim_error(same_name, 409, "uniqueness")
-    assert "belongs to another user" in body["detail"]
+    assert body["detail"] == UNIQUE
+    assert fixture("entra", "create_user")["userName"] not in str(body)
     same_email = await client.post(
         SCIM + "/Users",
         json={**fixture("entra", "create_user"), "externalId": "other2", "userName": "other2"},

@@ -57,6 +57,8 @@ log = logging.getLogger("authgate.scim")
 REALM = 'Bearer realm="authgate-scim"'
 # The router's refusals in authgate's words: aiohttp's text, and the request's path, stay out.
 ROUTING = {404: "no such SCIM endpoint", 405: "this SCIM endpoint does not take this method"}
+# The value itself stays out of the answer: no error body repeats request bytes.
+UNIQUE = "a value that must be unique (userName, email or externalId) belongs to another user"
 
 
 def error_response(error: Error) -> web.Response:
@@ -76,7 +78,7 @@ def _translate(exc: Exception, request: web.Request) -> Error:
     if isinstance(exc, ValidationError):
         return worded(exc).to_error()
     if isinstance(exc, PolicyDenied) and exc.reason == "email_conflict":
-        return UniquenessException(detail=exc.detail).to_error()
+        return UniquenessException(detail=UNIQUE).to_error()
     if isinstance(exc, StoreUnavailable):
         log.error("SCIM: user store unavailable: %s", exc.detail)
         return Error(status=503, detail="the user store is unreachable; retry later")
