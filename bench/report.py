@@ -48,10 +48,10 @@ RATIOS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 # SPEC §11's throughput targets: ratio name, the least it may be, how the table names it.
 RATIO_TARGETS = (
-    ("proxy_vs_nginx", 0.30, "reverse proxy throughput", "x B"),
-    ("proxy_vs_oauth2_proxy", 3.0, "reverse proxy throughput", "x oauth2-proxy"),
-    ("auth_vs_nginx_auth_request", 0.40, "auth_request → authgate throughput", "x C"),
-    ("auth_vs_oauth2_proxy", 2.0, "auth_request → authgate throughput", "x oauth2-proxy"),
+    ("proxy_vs_nginx", 0.30, "reverse proxy throughput vs nginx", "x B"),
+    ("proxy_vs_oauth2_proxy", 3.0, "reverse proxy throughput vs oauth2-proxy", "x oauth2-proxy"),
+    ("auth_vs_nginx_auth_request", 0.40, "auth_request → authgate vs → return 200", "x C"),
+    ("auth_vs_oauth2_proxy", 2.0, "auth_request → authgate vs → oauth2-proxy", "x oauth2-proxy"),
 )
 
 
