@@ -388,7 +388,7 @@ class Run:
 
     @property
     def cpu_us_per_request(self) -> float:
-        """The path's own servers: the upstream page, the same for every path, is left out."""
+        """The path's own servers; the upstream page is the application's cost, not theirs."""
         return sum(self.cpu_us[s] for s in self.target.servers)
 
     def to_dict(self) -> dict[str, Any]:
