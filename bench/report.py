@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.stack import ROOT, go_binary
+from bench.stack import ROOT, find_go_binary
 
 # SPEC §11, at 50 connections.
 RATIO_CONNS = "50"
@@ -70,11 +70,14 @@ def _package(name: str) -> str:
         return "absent"
 
 
-def _go_module(binary: Path) -> str:
+def _go_module(name: str) -> str:
     """The module version a Go binary was built from (its `--version` says "undefined")."""
+    binary = find_go_binary(name)
+    if binary is None:
+        return "absent"
     try:
         done = subprocess.run(
-            ["go", "version", "-m", str(binary)], capture_output=True, text=True, timeout=10
+            ["go", "version", "-m", binary], capture_output=True, text=True, timeout=10
         )
     except OSError:
         return "unknown (no go)"
@@ -106,7 +109,7 @@ def machine() -> dict[str, Any]:
         "redis-server": _version(["redis-server", "--version"]),
         "wrk": _version(["wrk", "--version"]),
         "go": _version(["go", "version"]),
-        "oauth2-proxy": _go_module(Path(go_binary("oauth2-proxy"))),
+        "oauth2-proxy": _go_module("oauth2-proxy"),
         "commit": _version(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
     }
 

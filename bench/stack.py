@@ -49,14 +49,18 @@ def binary(name: str) -> str:
     return found
 
 
-def go_binary(name: str) -> str:
+def find_go_binary(name: str) -> str | None:
     """A tool `bench/install-tools.sh` put in GOBIN (default ~/go/bin), else one on PATH.
 
     GOBIN first: that copy is the pinned version, whatever else PATH holds.
     """
     gopath = os.environ.get("GOPATH") or os.path.join(os.path.expanduser("~"), "go")
     pinned = Path(os.environ.get("GOBIN") or os.path.join(gopath, "bin")) / name
-    found = str(pinned) if pinned.exists() else shutil.which(name)
+    return str(pinned) if pinned.exists() else shutil.which(name)
+
+
+def go_binary(name: str) -> str:
+    found = find_go_binary(name)
     if found is None:
         raise SystemExit(f"{name} is not installed: run {INSTALL_TOOLS}")
     return found
