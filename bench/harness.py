@@ -2,12 +2,14 @@
 
 Order of a run: redis-server, an nginx upstream serving a fixed 1 KiB page,
 the test OpenID Provider, authgate with `workers` = cores (plus a one-worker
-replica for the revocation test), and three nginx front ends. One real OIDC
-login yields the session cookie; each path must then return the 1 KiB page
-(a benchmark of a redirect is worthless) before wrk measures it, at each
-connection count, repeated in interleaved rounds so drift hits every path
-alike; the medians are reported. Then the login latencies, a login storm
-under proxy load, and the revocation delay.
+replica for the revocation test), the peer oauth2-proxy twice (cookie and
+Redis session store), and the nginx front ends, each with as many workers as
+authgate. One real OIDC login per server yields its session cookie; each path
+must then return the 1 KiB page (a benchmark of a redirect is worthless)
+before wrk measures it, at each connection count, repeated in interleaved
+rounds so drift hits every path alike; the medians are reported, with the CPU
+each server spent per request. Then the login latencies, a login storm under
+proxy load, and the revocation delay.
 """
 
 from __future__ import annotations
@@ -29,16 +31,26 @@ from typing import Any
 import aiohttp
 from tests.saml_idp import TestIdp
 
-from bench import logins, report, revocation, stack, wrk
+from bench import cpu, logins, report, revocation, stack, wrk
 from bench.stack import Process, Stack, binary, free_port, page, wait_http
 
 PATHS = (
     "nginx-proxy-pass",
     "authgate-proxy",
+    "oauth2-proxy-proxy",
+    "oauth2-proxy-redis-proxy",
     "nginx-auth-200",
     "nginx-auth-authgate",
+    "nginx-auth-oauth2-proxy",
+    "nginx-auth-oauth2-proxy-redis",
     "authgate-auth",
 )
+# The oauth2-proxy instances (by port name): their session store, and the paths they serve.
+OAUTH2_PROXIES = {
+    "o2p": ("cookie", ("oauth2-proxy-proxy", "nginx-auth-oauth2-proxy")),
+    "o2p-redis": ("redis", ("oauth2-proxy-redis-proxy", "nginx-auth-oauth2-proxy-redis")),
+}
+UPSTREAM = "nginx-app"
 APP_PATH = "/app/page"
 OP_SECRET = "bench-secret"
 WARMUP_SECONDS = 2.0
@@ -86,9 +98,12 @@ def say(message: str) -> None:
 
 @dataclass(frozen=True)
 class Target:
+    """A measured path; `servers` are the processes whose CPU its row counts (all but the page)."""
+
     url: str
     headers: dict[str, str]
     check: Callable[[int, dict[str, str], bytes], str | None]
+    servers: tuple[str, ...]
 
 
 def _page_check(status: int, headers: dict[str, str], body: bytes) -> str | None:
@@ -114,9 +129,9 @@ class Bench:
 
     def start(self) -> None:
         work = self.stack.work
-        self.ports = {
-            name: free_port() for name in ("redis", "app", "op", "ag", "replica", "b", "c", "a")
-        }
+        names = ["redis", "app", "op", "ag", "replica", "b", "c", "a"]
+        names += [f"{prefix}{peer}" for peer in OAUTH2_PROXIES for prefix in ("", "a-")]
+        self.ports = {name: free_port() for name in names}
         redis = self.stack.add(
             Process(
                 "redis",
@@ -138,7 +153,7 @@ class Bench:
         )
         docroot = work / "docroot"
         docroot.mkdir()
-        self._nginx("app", stack.upstream_site(self.ports["app"], docroot))
+        self._nginx("app", stack.upstream_site(self.ports["app"], docroot), "auto")
         op = self.stack.python("op", "-m", "bench.idp", str(self.ports["op"]), OP_SECRET)
         metadata = work / "idp-metadata.xml"
         metadata.write_bytes(self.idp.metadata())
@@ -171,14 +186,44 @@ class Bench:
                 "warning",
             )
             wait_http(gate, f"http://127.0.0.1:{self.ports[name]}/_authgate/healthz")
-        self._nginx("b", stack.proxy_pass_site(self.ports["b"], self.ports["app"]))
-        self._nginx(
-            "c", stack.return_200_site(self.ports["c"], self.ports["ag"], self.ports["app"])
-        )
-        self._nginx("a", stack.shipped_site(self.ports["a"], self.ports["ag"], self.ports["app"]))
+        for peer in self.peers():
+            self._oauth2_proxy(peer, redis_url)
+        app = self.ports["app"]
+        self._nginx("b", stack.proxy_pass_site(self.ports["b"], app))
+        self._nginx("c", stack.return_200_site(self.ports["c"], self.ports["ag"], app))
+        self._nginx("a", stack.shipped_site(self.ports["a"], self.ports["ag"], app))
+        for peer in self.peers():
+            front = f"a-{peer}"
+            self._nginx(front, stack.oauth2_proxy_site(self.ports[front], self.ports[peer], app))
 
-    def _nginx(self, name: str, site: str) -> None:
-        conf = stack.nginx_conf(self.stack.work, f"nginx-{name}", site, "auto")
+    def peers(self) -> list[str]:
+        """The oauth2-proxy instances a chosen path needs (none when only authgate is measured)."""
+        return [
+            peer for peer, (_, paths) in OAUTH2_PROXIES.items() if set(paths) & set(self.args.paths)
+        ]
+
+    def _oauth2_proxy(self, peer: str, redis_url: str) -> None:
+        store, _ = OAUTH2_PROXIES[peer]
+        argv = stack.oauth2_proxy_argv(
+            stack.go_binary("oauth2-proxy"),
+            port=self.ports[peer],
+            upstream=self.ports["app"],
+            op_issuer=f"http://127.0.0.1:{self.ports['op']}",
+            client_secret=OP_SECRET,
+            redis_url=redis_url if store == "redis" else None,
+        )
+        process = self.stack.add(Process(self._name(peer), argv, self.stack.work))
+        wait_http(process, self.url(peer, "/ping"))
+
+    @staticmethod
+    def _name(port_name: str) -> str:
+        return port_name.replace("o2p", "oauth2-proxy")
+
+    def _nginx(self, name: str, site: str, workers: str | None = None) -> None:
+        """An nginx with as many workers as authgate, unless told otherwise (the upstream)."""
+        conf = stack.nginx_conf(
+            self.stack.work, f"nginx-{name}", site, workers or str(self.args.workers)
+        )
         process = self.stack.add(
             Process(
                 f"nginx-{name}",
@@ -191,15 +236,26 @@ class Bench:
     def url(self, name: str, path: str = APP_PATH) -> str:
         return f"http://127.0.0.1:{self.ports[name]}{path}"
 
-    def targets(self, sid: str) -> dict[str, Target]:
+    def targets(self, sid: str, peer_cookies: dict[str, str]) -> dict[str, Target]:
+        """Every chosen path; `peer_cookies` holds each started oauth2-proxy's session cookie."""
         cookie = {"Cookie": f"{logins.SESSION_COOKIE}={sid}"}
-        return {
-            "nginx-proxy-pass": Target(self.url("b"), {}, _page_check),
-            "authgate-proxy": Target(self.url("ag"), cookie, _page_check),
-            "nginx-auth-200": Target(self.url("c"), {}, _page_check),
-            "nginx-auth-authgate": Target(self.url("a"), cookie, _page_check),
-            "authgate-auth": Target(self.url("ag", "/_authgate/auth"), cookie, _auth_check),
+        gate = ("authgate-ag", "redis")
+        targets = {
+            "nginx-proxy-pass": Target(self.url("b"), {}, _page_check, ("nginx-b",)),
+            "authgate-proxy": Target(self.url("ag"), cookie, _page_check, gate),
+            "nginx-auth-200": Target(self.url("c"), {}, _page_check, ("nginx-c",)),
+            "nginx-auth-authgate": Target(self.url("a"), cookie, _page_check, ("nginx-a", *gate)),
+            "authgate-auth": Target(self.url("ag", "/_authgate/auth"), cookie, _auth_check, gate),
         }
+        for peer, value in peer_cookies.items():
+            store, (proxy, auth) = OAUTH2_PROXIES[peer]
+            servers = (self._name(peer), "redis") if store == "redis" else (self._name(peer),)
+            headers = {"Cookie": value}
+            targets[proxy] = Target(self.url(peer), headers, _page_check, servers)
+            targets[auth] = Target(
+                self.url(f"a-{peer}"), headers, _page_check, (f"nginx-a-{peer}", *servers)
+            )
+        return {name: targets[name] for name in PATHS if name in self.args.paths}
 
     # --- measurements ---------------------------------------------------------------------
 
@@ -218,10 +274,15 @@ class Bench:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
             browser = logins.Browser(http, f"http://127.0.0.1:{self.ports['ag']}", self.idp)
             sid, _ = await browser.oidc()
-            targets = {k: v for k, v in self.targets(sid).items() if k in self.args.paths}
+            peer_cookies = {
+                peer: await logins.oauth2_proxy(http, f"http://127.0.0.1:{self.ports[peer]}")
+                for peer in self.peers()
+            }
+            targets = self.targets(sid, peer_cookies)
             await self._check(http, targets)
             result["paths"] = await self._throughput(targets)
-            report.ratios(result["paths"])
+            report.vs_baselines(result["paths"])
+            result["ratios"] = report.ratios(result["paths"])
             if self.args.logins:
                 result["logins"] = {
                     "OIDC callback": logins.percentiles(
@@ -255,19 +316,24 @@ class Bench:
         for name, target in targets.items():
             await wrk.run(tool, target.url, max(self.args.connections), warmup, target.headers)
             say(f"warmed up {name}")
-        runs: dict[str, dict[int, list[wrk.WrkResult]]] = {n: {} for n in targets}
+        roots = {p.name: p.pid for p in self.stack.processes}
+        runs: dict[str, dict[int, list[Run]]] = {n: {} for n in targets}
         for rep in range(1, self.args.repetitions + 1):
             for conns in self.args.connections:
                 for name, target in targets.items():
+                    before = cpu.seconds(roots)
                     got = await wrk.run(tool, target.url, conns, self.args.duration, target.headers)
+                    used = cpu.per_request_us(before, cpu.seconds(roots), got.requests)
                     if got.non_2xx or got.socket_errors:
                         raise RuntimeError(
                             f"{name}: {got.non_2xx} non-2xx, {got.socket_errors} socket errors"
                         )
-                    runs[name].setdefault(conns, []).append(got)
+                    run = Run(got, {s: used[s] for s in (*target.servers, UPSTREAM)}, target)
+                    runs[name].setdefault(conns, []).append(run)
                     say(
                         f"round {rep}, {conns} connections, {name}: {got.rps:.0f} req/s,"
-                        f" p50 {got.p50_ms:.2f} ms, p99 {got.p99_ms:.2f} ms"
+                        f" p50 {got.p50_ms:.2f} ms, p99 {got.p99_ms:.2f} ms,"
+                        f" CPU {run.cpu_us_per_request:.1f} µs/request"
                     )
         return {name: {str(c): _median(rs) for c, rs in per.items()} for name, per in runs.items()}
 
@@ -312,12 +378,35 @@ class Bench:
         return result
 
 
-def _median(results: list[wrk.WrkResult]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Run:
+    """One wrk run of a path and the CPU µs per request each server spent during it."""
+
+    result: wrk.WrkResult
+    cpu_us: dict[str, float]
+    target: Target
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        """The path's own servers; the upstream page is the application's cost, not theirs."""
+        return sum(self.cpu_us[s] for s in self.target.servers)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.result.to_dict(),
+            "cpu_us_per_request": self.cpu_us_per_request,
+            "cpu_us": self.cpu_us,
+        }
+
+
+def _median(runs: list[Run]) -> dict[str, Any]:
     return {
-        "rps": statistics.median(r.rps for r in results),
-        "p50_ms": statistics.median(r.p50_ms for r in results),
-        "p99_ms": statistics.median(r.p99_ms for r in results),
-        "runs": [r.to_dict() for r in results],
+        "rps": statistics.median(r.result.rps for r in runs),
+        "p50_ms": statistics.median(r.result.p50_ms for r in runs),
+        "p99_ms": statistics.median(r.result.p99_ms for r in runs),
+        "cpu_us_per_request": statistics.median(r.cpu_us_per_request for r in runs),
+        "cpu_us": {s: statistics.median(r.cpu_us[s] for r in runs) for s in runs[0].cpu_us},
+        "runs": [r.to_dict() for r in runs],
     }
 
 
@@ -340,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.stack.stop()
     shutil.rmtree(bench.stack.work, ignore_errors=True)
-    json_path, md_path = report.write(result, args.results_dir)
+    json_path, md_path, latest = report.write(result, args.results_dir)
     print(report.markdown(result))
-    say(f"wrote {json_path} and {md_path}")
+    say(f"wrote {json_path}, {md_path} and {latest}")
     return 0

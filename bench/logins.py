@@ -19,6 +19,7 @@ from tests.saml_idp import TestIdp, encode
 
 LOGIN_COOKIE = "authgate_login"
 SESSION_COOKIE = "authgate"
+OAUTH2_PROXY_COOKIE = "_oauth2_proxy"
 # Not the OP's user: one email may belong to one connection's user only (email_conflict).
 SAML_USER = {
     "email": ["saml-user@example.com"],
@@ -129,6 +130,26 @@ class Browser:
         if resp.status != 302:
             raise LoginError(f"SAML ACS answered {resp.status}: {(await resp.text())[:300]}")
         return _cookie(resp, SESSION_COOKIE), took
+
+
+async def oauth2_proxy(http: aiohttp.ClientSession, base: str) -> str:
+    """One OIDC login through oauth2-proxy at `base`: the Cookie header of its session.
+
+    oauth2-proxy's CSRF cookie goes back with the callback; the session may be
+    split over several cookies (`_oauth2_proxy_0`, `_1`, ...) when it is large.
+    """
+    start = await _redirect(http, base + "/oauth2/start?rd=/app/page")
+    csrf = "; ".join(f"{name}={m.value}" for name, m in start.cookies.items())
+    back = await _redirect(http, start.headers["Location"])
+    done = await _redirect(http, back.headers["Location"], headers={"Cookie": csrf})
+    session = sorted(
+        f"{name}={m.value}"
+        for name, m in done.cookies.items()
+        if name.startswith(OAUTH2_PROXY_COOKIE) and not name.endswith("_csrf") and m.value
+    )
+    if not session:
+        raise LoginError(f"oauth2-proxy's callback set no {OAUTH2_PROXY_COOKIE} cookie")
+    return "; ".join(session)
 
 
 async def oidc_latency(browser: Browser, count: int) -> list[float]:

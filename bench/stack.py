@@ -1,13 +1,15 @@
 """The processes a benchmark run needs, all on loopback and all stopped by their own pid.
 
-nginx serves the fixed 1 KiB page (the upstream) and the three front ends;
+nginx serves the fixed 1 KiB page (the upstream) and the front ends;
 redis-server holds the sessions; the test OpenID Provider and authgate run as
 separate Python processes, so none of them shares an event loop or a core
-budget with the load generator's own client.
+budget with the load generator's own client. The peer, oauth2-proxy, is the
+Go binary `bench/install-tools.sh` builds, signed in to the same test OP.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import socket
@@ -29,6 +31,7 @@ SHIPPED_SITE = ROOT / "conf" / "nginx" / "authgate-auth-request.conf"
 AUTH_PROXY_PASS = (
     "proxy_pass http://authgate/_authgate/auth?allowed_groups=$authgate_allowed_groups;"
 )
+INSTALL_TOOLS = "bash bench/install-tools.sh"
 
 
 def free_port() -> int:
@@ -43,6 +46,23 @@ def binary(name: str) -> str:
     )
     if found is None:
         raise SystemExit(f"{name} is not installed (apt-get install redis-server nginx-light wrk)")
+    return found
+
+
+def find_go_binary(name: str) -> str | None:
+    """A tool `bench/install-tools.sh` put in GOBIN (default ~/go/bin), else one on PATH.
+
+    GOBIN first: that copy is the pinned version, whatever else PATH holds.
+    """
+    gopath = os.environ.get("GOPATH") or os.path.join(os.path.expanduser("~"), "go")
+    pinned = Path(os.environ.get("GOBIN") or os.path.join(gopath, "bin")) / name
+    return str(pinned) if pinned.exists() else shutil.which(name)
+
+
+def go_binary(name: str) -> str:
+    found = find_go_binary(name)
+    if found is None:
+        raise SystemExit(f"{name} is not installed: run {INSTALL_TOOLS}")
     return found
 
 
@@ -76,6 +96,11 @@ class Process:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": str(ROOT), **self.env},
             )
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
 
     def check_running(self) -> None:
         assert self.proc is not None
@@ -178,6 +203,19 @@ def return_200_site(listen: int, authgate: int, app: int) -> str:
     return text.replace(AUTH_PROXY_PASS, "return 200;")
 
 
+def oauth2_proxy_site(listen: int, oauth2_proxy: int, app: int) -> str:
+    """nginx `auth_request` → oauth2-proxy `/oauth2/auth`: the shipped site, another question.
+
+    The same keep-alive pools, headers and proxying as in front of authgate
+    (its `authgate` upstream block now names oauth2-proxy's port), so the
+    two rows differ in the auth server alone.
+    """
+    text = shipped_site(listen, oauth2_proxy, app)
+    if text.count(AUTH_PROXY_PASS) != 1:
+        raise RuntimeError(f"{SHIPPED_SITE} must contain {AUTH_PROXY_PASS!r} exactly once")
+    return text.replace(AUTH_PROXY_PASS, "proxy_pass http://authgate/oauth2/auth;")
+
+
 def proxy_pass_site(listen: int, app: int) -> str:
     """Baseline B: nginx alone in front of the same upstream, with keep-alive to it."""
     return f"""
@@ -234,6 +272,46 @@ def authgate_config(
         ],
     }
     path.write_text(yaml.safe_dump(config))
+
+
+def oauth2_proxy_argv(
+    binary: str,
+    *,
+    port: int,
+    upstream: int,
+    op_issuer: str,
+    client_secret: str,
+    redis_url: str | None,
+) -> list[str]:
+    """oauth2-proxy as OIDC client of the test OP: reverse proxy to the upstream and /oauth2/auth.
+
+    Request and auth logging are off (authgate logs no request either); the
+    session lives in the cookie (oauth2-proxy's default) or, with
+    `redis_url`, in Redis behind a ticket cookie. Plain http on loopback,
+    so the cookie is not `Secure`; no refresh period, as authgate's bench
+    sessions have no refresh due.
+    """
+    argv = [
+        binary,
+        f"--http-address=127.0.0.1:{port}",
+        "--provider=oidc",
+        f"--oidc-issuer-url={op_issuer}",
+        "--client-id=authgate",
+        f"--client-secret={client_secret}",
+        f"--redirect-url=http://127.0.0.1:{port}/oauth2/callback",
+        f"--upstream=http://127.0.0.1:{upstream}/",
+        f"--cookie-secret={base64.urlsafe_b64encode(os.urandom(32)).decode()}",
+        "--cookie-secure=false",
+        "--email-domain=*",
+        "--code-challenge-method=S256",
+        "--skip-provider-button",
+        "--set-xauthrequest",
+        "--request-logging=false",
+        "--auth-logging=false",
+    ]
+    if redis_url is None:
+        return [*argv, "--session-store-type=cookie"]
+    return [*argv, "--session-store-type=redis", f"--redis-connection-url={redis_url}"]
 
 
 @dataclass

@@ -185,15 +185,19 @@ class TestOP:
         raise web.HTTPFound(q["redirect_uri"] + "?" + urlencode(params))
 
     def _client_ok(self, request: web.Request, form: dict[str, str]) -> bool:
+        """The client secret, sent by one of the methods in `auth_methods` (as discovery says)."""
         auth = request.headers.get("Authorization", "")
         if auth.startswith("Basic "):
+            if "client_secret_basic" not in self.auth_methods:
+                return False
             pair = base64.b64decode(auth[6:]).decode()
             cid, _, secret = pair.partition(":")
             return unquote_plus(cid) == self.client_id and unquote_plus(secret) == (
                 self.client_secret
             )
         return (
-            form.get("client_id") == self.client_id
+            "client_secret_post" in self.auth_methods
+            and form.get("client_id") == self.client_id
             and form.get("client_secret") == self.client_secret
         )
 

@@ -12,11 +12,12 @@ from collections.abc import Callable, Sequence
 
 from authgate import demo, workers
 from authgate.app import build_store
-from authgate.cli_oidc import add_commands as add_connection_commands
-from authgate.cli_oidc import connection_problems
+from authgate.cli_connections import add_commands as add_connection_commands
+from authgate.cli_connections import connection_problems
 from authgate.cli_provisioning import add_commands
 from authgate.cli_saml import add_commands as add_saml_commands
 from authgate.cli_saml import metadata_status
+from authgate.cli_secrets import add_commands as add_secrets_commands
 from authgate.devidp import NotLoopback
 from authgate.errors import StoreUnavailable
 from authgate.settings import ConfigError, Settings, default_config_path, load_config, load_settings
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", default=default_config_path())
     status.set_defaults(func=cmd_status)
     add_commands(sub)
+    add_secrets_commands(sub)
     add_connection_commands(sub)
     add_saml_commands(sub)
     return parser

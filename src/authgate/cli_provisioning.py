@@ -77,7 +77,7 @@ async def _token_create(args: argparse.Namespace, settings: Settings, kv: KeyVal
     )
     print(f"SCIM token {info.id} for connection {conn_id} (shown once, store it now):")
     print(f"  {secret}")
-    print(f"Tenant URL: {settings.public_url}{settings.prefix}/scim/v2")
+    print(f"Tenant URL: {settings.scim_url}")
     return 0
 
 

@@ -45,10 +45,10 @@ def _background(st: State, force_retire: bool) -> Callable[[web.Application], As
 
 
 def setup(app: web.Application, st: State, force_retire: bool = False) -> None:
-    """Mount SCIM at `{prefix}/scim/v2`; call before the catch-all routes are added."""
+    """Mount SCIM at `scim.path` (default `{prefix}/scim/v2`) before the catch-all routes."""
     app.cleanup_ctx.append(_background(st, force_retire))
     if st.settings.scim.enabled:
         scim_app = create_scim_app(
             st.settings, st.users, lifecycle_of(st), ScimTokens(st.kv), st.audit
         )
-        app.add_subapp(st.settings.prefix + "/scim/v2", scim_app)
+        app.add_subapp(st.settings.scim_path, scim_app)

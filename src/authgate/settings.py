@@ -550,9 +550,19 @@ class ScimSettings(_Model):
     """
 
     enabled: bool = True
+    # Where the IdP's "Tenant URL" points, when a guide fixes it (`/api/scim`, `/scim`);
+    # default `{prefix}/scim/v2`.
+    path: str | None = None
     link_attribute: Literal["externalId", "userName"] = "externalId"
     max_page_size: int = Field(default=100, ge=1, le=1000)
     max_body_size: int = Field(default=1024 * 1024, ge=4096, le=16 * 1024 * 1024)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(/[A-Za-z0-9_.-]+)+", value):
+            raise ValueError("expected a path such as /api/scim (no trailing slash)")
+        return value
 
 
 class DirectorySyncSettings(_Model):
@@ -798,6 +808,15 @@ class Settings(_Model):
     @property
     def https(self) -> bool:
         return self.public_url.startswith("https://")
+
+    @property
+    def scim_path(self) -> str:
+        return self.scim.path or self.prefix + "/scim/v2"
+
+    @property
+    def scim_url(self) -> str:
+        """The SCIM base URL an IdP is given (Entra's and Okta's "Tenant URL")."""
+        return self.public_url + self.scim_path
 
     def connection(self, conn_id: str) -> OidcConnection | SamlConnection | None:
         return next((c for c in self.connections if c.id == conn_id), None)

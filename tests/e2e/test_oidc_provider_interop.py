@@ -39,12 +39,15 @@ SECRET = "interop:secret%+ &="
 class NodeProvider:
     """`node server.mjs PORT` with the clients given; killed by the fixture's finaliser."""
 
-    def __init__(self, clients: list[dict[str, Any]]) -> None:
+    def __init__(
+        self, clients: list[dict[str, Any]], auth_methods: list[str] | None = None
+    ) -> None:
         self.node = require_binary("node")
         if not (OP_DIR / "node_modules" / "oidc-provider").is_dir():
             raise RuntimeError(f"oidc-provider is not installed: run `npm ci` in {OP_DIR}")
         self.port = free_port()
         self.clients = clients
+        self.auth_methods = auth_methods
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -53,6 +56,8 @@ class NodeProvider:
 
     def start(self) -> NodeProvider:
         env = {**os.environ, "OP_CLIENTS": json.dumps(self.clients)}
+        if self.auth_methods is not None:
+            env["OP_AUTH_METHODS"] = json.dumps(self.auth_methods)
         self.proc = subprocess.Popen(
             [self.node, "server.mjs", str(self.port)],
             cwd=OP_DIR,
@@ -88,14 +93,18 @@ def client_key() -> RSAKey:
     return RSAKey.generate_key(2048, parameters={"use": "sig", "kid": "authgate-client-1"})
 
 
-@pytest.fixture(scope="module")
-def node_op(gate_port: int, client_key: RSAKey) -> Iterator[NodeProvider]:
-    base = f"http://127.0.0.1:{gate_port}/_authgate"
-    common = {
-        "post_logout_redirect_uris": [f"{base}/logout"],
+def client_common(gate_port: int) -> dict[str, Any]:
+    return {
+        "post_logout_redirect_uris": [f"http://127.0.0.1:{gate_port}/_authgate/logout"],
         "grant_types": ["authorization_code", "refresh_token"],
         "response_types": ["code"],
     }
+
+
+@pytest.fixture(scope="module")
+def node_op(gate_port: int, client_key: RSAKey) -> Iterator[NodeProvider]:
+    base = f"http://127.0.0.1:{gate_port}/_authgate"
+    common = client_common(gate_port)
     provider = NodeProvider(
         [
             {
@@ -127,10 +136,33 @@ def node_op(gate_port: int, client_key: RSAKey) -> Iterator[NodeProvider]:
     provider.stop()
 
 
+@pytest.fixture(scope="module")
+def post_only_op(gate_port: int) -> Iterator[NodeProvider]:
+    """A provider whose token endpoint accepts only client_secret_post, as discovery says."""
+    provider = NodeProvider(
+        [
+            {
+                "client_id": "authgate-discovered",
+                "client_secret": SECRET,
+                "redirect_uris": [
+                    f"http://127.0.0.1:{gate_port}/_authgate/oidc/discovered/callback"
+                ],
+                "token_endpoint_auth_method": "client_secret_post",
+                **client_common(gate_port),
+            }
+        ],
+        auth_methods=["client_secret_post"],
+    )
+    provider.start()
+    yield provider
+    provider.stop()
+
+
 @pytest.fixture
 async def gate(
     monkeypatch: pytest.MonkeyPatch,
     node_op: NodeProvider,
+    post_only_op: NodeProvider,
     gate_port: int,
     client_key: RSAKey,
     redis_url: str,
@@ -169,6 +201,14 @@ async def gate(
                     "name": "JWT",
                     "client_id": "authgate-jwt",
                     "private_key_file": str(key_file),
+                },
+                {
+                    "type": "oidc",
+                    "issuer": post_only_op.issuer,
+                    "id": "discovered",
+                    "name": "Discovered",
+                    "client_id": "authgate-discovered",
+                    "client_secret": SECRET,
                 },
             ],
         },
@@ -258,6 +298,16 @@ async def test_client_secret_post_and_private_key_jwt(browser, gate, gate_port):
     jwt = await upstream_view(await sign_in(browser, gate_port, "jwt", "dave"))
     assert jwt["X-User"] == "dave@example.com"
     assert jwt["X-Auth-Connection"] == "jwt"
+
+
+async def test_client_authentication_from_discovery(browser, gate, gate_port, post_only_op):
+    async with aiohttp.ClientSession() as http:
+        discovery = f"{post_only_op.issuer}/.well-known/openid-configuration"
+        doc = await (await http.get(discovery)).json()
+    assert doc["token_endpoint_auth_methods_supported"] == ["client_secret_post"]
+    headers = await upstream_view(await sign_in(browser, gate_port, "discovered", "frank"))
+    assert headers["X-User"] == "frank@example.com"
+    assert headers["X-Auth-Connection"] == "discovered"
 
 
 async def test_refresh_renews_the_session_with_a_rotated_refresh_token(browser, gate, gate_port):

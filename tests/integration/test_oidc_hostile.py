@@ -38,6 +38,12 @@ async def refused(
     assert upstream.app[UPSTREAM_HITS] == []
 
 
+def failure_detail(capsys) -> str:
+    """The detail of the last `sso.login.failed` audit event (audit goes to stdout here)."""
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line[:1] == "{"]
+    return [e for e in events if e["event"] == "sso.login.failed"][-1]["detail"]
+
+
 def other_rsa(kid: str = "rsa-1") -> RSAKey:
     return RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig"})
 
@@ -45,17 +51,18 @@ def other_rsa(kid: str = "rsa-1") -> RSAKey:
 # --- signatures and algorithms -------------------------------------------------------------
 
 
-async def test_bad_rs256_signature(oidc_gate, oidc_op, counted_upstream):
+async def test_bad_rs256_signature(oidc_gate, oidc_op, counted_upstream, capsys):
     impostor = other_rsa("rsa-1")
     oidc_op.encode = lambda h, c: signed(h, c, impostor)
-    await refused(await oidc_gate(), "signature_invalid", counted_upstream)
+    await refused(await oidc_gate(), "id_token_invalid", counted_upstream)
+    assert failure_detail(capsys) == "signature: the ID token signature does not verify"
 
 
 async def test_bad_es256_signature(oidc_gate, oidc_op, counted_upstream):
     oidc_op.use_key(oidc_op.ec, "ES256")
     impostor = ECKey.generate_key("P-256", parameters={"kid": "ec-1"})
     oidc_op.encode = lambda h, c: signed(h, c, impostor)
-    await refused(await oidc_gate(), "signature_invalid", counted_upstream)
+    await refused(await oidc_gate(), "id_token_invalid", counted_upstream)
 
 
 async def test_tampered_payload_with_original_signature(oidc_gate, oidc_op, counted_upstream):
@@ -66,7 +73,7 @@ async def test_tampered_payload_with_original_signature(oidc_gate, oidc_op, coun
         return f"{head}.{forged}.{sig}"
 
     oidc_op.encode = swap_payload
-    await refused(await oidc_gate(), "signature_invalid", counted_upstream)
+    await refused(await oidc_gate(), "id_token_invalid", counted_upstream)
 
 
 async def test_alg_none_is_refused(oidc_gate, oidc_op, counted_upstream):
@@ -94,7 +101,7 @@ async def test_hs256_with_the_rsa_public_key_fails_even_where_hs256_is_allowed(
     pem = _rsa_public_pem(oidc_op.rsa)
     oidc_op.encode = lambda h, c: hmac_signed({**h, "alg": "HS256"}, c, pem)
     browser = await oidc_gate(allowed_algorithms=["RS256", "HS256"])
-    await refused(browser, "signature_invalid", counted_upstream)
+    await refused(browser, "id_token_invalid", counted_upstream)
 
 
 async def test_hs256_with_the_client_secret_is_refused_unless_configured(
@@ -112,9 +119,11 @@ async def test_hs256_with_the_client_secret_is_accepted_when_configured(oidc_gat
     assert (await browser.login()).status == 302
 
 
-async def test_key_not_in_the_jwks(oidc_gate, oidc_op, counted_upstream):
+async def test_key_not_in_the_jwks(oidc_gate, oidc_op, counted_upstream, capsys):
     oidc_op.use_key(other_rsa("rogue"), "RS256")
-    await refused(await oidc_gate(), "signature_invalid", counted_upstream)
+    await refused(await oidc_gate(), "id_token_invalid", counted_upstream)
+    detail = "signature: no key with kid 'rogue' for RS256 in the provider's JWKS"
+    assert failure_detail(capsys) == detail
     assert oidc_op.jwks_fetches == 2
 
 
@@ -129,13 +138,13 @@ async def test_key_carried_in_the_token_header_is_never_used(oidc_gate, oidc_op,
         "x5u": oidc_op.url("/attacker.pem"),
         "x5c": ["MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA"],
     }
-    await refused(await oidc_gate(), "signature_invalid", counted_upstream)
+    await refused(await oidc_gate(), "id_token_invalid", counted_upstream)
 
 
 async def test_kid_of_the_rsa_key_on_an_es256_token(oidc_gate, oidc_op, counted_upstream):
     oidc_op.use_key(oidc_op.ec, "ES256")
     oidc_op.id_token_header = lambda h: {**h, "kid": "rsa-1"}
-    await refused(await oidc_gate(), "signature_invalid", counted_upstream)
+    await refused(await oidc_gate(), "id_token_invalid", counted_upstream)
 
 
 async def test_unknown_crit_header(oidc_gate, oidc_op, counted_upstream):
@@ -146,7 +155,7 @@ async def test_unknown_crit_header(oidc_gate, oidc_op, counted_upstream):
 async def test_no_kid_with_two_fitting_keys_is_refused(oidc_gate, oidc_op, counted_upstream):
     oidc_op.published = [oidc_op.rsa, other_rsa("rsa-2")]
     oidc_op.id_token_header = lambda h: {k: v for k, v in h.items() if k != "kid"}
-    await refused(await oidc_gate(), "signature_invalid", counted_upstream)
+    await refused(await oidc_gate(), "id_token_invalid", counted_upstream)
 
 
 async def test_a_flood_of_random_kids_costs_one_jwks_refetch(oidc_gate, oidc_op, counted_upstream):
@@ -157,7 +166,7 @@ async def test_a_flood_of_random_kids_costs_one_jwks_refetch(oidc_gate, oidc_op,
     for n in range(5):
         oidc_op.use_key(RSAKey.import_key({**rogue, "kid": f"random-{n}"}), "RS256")
         resp = await browser.login()
-        assert (await resp.json())["error"] == "signature_invalid"
+        assert (await resp.json())["error"] == "id_token_invalid"
     assert oidc_op.jwks_fetches == 2
 
 
@@ -301,6 +310,72 @@ async def test_discovery_issuer_mismatch(oidc_gate, oidc_op, counted_upstream):
     ready = await browser.gate.get("/_authgate/readyz")
     assert ready.status == 503
     assert "issuer_mismatch" in (await ready.json())["checks"]["connection:corp"]
+
+
+async def login_refused(browser: Browser, reason: str, upstream) -> None:
+    resp = await browser.gate.get(
+        "/_authgate/oidc/corp/login", headers={"Accept": "application/json"}
+    )
+    await refused(browser, reason, upstream, resp)
+
+
+async def test_issuer_configured_with_a_trailing_slash_says_remove_it(
+    oidc_gate, oidc_op, counted_upstream, capsys
+):
+    await login_refused(
+        await oidc_gate(issuer=oidc_op.issuer + "/"), "issuer_mismatch", counted_upstream
+    )
+    assert failure_detail(capsys) == (
+        f"configured {oidc_op.issuer}/, the provider says {oidc_op.issuer}"
+        " — remove the trailing slash"
+    )
+
+
+async def test_issuer_configured_without_the_providers_trailing_slash_says_add_it(
+    oidc_gate, oidc_op, counted_upstream, capsys
+):
+    oidc_op.discovery_overrides["issuer"] = oidc_op.issuer + "/"
+    await login_refused(await oidc_gate(), "issuer_mismatch", counted_upstream)
+    assert failure_detail(capsys) == (
+        f"configured {oidc_op.issuer}, the provider says {oidc_op.issuer}/ — add the trailing slash"
+    )
+
+
+async def test_another_issuer_gets_no_slash_advice(oidc_gate, oidc_op, counted_upstream, capsys):
+    oidc_op.discovery_overrides["issuer"] = "https://evil.example.com/\n{}"
+    await login_refused(await oidc_gate(), "issuer_mismatch", counted_upstream)
+    assert failure_detail(capsys) == (
+        f"configured {oidc_op.issuer}, the provider says 'https://evil.example.com/\\n{{}}'"
+    )
+
+
+async def test_a_provider_without_a_client_secret_method_is_refused_before_the_redirect(
+    oidc_gate, oidc_op, counted_upstream, capsys
+):
+    oidc_op.auth_methods = ("private_key_jwt", "tls_client_auth")
+    await login_refused(await oidc_gate(), "idp_error", counted_upstream)
+    assert failure_detail(capsys) == (
+        "the provider's token endpoint accepts private_key_jwt, tls_client_auth"
+        " (token_endpoint_auth_methods_supported), neither client_secret_basic nor"
+        " client_secret_post: set token_endpoint_auth_method (private_key_jwt with"
+        " private_key_file) to one it accepts"
+    )
+    assert oidc_op.token_requests == []
+
+
+async def test_an_odd_auth_method_name_is_quoted_in_the_detail(
+    oidc_gate, oidc_op, counted_upstream, capsys
+):
+    oidc_op.discovery_overrides["token_endpoint_auth_methods_supported"] = ["x\n{}", ""]
+    await login_refused(await oidc_gate(), "idp_error", counted_upstream)
+    assert failure_detail(capsys).startswith("the provider's token endpoint accepts 'x\\n{}', ''")
+
+
+async def test_auth_methods_that_are_not_a_list_are_metadata_unavailable(
+    oidc_gate, oidc_op, counted_upstream
+):
+    oidc_op.discovery_overrides["token_endpoint_auth_methods_supported"] = "client_secret_basic"
+    await login_refused(await oidc_gate(), "metadata_unavailable", counted_upstream)
 
 
 async def test_discovery_document_without_jwks_uri(oidc_gate, oidc_op, counted_upstream):

@@ -7,11 +7,13 @@ session, upstream — with real Redis holding the state and the session.
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from urllib.parse import unquote_plus
 
 from joserfc.jwk import RSAKey
 from yarl import URL
 
+from authgate.web.state import STATE
 from tests.conftest import UPSTREAM_HITS
 from tests.oidc_op import Browser
 from tests.simplesamlphp import TYPED
@@ -70,6 +72,53 @@ async def test_client_secret_post(oidc_gate, oidc_op):
     assert "Authorization" not in request["headers"]
     assert request["form"]["client_id"] == "authgate"
     assert request["form"]["client_secret"] == oidc_op.client_secret
+
+
+def sent_by_post(request: dict) -> bool:
+    return "Authorization" not in request["headers"] and "client_secret" in request["form"]
+
+
+async def test_client_secret_post_when_discovery_lists_only_post(oidc_gate, oidc_op):
+    oidc_op.auth_methods = ("client_secret_post", "private_key_jwt")
+    browser = await oidc_gate()
+    assert (await browser.login()).status == 302
+    assert sent_by_post(oidc_op.token_requests[0])
+
+
+async def test_client_secret_basic_when_discovery_lists_both(oidc_gate, oidc_op):
+    oidc_op.auth_methods = ("client_secret_post", "client_secret_basic")
+    assert (await (await oidc_gate()).login()).status == 302
+    assert oidc_op.token_requests[0]["headers"]["Authorization"].startswith("Basic ")
+
+
+async def test_client_secret_basic_when_discovery_lists_no_methods(oidc_gate, oidc_op):
+    oidc_op.discovery_overrides["token_endpoint_auth_methods_supported"] = None
+    assert "token_endpoint_auth_methods_supported" not in oidc_op.discovery_document()
+    assert (await (await oidc_gate()).login()).status == 302
+    assert oidc_op.token_requests[0]["headers"]["Authorization"].startswith("Basic ")
+
+
+async def test_a_configured_method_wins_over_discovery(oidc_gate, oidc_op):
+    oidc_op.discovery_overrides["token_endpoint_auth_methods_supported"] = ["client_secret_basic"]
+    browser = await oidc_gate(token_endpoint_auth_method="client_secret_post")
+    assert (await browser.login()).status == 302
+    assert sent_by_post(oidc_op.token_requests[0])
+
+
+async def test_refresh_uses_the_method_from_discovery(oidc_gate, oidc_op):
+    oidc_op.auth_methods = ("client_secret_post",)
+    browser = await oidc_gate(refresh={"enabled": True, "every": "10m"})
+    assert (await browser.login()).status == 302
+    st = browser.gate.app[STATE]
+    sid = next(c.value for c in browser.gate.session.cookie_jar if c.key == st.cookies.session_name)
+    session = await st.sessions.load(sid)
+    await st.sessions.update(
+        replace(session, protocol_data={**session.protocol_data, "refresh_at": 0})
+    )
+    assert (await upstream_headers(browser))["X-User"] == "alice@example.com"
+    refresh = oidc_op.token_requests[-1]
+    assert refresh["form"]["grant_type"] == "refresh_token"
+    assert sent_by_post(refresh)
 
 
 async def test_no_kid_with_exactly_one_fitting_key(oidc_gate, oidc_op):

@@ -149,6 +149,57 @@ async def test_authgate_test_fails_on_an_issuer_mismatch(oidc_op, tmp_path, caps
     assert "result: 1 problem(s)" in out
 
 
+async def test_authgate_test_says_remove_the_trailing_slash(oidc_op, tmp_path, capsys):
+    path = write_config(tmp_path, oidc_op, issuer=oidc_op.issuer + "/")
+    code, out, _ = await authgate_cli(capsys, "test", "corp", "--config", str(path))
+    assert code == 1
+    assert (
+        f"FAIL discovery {oidc_op.issuer}/.well-known/openid-configuration: issuer_mismatch:"
+        f" configured {oidc_op.issuer}/, the provider says {oidc_op.issuer}"
+        " — remove the trailing slash\n"
+    ) in out
+
+
+async def test_authgate_test_names_the_client_authentication_from_discovery(
+    oidc_op, tmp_path, capsys
+):
+    oidc_op.auth_methods = ("client_secret_post", "private_key_jwt")
+    path = write_config(tmp_path, oidc_op)
+    code, out, _ = await authgate_cli(capsys, "test", "corp", "--config", str(path))
+    assert code == 0, out
+    assert (
+        "ok  client authentication: client_secret_post"
+        " (chosen from the provider's client_secret_post, private_key_jwt)\n"
+    ) in out
+
+
+async def test_authgate_test_fails_when_the_provider_accepts_no_client_secret(
+    oidc_op, tmp_path, capsys
+):
+    oidc_op.auth_methods = ("private_key_jwt",)
+    path = write_config(tmp_path, oidc_op)
+    code, out, _ = await authgate_cli(capsys, "test", "corp", "--config", str(path))
+    assert code == 1
+    assert (
+        "FAIL client authentication: idp_error: the provider's token endpoint accepts"
+        " private_key_jwt (token_endpoint_auth_methods_supported), neither"
+    ) in out
+    assert "result: 1 problem(s)" in out
+
+
+async def test_authgate_test_notes_a_configured_method_the_provider_does_not_list(
+    oidc_op, tmp_path, capsys
+):
+    oidc_op.discovery_overrides["token_endpoint_auth_methods_supported"] = ["client_secret_basic"]
+    path = write_config(tmp_path, oidc_op, token_endpoint_auth_method="client_secret_post")
+    code, out, _ = await authgate_cli(capsys, "test", "corp", "--config", str(path))
+    assert code == 0, out
+    assert (
+        "ok  client authentication: client_secret_post"
+        " (configured; the provider lists only client_secret_basic)\n"
+    ) in out
+
+
 async def test_authgate_test_fails_without_usable_keys(oidc_op, tmp_path, capsys):
     oidc_op.published = [oidc_op.ec]
     path = write_config(tmp_path, oidc_op, allowed_algorithms=["RS256"])

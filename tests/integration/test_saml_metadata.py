@@ -6,11 +6,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography import x509
@@ -362,6 +366,90 @@ async def test_test_command_checks_the_idp_metadata(metadata_server, tmp_path, c
     metadata_server.fail = True
     assert await asyncio.to_thread(main, ["test", "corp", "--config", str(config)]) == 1
     assert "FAIL IdP metadata: GET" in capsys.readouterr().out
+
+
+def hand_given_config(tmp_path, idp: dict) -> Path:
+    config = tmp_path / "authgate.yaml"
+    connection = {"id": "corp", "name": "Corp", "type": "saml", "idp": idp}
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "public_url": "https://app.example.com",
+                "upstream": {"url": "http://127.0.0.1:9"},
+                "connections": [connection],
+            }
+        )
+    )
+    return config
+
+
+def authgate_test(config: Path) -> subprocess.CompletedProcess[str]:
+    """`authgate test corp` as an operator runs it: a process of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "authgate", "test", "corp", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_test_command_checks_an_idp_given_by_hand(saml_idp, tmp_path):
+    cert_file = tmp_path / "idp.crt"
+    cert_file.write_bytes(saml_idp.keys.cert_pem)
+    idp = {
+        "entity_id": saml_idp.entity_id,
+        "sso_url": saml_idp.sso_url,
+        "sso_binding": "post",
+        "slo_url": "https://idp.example.test/slo",
+        "certificate_files": [str(cert_file)],
+    }
+    result = authgate_test(hand_given_config(tmp_path, idp))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    cert = x509.load_pem_x509_certificate(saml_idp.keys.cert_pem)
+    until = cert.not_valid_after_utc.strftime("%Y-%m-%d")
+    assert result.stdout.splitlines()[5:] == [
+        f"ok  IdP entity ID: {saml_idp.entity_id}",
+        f"ok  IdP SSO (post): {saml_idp.sso_url}",
+        "ok  IdP SLO: https://idp.example.test/slo (redirect)",
+        f"ok  IdP signing certificate: {cert.subject.rfc4514_string()}, valid until {until}",
+        "ok  IdP details (idp, no metadata): usable",
+        "result: OK",
+    ]
+
+
+def test_test_command_refuses_a_hand_given_certificate_that_is_none(saml_idp, tmp_path):
+    idp = {
+        "entity_id": saml_idp.entity_id,
+        "sso_url": saml_idp.sso_url,
+        "certificates": [base64.b64encode(b"not a certificate").decode()],
+    }
+    result = authgate_test(hand_given_config(tmp_path, idp))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "connections[0].idp.certificates[0]: expected an X.509 certificate" in result.stderr
+
+
+async def test_test_reports_a_hand_given_certificate_file_that_went_away(
+    saml_gate, saml_idp, tmp_path
+):
+    cert_file = tmp_path / "idp.crt"
+    cert_file.write_bytes(saml_idp.keys.cert_pem)
+    browser = await saml_gate(
+        idp_metadata_file=None,
+        idp={
+            "entity_id": saml_idp.entity_id,
+            "sso_url": saml_idp.sso_url,
+            "certificate_files": [str(cert_file)],
+        },
+    )
+    cert_file.unlink()
+    lines = await protocol_of(browser).probe()
+    detail = f"idp.certificate_files: [Errno 2] No such file or directory: '{cert_file}'"
+    assert lines[-1] == (False, f"IdP details (idp, no metadata): {detail}")
+    rid = await browser.start()
+    assert (await browser.post(encode(signed(saml_idp, rid)))).status == 302
 
 
 async def test_keys_generate_command(tmp_path):

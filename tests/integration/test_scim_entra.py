@@ -32,6 +32,8 @@ from tests.scim_support import (
 pytestmark = pytest.mark.integration
 
 USER_NAME = "Test_User_ab6490ee-1e48-479e-a20b-2d77186b5dd1"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 EXTERNAL_ID = "0a21f0f2-8d2a-4f8e-bf98-7363c4aed4ef"
 
 
@@ -259,3 +261,66 @@ async def test_group_lifecycle_and_membership_feed_roles(replicas, audit):
         "scim.group.members_changed",
         "scim.group.deleted",
     }
+
+
+def entra_user(name: str, **extra: object) -> dict:
+    """Entra's documented create body for another person."""
+    emails = [{"primary": True, "type": "work", "value": f"{name}@testuser.com"}]
+    body = {**fixture("entra", "create_user"), "userName": name, "externalId": name}
+    return {**body, "emails": emails, **extra}
+
+
+async def test_the_manager_in_each_form_entra_sends(replicas):
+    """`"manager": "<id>"`, `{"value": "<id>"}`, and PATCH on the manager's URN path.
+
+    The PATCH body is the one Entra sends when a user's manager is set, as
+    reported to SCIM-SDK (Captain-P-Goldfish/SCIM-SDK#686): the id alone.
+    """
+    client, _ = replicas
+    st, headers = client.app[STATE], await bearer(client)
+    boss = await scim_json(
+        await client.post(SCIM + "/Users", json=entra_user("boss"), headers=headers), 201
+    )
+    expected = {"value": boss["id"], "$ref": f"https://app.example.com{SCIM}/Users/{boss['id']}"}
+
+    for n, manager in enumerate([boss["id"], {"value": boss["id"]}]):
+        body = entra_user(
+            f"report-{n}", **{ENTERPRISE: {"department": "Sales", "manager": manager}}
+        )
+        created = await scim_json(
+            await client.post(SCIM + "/Users", json=body, headers=headers), 201
+        )
+        assert created[ENTERPRISE] == {"department": "Sales", "manager": expected}
+        record = await st.users.get(created["id"])
+        assert record.attributes[ENTERPRISE]["manager"]["value"] == boss["id"]
+
+    uid = (
+        await scim_json(
+            await client.post(SCIM + "/Users", json=entra_user("carol"), headers=headers), 201
+        )
+    )["id"]
+    for op, value in [("add", boss["id"]), ("Replace", {"value": boss["id"]}), ("Add", boss["id"])]:
+        operation = {"op": op, "path": f"{ENTERPRISE}:manager", "value": value}
+        patched = await client.patch(
+            f"{SCIM}/Users/{uid}",
+            json={"schemas": [PATCH_OP], "Operations": [operation]},
+            headers=headers,
+        )
+        assert (await scim_json(patched, 200))[ENTERPRISE] == {"manager": expected}
+        read = await scim_json(await client.get(f"{SCIM}/Users/{uid}", headers=headers), 200)
+        assert read[ENTERPRISE] == {"manager": expected}
+        assert (await st.users.get(uid)).attributes[ENTERPRISE] == {"manager": expected}
+        removal = {"op": "Remove", "path": f"{ENTERPRISE}:manager"}
+        removed = await client.patch(
+            f"{SCIM}/Users/{uid}",
+            json={"schemas": [PATCH_OP], "Operations": [removal]},
+            headers=headers,
+        )
+        assert ENTERPRISE not in await scim_json(removed, 200)
+
+    replaced = await client.put(
+        f"{SCIM}/Users/{uid}",
+        json=entra_user("carol", **{ENTERPRISE: {"manager": boss["id"]}}),
+        headers=headers,
+    )
+    assert (await scim_json(replaced, 200))[ENTERPRISE] == {"manager": expected}

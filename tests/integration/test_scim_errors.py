@@ -7,6 +7,7 @@ import json
 import pytest
 
 from authgate.app import create_app
+from authgate.scim.app import UNIQUE
 from authgate.scim.tokens import ScimTokens
 from authgate.session.memory import MemoryStore
 from authgate.web.state import STATE
@@ -112,7 +113,8 @@ async def test_conflicts_and_invalid_values(client):
         headers=headers,
     )
     body = await scim_error(same_name, 409, "uniqueness")
-    assert "belongs to another user" in body["detail"]
+    assert body["detail"] == UNIQUE
+    assert fixture("entra", "create_user")["userName"] not in str(body)
     same_email = await client.post(
         SCIM + "/Users",
         json={**fixture("entra", "create_user"), "externalId": "other2", "userName": "other2"},
@@ -148,6 +150,103 @@ async def test_conflicts_and_invalid_values(client):
         await client.post(SCIM + "/Users", json=missing, headers=headers), 400, "invalidValue"
     )
     assert (await st.users.get(first["id"])).active
+
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+MARK = "<b>mark-7f3a</b>"
+
+
+@pytest.mark.parametrize(
+    ("manager", "detail"),
+    [
+        (42, f"a value does not fit its attribute: {ENTERPRISE}:manager"),
+        ([MARK], f"a value does not fit its attribute: {ENTERPRISE}:manager"),
+        ({"value": 42}, f"a value does not fit its attribute: {ENTERPRISE}:manager.value"),
+        ("", f"{ENTERPRISE}:manager.$ref is required"),
+        ({"$ref": MARK}, f"{ENTERPRISE}:manager.value is required"),
+    ],
+)
+async def test_a_manager_that_is_no_id_is_refused_in_authgates_words(client, manager, detail):
+    headers = await bearer(client)
+    body = {**fixture("entra", "create_user"), ENTERPRISE: {"manager": manager}}
+    refused = await scim_error(
+        await client.post(SCIM + "/Users", json=body, headers=headers), 400, "invalidValue"
+    )
+    assert refused["detail"] == detail
+    assert await client.app[STATE].users.all_ids() == set()
+
+
+async def test_a_patched_manager_that_is_no_id_is_refused_in_authgates_words(client):
+    headers = await bearer(client)
+    uid = (await create(client, headers))["id"]
+    for value in (42, [{"value": MARK}], True):
+        operation = {"op": "add", "path": f"{ENTERPRISE}:manager", "value": value}
+        response = await client.patch(
+            f"{SCIM}/Users/{uid}",
+            json={"schemas": [PATCH_OP], "Operations": [operation]},
+            headers=headers,
+        )
+        refused = await scim_error(response, 400, "invalidValue")
+        assert refused["detail"] == "a value does not fit its attribute: manager"
+    assert ENTERPRISE not in (await client.app[STATE].users.get(uid)).attributes
+
+
+async def test_no_error_body_repeats_the_request_or_a_library(client):
+    headers = await bearer(client)
+    uid = (await create(client, headers))["id"]
+
+    async def patch_refused(operation, scim_type):
+        response = await client.patch(
+            f"{SCIM}/Users/{uid}",
+            json={"schemas": [PATCH_OP], "Operations": [operation]},
+            headers=headers,
+        )
+        return (await scim_error(response, 400, scim_type))["detail"]
+
+    assert await patch_refused({"op": MARK, "path": "active", "value": False}, "invalidValue") == (
+        "a value does not fit its attribute: Operations[0].op"
+    )
+    assert await patch_refused({"op": "replace", "path": MARK, "value": 1}, "invalidPath") == (
+        "a PATCH path names no attribute of the resource: Operations[0].path"
+    )
+    assert await patch_refused(
+        {"op": "replace", "path": "nickName", "value": {MARK: 1}}, "invalidValue"
+    ) == ("a value does not fit its attribute: nickName")
+    bad_filter = await client.get(SCIM + "/Users", params={"filter": f"{MARK} eq"}, headers=headers)
+    assert (await scim_error(bad_filter, 400, "invalidFilter"))["detail"] == (
+        "the filter is not a SCIM filter authgate can apply (RFC 7644 §3.4.2.2): filter"
+    )
+    bad_email = {
+        **fixture("entra", "create_user"),
+        "userName": "x",
+        "externalId": "x",
+        "emails": [{"value": MARK}],
+    }
+    created = await client.post(SCIM + "/Users", json=bad_email, headers=headers)
+    assert (await scim_error(created, 400, "invalidValue"))["detail"] == (
+        "a value does not fit its attribute: emails[0].value"
+    )
+    in_path = "mark<7f3a>"
+    for path, detail in [
+        (f"/Users/{in_path}", "no such user at this connection"),
+        (f"/Groups/{in_path}", "no such group at this connection"),
+        (f"/Schemas/{in_path}", "no such schema"),
+        (f"/ResourceTypes/{in_path}", "no such resource type"),
+    ]:
+        missing = await client.get(SCIM + path, headers=headers)
+        assert (await scim_error(missing, 404, None))["detail"] == detail
+    group = {**fixture("entra", "create_group"), "members": [{"value": MARK}]}
+    stranger = await client.post(SCIM + "/Groups", json=group, headers=headers)
+    assert (await scim_error(stranger, 400, "invalidValue"))["detail"] == (
+        "a member is not a user of this connection"
+    )
+    unknown = await client.get(f"{SCIM}/{MARK}", headers=headers)
+    assert (await scim_error(unknown, 404, None))["detail"] == "no such SCIM endpoint"
+    wrong_method = await client.put(SCIM + "/ServiceProviderConfig", headers=headers)
+    assert (await scim_error(wrong_method, 405, None))["detail"] == (
+        "this SCIM endpoint does not take this method"
+    )
 
 
 async def test_malformed_and_oversized_bodies(client):

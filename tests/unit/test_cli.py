@@ -112,7 +112,7 @@ def test_status_shows_last_failure(tmp_path, capsys, redis_url):
 
     async def fail() -> None:
         kv = RedisStore(connect(RedisSettings(url=redis_url)))
-        await ConnectionStatus(kv).failure("corp", "signature_invalid", "abc123")
+        await ConnectionStatus(kv).failure("corp", "id_token_invalid", "abc123")
         await kv.close()
 
     asyncio.run(fail())
@@ -120,7 +120,7 @@ def test_status_shows_last_failure(tmp_path, capsys, redis_url):
     out = capsys.readouterr().out
     assert "store: redis reachable" in out
     assert (
-        "connection corp (oidc, Corp): last success never; last failure signature_invalid at" in out
+        "connection corp (oidc, Corp): last success never; last failure id_token_invalid at" in out
     )
     assert "(correlation id abc123)" in out
 

@@ -34,6 +34,7 @@ from authgate.cli import build_parser, main
 from authgate.csv_import import ImportReport, parse
 from authgate.keys import write_pair
 from authgate.settings import Settings, load_settings
+from authgate.web.pages import HINTS
 from tests import markdown
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -545,3 +546,21 @@ def test_the_commands_of_the_page_run_in_order(
         out, err = capsys.readouterr()
         assert code == 0, f"{command_id(command)}: exit {code}: {err}"
         check_what_it_printed(command, argv, out, tmp_path)
+
+
+def test_the_oidc_failure_table_names_every_reason_the_oidc_code_gives() -> None:
+    """docs/oidc.md "When a login fails" and the error pages cover each OIDC refusal.
+
+    `signature_invalid` is SAML's: an ID token whose signature does not verify is
+    `id_token_invalid` (detail `signature: ...`), so neither the code nor the table has it.
+    """
+    raising = re.compile(r"(?:ProtocolError|LoginFailed|LoginStateError)\(\s*\"([a-z_]+)\"")
+    sources = (ROOT / "src" / "authgate" / "protocols").glob("oidc*.py")
+    raised = {m for path in sources for m in raising.findall(path.read_text())}
+    page = (ROOT / "docs" / "oidc.md").read_text().split("## When a login fails", 1)[1]
+    first_cells = re.findall(r"^\|([^|]+)\|", page, re.M)
+    table = {code for cell in first_cells for code in re.findall(r"`([a-z_]+)`", cell)}
+    assert "id_token_invalid" in raised
+    assert raised <= table, sorted(raised - table)
+    assert raised <= HINTS.keys(), sorted(raised - HINTS.keys())
+    assert "signature_invalid" not in raised | table

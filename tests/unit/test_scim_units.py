@@ -6,8 +6,14 @@ import hashlib
 from dataclasses import replace
 
 import pytest
-from pydantic import ValidationError
-from scim2_models import Group, GroupMember, InvalidValueException, MutabilityException
+from scim2_models import (
+    Context,
+    Group,
+    GroupMember,
+    InvalidFilterException,
+    InvalidValueException,
+    MutabilityException,
+)
 
 from authgate import users as store
 from authgate.errors import PolicyDenied
@@ -15,9 +21,11 @@ from authgate.scim import patch
 from authgate.scim.filters import equality, normalise_filter, search_request
 from authgate.scim.resources import UserResource, user_fields, user_resource
 from authgate.scim.tokens import ScimTokens
+from authgate.scim.validation import validated
 from authgate.session.memory import MemoryStore
 
 OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+BASE = "https://app.example.com/_authgate/scim/v2"
 
 
 async def test_tokens_are_shown_once_and_stored_as_a_digest():
@@ -59,8 +67,11 @@ def test_search_request_caps_count_and_spots_index_lookups():
     other = search_request(UserResource, {"filter": 'userName eq "a" and active eq true'}, 100)
     assert equality(other) is None
     assert equality(search_request(UserResource, {}, 100)) is None
-    with pytest.raises(ValidationError):
+    with pytest.raises(InvalidFilterException) as refused:
         search_request(UserResource, {"filter": "userName eq"}, 100)
+    assert refused.value.to_error().detail == (
+        "the filter is not a SCIM filter authgate can apply (RFC 7644 §3.4.2.2): filter"
+    )
 
 
 def user(**attrs) -> UserResource:
@@ -89,7 +100,7 @@ def test_entra_patch_forms_apply():
             },
         ],
     }
-    assert patch.apply(UserResource, resource, body)
+    assert patch.apply(UserResource, resource, body, BASE)
     fields = user_fields(resource, "externalId")
     assert fields["active"] is False and fields["email"] == "new@example.com"
     assert fields["display_name"] == "Babs" and fields["external_id"] == "ext-1"
@@ -111,18 +122,18 @@ def test_member_removal_forms_and_okta_rename():
              "value": [{"$ref": None, "value": "a"}]},
         ],
     }  # fmt: skip
-    assert patch.apply(Group, group, legacy)
+    assert patch.apply(Group, group, legacy, BASE)
     flagged = {"schemas": [OP], "Operations": [{"op": "remove", "path": 'members[value eq "b"]'}]}
-    assert patch.apply(Group, group, flagged)
+    assert patch.apply(Group, group, flagged, BASE)
     assert [m.value for m in group.members] == ["c"]
     rename = {
         "schemas": [OP],
         "Operations": [{"op": "replace", "value": {"id": "g1", "displayName": "R&D"}}],
     }
-    assert patch.apply(Group, group, rename) and group.display_name == "R&D"
+    assert patch.apply(Group, group, rename, BASE) and group.display_name == "R&D"
     spoof = {"schemas": [OP], "Operations": [{"op": "replace", "value": {"id": "other"}}]}
     with pytest.raises(MutabilityException):
-        patch.apply(Group, group, spoof)
+        patch.apply(Group, group, spoof, BASE)
 
 
 def test_invalid_patch_values_are_refused():
@@ -130,7 +141,80 @@ def test_invalid_patch_values_are_refused():
     resource.id = "u1"
     bad = {"schemas": [OP], "Operations": [{"op": "replace", "path": "active", "value": "maybe"}]}
     with pytest.raises(InvalidValueException):
-        patch.apply(UserResource, resource, bad)
+        patch.apply(UserResource, resource, bad, BASE)
+
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [
+        {"op": "add", "path": f"{ENTERPRISE}:manager", "value": "m-1"},
+        {"op": "Replace", "path": f"{ENTERPRISE}:manager", "value": {"value": "m-1"}},
+        {"op": "replace", "path": f"{ENTERPRISE}:manager.value", "value": "m-1"},
+        {"op": "replace", "value": {f"{ENTERPRISE}:manager": "m-1"}},
+        {"op": "replace", "value": {ENTERPRISE: {"manager": "m-1"}}},
+        {"op": "add", "path": ENTERPRISE, "value": {"manager": {"value": "m-1"}}},
+    ],
+)
+def test_entra_manager_forms_become_the_rfc_complex_value(operation):
+    resource = user(**{ENTERPRISE: {"manager": {"value": "m-0", "$ref": f"{BASE}/Users/m-0"}}})
+    resource.id = "u1"
+    assert patch.apply(UserResource, resource, {"schemas": [OP], "Operations": [operation]}, BASE)
+    stored = user_fields(resource, "externalId")["attributes"][ENTERPRISE]
+    assert stored == {"manager": {"value": "m-1", "$ref": f"{BASE}/Users/m-1"}}
+
+
+@pytest.mark.parametrize("value", [None, "m-0", [{"value": "m-0"}]])
+def test_removing_the_manager_takes_it_away(value):
+    resource = user(**{ENTERPRISE: {"manager": {"value": "m-0", "$ref": f"{BASE}/Users/m-0"}}})
+    resource.id = "u1"
+    operation = {"op": "Remove", "path": f"{ENTERPRISE}:manager"}
+    if value is not None:
+        operation["value"] = value
+    assert patch.apply(UserResource, resource, {"schemas": [OP], "Operations": [operation]}, BASE)
+    assert ENTERPRISE not in user_fields(resource, "externalId")["attributes"]
+
+
+def test_a_manager_id_is_escaped_in_its_ref():
+    body = patch.user_body({ENTERPRISE: {"manager": "a/b c?d"}, "userName": "x"}, BASE)
+    assert body[ENTERPRISE]["manager"] == {
+        "value": "a/b c?d",
+        "$ref": f"{BASE}/Users/a%2Fb%20c%3Fd",
+    }
+    assert patch.user_body({ENTERPRISE: {"manager": 7}}, BASE) == {ENTERPRISE: {"manager": 7}}
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (7, f"a value does not fit its attribute: {ENTERPRISE}:manager"),
+        (["m-1"], f"a value does not fit its attribute: {ENTERPRISE}:manager"),
+        ({"value": 7}, f"a value does not fit its attribute: {ENTERPRISE}:manager.value"),
+        ("", f"{ENTERPRISE}:manager.$ref is required"),
+        ({"$ref": f"{BASE}/Users/m"}, f"{ENTERPRISE}:manager.value is required"),
+    ],
+)
+def test_a_manager_that_is_no_id_is_refused_in_authgates_words(value, detail):
+    body = patch.user_body({**user().model_dump(), ENTERPRISE: {"manager": value}}, BASE)
+    with pytest.raises(InvalidValueException) as refused, validated():
+        UserResource.model_validate(body, scim_ctx=Context.RESOURCE_CREATION_REQUEST)
+    assert refused.value.to_error().model_dump() == {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": "400",
+        "scimType": "invalidValue",
+        "detail": detail,
+    }
+
+
+def test_a_patch_refusal_names_the_attribute_not_pydantic():
+    resource = user()
+    resource.id = "u1"
+    operation = {"op": "add", "path": f"{ENTERPRISE}:manager", "value": 7}
+    with pytest.raises(InvalidValueException) as refused:
+        patch.apply(UserResource, resource, {"schemas": [OP], "Operations": [operation]}, BASE)
+    assert str(refused.value) == "a value does not fit its attribute: manager"
 
 
 def test_stored_user_keeps_no_password_and_link_follows_the_setting():

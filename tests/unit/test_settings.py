@@ -157,7 +157,8 @@ def test_unreadable_file(tmp_path: Path):
     with pytest.raises(ConfigError) as exc:
         load_settings(tmp_path / "missing.yaml")
     assert exc.value.problems == [
-        f"{tmp_path / 'missing.yaml'}: cannot read the config file (No such file or directory)"
+        f"{tmp_path / 'missing.yaml'}: no such config file: pass --config FILE or set"
+        " AUTHGATE_CONFIG (examples to start from are in conf/)"
     ]
 
 

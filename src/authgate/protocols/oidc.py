@@ -25,8 +25,13 @@ from authgate.errors import LoginFailed, ProtocolError
 from authgate.identity import Identity
 from authgate.protocols.base import Protocol, ProtocolContext
 from authgate.protocols.freshness import retry_delay
-from authgate.protocols.oidc_client import TokenClient, TokenEndpointError, load_signing_key
-from authgate.protocols.oidc_discovery import Discovery, ProviderInfo
+from authgate.protocols.oidc_client import (
+    TokenClient,
+    TokenEndpointError,
+    choose_auth_method,
+    load_signing_key,
+)
+from authgate.protocols.oidc_discovery import Discovery, ProviderInfo, shown
 from authgate.protocols.oidc_graph import GraphGroups, has_overage
 from authgate.protocols.oidc_keys import KeyCache
 from authgate.protocols.oidc_tokens import (
@@ -186,6 +191,7 @@ class OidcProtocol(Protocol):
     async def begin_login(self, return_to: str) -> LoginStart:
         info = await self.discovery.get()
         self._token_client()
+        choose_auth_method(self.conn, info.auth_methods)
         state, nonce = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         verifier = secrets.token_urlsafe(64)
         params = {
@@ -243,7 +249,8 @@ class OidcProtocol(Protocol):
             "redirect_uri": self.redirect_uri,
             "code_verifier": pending["verifier"],
         }
-        tokens = await self._token_client().grant(info.token_endpoint, form)
+        method = choose_auth_method(self.conn, info.auth_methods)
+        tokens = await self._token_client().grant(info.token_endpoint, form, method)
         return await self._identity(info, tokens, nonce=pending["nonce"])
 
     async def _validate_id_token(
@@ -374,8 +381,9 @@ class OidcProtocol(Protocol):
         except LoginFailed as exc:
             raise RefreshDeferred(exc.detail) from exc
         form = {"grant_type": "refresh_token", "refresh_token": token}
+        method = choose_auth_method(self.conn, info.auth_methods)
         try:
-            tokens = await self._token_client().grant(info.token_endpoint, form)
+            tokens = await self._token_client().grant(info.token_endpoint, form, method)
         except TokenEndpointError as exc:
             if exc.definitive:
                 raise
@@ -418,12 +426,30 @@ class OidcProtocol(Protocol):
             params["id_token_hint"] = id_token
         return _with_query(info.end_session_endpoint, params)
 
+    def _auth_method_line(self, info: ProviderInfo) -> tuple[bool, str]:
+        """Which client authentication a sign-in will use, and why."""
+        try:
+            method = choose_auth_method(self.conn, info.auth_methods)
+        except LoginFailed as exc:
+            return False, f"client authentication: {exc.reason}: {exc.detail}"
+        listed = ", ".join(shown(m) for m in (info.auth_methods or ())[:10])
+        if self.conn.token_endpoint_auth_method:
+            why = "configured"
+            if info.auth_methods is not None and method not in info.auth_methods:
+                why += f"; the provider lists only {listed or 'none'}"
+        elif not self.conn.has_secret:
+            why = "from the credentials"
+        elif info.auth_methods is None:
+            why = "the provider lists no methods: RFC 8414 default"
+        else:
+            why = f"chosen from the provider's {listed}"
+        return True, f"client authentication: {method} ({why})"
+
     async def probe(self) -> list[tuple[bool, str]]:
         """`authgate test`: discovery, keys and credentials checked now, as readable lines."""
         lines: list[tuple[bool, str]] = [(True, f"redirect URI to register: {self.redirect_uri}")]
         try:
             self._token_client()
-            lines.append((True, f"client authentication: {self.conn.auth_method}"))
         except LoginFailed as exc:
             lines.append((False, f"client credentials: {exc.reason}: {exc.detail}"))
         try:
@@ -431,6 +457,7 @@ class OidcProtocol(Protocol):
         except LoginFailed as exc:
             return [*lines, (False, f"discovery {self.discovery.url}: {exc.reason}: {exc.detail}")]
         lines.append((True, f"discovery {self.discovery.url}: issuer {info.issuer} matches"))
+        lines.append(self._auth_method_line(info))
         for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint"):
             lines.append((True, f"  {name}: {getattr(info, name) or 'none'}"))
         lines.append((True, f"  end_session_endpoint: {info.end_session_endpoint or 'none'}"))

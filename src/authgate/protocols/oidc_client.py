@@ -5,6 +5,11 @@ and the secret are each form-encoded before they are joined with ':' and
 base64-encoded, so a secret containing ':' or '%' or '+' still authenticates.
 `private_key_jwt` signs a short-lived assertion (RFC 7523) with a key that
 never leaves authgate; the provider holds only its public half.
+
+With a client secret and no `token_endpoint_auth_method` configured, the
+method is the provider's: `client_secret_basic` when its discovery document
+lists it or lists nothing (RFC 8414 §2), else `client_secret_post`; a
+provider that accepts neither is named with what it does accept.
 """
 
 from __future__ import annotations
@@ -23,8 +28,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, Key, RSAKey
 
 from authgate.errors import ProtocolError
+from authgate.protocols.oidc_discovery import shown
 from authgate.protocols.oidc_http import FetchError, get_object, request_json
-from authgate.settings import OidcConnection
+from authgate.settings import ClientAuthMethod, OidcConnection
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_LIFETIME = 60
@@ -51,6 +57,27 @@ def load_signing_key(path: Path) -> Key:
         raise ValueError(f"{path}: expected an RSA or EC private key (PEM or JWK)")
     key.ensure_kid()
     return key
+
+
+SECRET_METHODS: tuple[ClientAuthMethod, ...] = ("client_secret_basic", "client_secret_post")
+
+
+def choose_auth_method(conn: OidcConnection, supported: tuple[str, ...] | None) -> ClientAuthMethod:
+    """The configured method, else the first of SECRET_METHODS that the provider lists."""
+    if conn.token_endpoint_auth_method or not conn.has_secret:
+        return conn.auth_method
+    if supported is None:
+        return "client_secret_basic"
+    for method in SECRET_METHODS:
+        if method in supported:
+            return method
+    listed = ", ".join(shown(m) for m in supported[:10]) or "none"
+    raise ProtocolError(
+        "idp_error",
+        f"the provider's token endpoint accepts {listed} (token_endpoint_auth_methods_supported),"
+        " neither client_secret_basic nor client_secret_post: set token_endpoint_auth_method"
+        " (private_key_jwt with private_key_file) to one it accepts",
+    )
 
 
 class TokenEndpointError(ProtocolError):
@@ -85,8 +112,10 @@ class TokenClient:
         self._secret = secret
         self._signing_key = signing_key
 
-    def _authenticate(self, form: dict[str, str], endpoint: str) -> dict[str, str]:
-        method, client_id = self._conn.auth_method, self._conn.client_id
+    def _authenticate(
+        self, form: dict[str, str], endpoint: str, method: ClientAuthMethod
+    ) -> dict[str, str]:
+        client_id = self._conn.client_id
         headers: dict[str, str] = {}
         if method == "client_secret_basic":
             headers["Authorization"] = basic_credentials(client_id, self._secret or "")
@@ -117,9 +146,11 @@ class TokenClient:
         header = {"alg": alg, "typ": "JWT", "kid": self._signing_key.kid}
         return jwt.encode(header, claims, self._signing_key, algorithms=[alg])
 
-    async def grant(self, endpoint: str, form: dict[str, str]) -> dict[str, Any]:
+    async def grant(
+        self, endpoint: str, form: dict[str, str], method: ClientAuthMethod
+    ) -> dict[str, Any]:
         """POST one grant; the provider's error is reported with its own `error` code."""
-        headers = self._authenticate(form, endpoint)
+        headers = self._authenticate(form, endpoint, method)
         try:
             tokens = await request_json(
                 self._http, "POST", endpoint, self._conn.http_timeout, headers=headers, data=form

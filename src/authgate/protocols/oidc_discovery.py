@@ -36,6 +36,8 @@ class ProviderInfo:
     userinfo_endpoint: str | None
     end_session_endpoint: str | None
     iss_parameter_supported: bool
+    # None when the document leaves it out: RFC 8414 §2 then means client_secret_basic.
+    auth_methods: tuple[str, ...] | None = None
 
 
 def discovery_url(issuer: str) -> str:
@@ -54,14 +56,42 @@ def _endpoint(doc: dict, name: str, required: bool) -> str | None:
     return value
 
 
-def parse_document(doc: dict, expected_issuer: str) -> ProviderInfo:
+def _auth_methods(doc: dict) -> tuple[str, ...] | None:
+    value = doc.get("token_endpoint_auth_methods_supported")
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise FetchError("discovery document: token_endpoint_auth_methods_supported is not a list")
+    return tuple(value)
+
+
+def shown(value: object) -> str:
+    """A value the provider sent, fit for a log line: short, printable, quoted if odd."""
+    if isinstance(value, str) and value.isprintable() and 0 < len(value) <= 200:
+        return value
+    return repr(value)[:200]
+
+
+def issuer_difference(configured: str, expected: str, actual: object) -> str:
+    """The issuer_mismatch detail; a difference of one trailing slash says which way to fix it.
+
+    `expected` is `configured` itself, or for an Entra multi-tenant issuer its
+    `{tenantid}` template, which is what the document must name.
+    """
+    detail = f"configured {configured}, the provider says {shown(actual)}"
+    if expected == f"{actual}/":
+        return detail + " — remove the trailing slash"
+    if actual == f"{expected}/":
+        return detail + " — add the trailing slash"
+    return detail
+
+
+def parse_document(doc: dict, expected_issuer: str, configured: str | None = None) -> ProviderInfo:
     """Validate one discovery document; the issuer must match byte for byte."""
     issuer = doc.get("issuer")
     if issuer != expected_issuer:
-        raise ProtocolError(
-            "issuer_mismatch",
-            f"discovery document names issuer {issuer!r}, expected {expected_issuer!r}",
-        )
+        detail = issuer_difference(configured or expected_issuer, expected_issuer, issuer)
+        raise ProtocolError("issuer_mismatch", detail)
     try:
         return ProviderInfo(
             issuer=issuer,
@@ -72,6 +102,7 @@ def parse_document(doc: dict, expected_issuer: str) -> ProviderInfo:
             end_session_endpoint=_endpoint(doc, "end_session_endpoint", False),
             iss_parameter_supported=doc.get("authorization_response_iss_parameter_supported")
             is True,
+            auth_methods=_auth_methods(doc),
         )
     except FetchError as exc:
         raise ProtocolError("metadata_unavailable", str(exc)) from None
@@ -91,6 +122,7 @@ class Discovery:
     ) -> None:
         self._http = http
         self.url = discovery_url(issuer)
+        self._configured = issuer
         self._expected = expected_issuer
         self._ttl = ttl
         self._timeout = timeout
@@ -138,7 +170,7 @@ class Discovery:
             self.freshness.failed(exc.kind)
             raise ProtocolError("metadata_unavailable", f"discovery: {exc}") from None
         try:
-            return parse_document(doc, self._expected)
+            return parse_document(doc, self._expected, self._configured)
         except ProtocolError as exc:
             mismatch = exc.reason == "issuer_mismatch"
             self.freshness.failed("issuer_mismatch" if mismatch else "unusable document")

@@ -109,7 +109,7 @@ class KeyCache:
         await self._refresh(jwks_uri, forced=False)
 
     async def resolve(self, jwks_uri: str, header: dict) -> Key:
-        """The one key that may verify this token; `signature_invalid` when there is none."""
+        """The one key that may verify this token; `id_token_invalid` (signature) when none."""
         if jwks_uri != self._uri or self._clock() >= self._fresh_until:
             await self._refresh(jwks_uri, forced=False)
         key = self._pick(header)
@@ -117,7 +117,7 @@ class KeyCache:
             await self._refresh(jwks_uri, forced=True)
             key = self._pick(header)
         if key is None:
-            raise ProtocolError("signature_invalid", self._why_not(header))
+            raise ProtocolError("id_token_invalid", "signature: " + self._why_not(header))
         return key
 
     async def usable(self, jwks_uri: str, algorithms: list[str]) -> list[str]:

@@ -4,6 +4,9 @@ Signature checking and claim checking are separate steps, as in joserfc: the
 header is read and judged first (algorithm allowlist, `crit`), the key is
 chosen by authgate (see `oidc_keys`), joserfc verifies the signature with that
 one key and that one algorithm, and only then are the claims examined.
+
+A signature that does not verify is `id_token_invalid` with a detail starting
+`signature:` (the code OIDC guides list); `signature_invalid` is SAML's.
 """
 
 from __future__ import annotations
@@ -84,10 +87,12 @@ def verify_signature(token: str, key: Key, alg: str) -> dict[str, Any]:
     try:
         obj = jws.deserialize_compact(token, key, algorithms=[alg], registry=registry)
     except BadSignatureError:
-        raise ProtocolError("signature_invalid", "the ID token signature does not verify") from None
+        raise ProtocolError(
+            "id_token_invalid", "signature: the ID token signature does not verify"
+        ) from None
     except (JoseError, ValueError) as exc:
         raise ProtocolError(
-            "signature_invalid", f"the ID token cannot be verified: {exc}"
+            "id_token_invalid", f"signature: the ID token cannot be verified: {exc}"
         ) from None
     try:
         claims = json.loads(obj.payload)

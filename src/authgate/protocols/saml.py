@@ -317,8 +317,9 @@ class SamlProtocol(Protocol):
         ]
         await self.metadata.refresh()
         idp = self.metadata.current
+        source = "IdP metadata" if self.metadata.refreshable else "IdP details (idp, no metadata)"
         if idp is None:
-            return [*lines, (False, f"IdP metadata: {self.metadata.error}")]
+            return [*lines, (False, f"{source}: {self.metadata.error}")]
         binding, url = idp.sso_endpoint()
         slo = idp.slo_endpoint()
         lines += [
@@ -327,8 +328,8 @@ class SamlProtocol(Protocol):
             (True, f"IdP SLO: {f'{slo[1]} ({slo[0]})' if slo else 'none'}"),
         ]
         lines += [(True, f"IdP signing certificate: {describe(c)}") for c in idp.signing_certs]
-        problem = self.metadata.problem()
-        lines.append((problem is None, f"IdP metadata: {problem or 'usable'}"))
+        problem = self.metadata.problem() or self.metadata.error
+        lines.append((problem is None, f"{source}: {problem or 'usable'}"))
         if idp.want_authn_requests_signed and not self._signs:
             lines.append((False, "the IdP wants signed AuthnRequests: add an sp_keys signing key"))
         return lines

@@ -109,6 +109,9 @@ class MetadataSource:
 
     async def refresh(self) -> None:
         """One load attempt; on failure the last good copy stays in use."""
+        if not self.refreshable:
+            self._reload_hand_given()
+            return
         try:
             raw = await self._read()
             metadata = await self._parse(raw)
@@ -124,6 +127,18 @@ class MetadataSource:
             if self.conn.idp_metadata_url:
                 await self._keep_copy(raw)
         await self._publish()
+
+    def _reload_hand_given(self) -> None:
+        """The `idp` section has nothing to fetch; only its certificate files are read again."""
+        assert self.conn.idp is not None
+        try:
+            metadata = manual_metadata(self.conn.idp)
+        except (OSError, ValueError) as exc:
+            self.error = f"idp.certificate_files: {exc}"
+            self.freshness.failed("file unreadable")
+            return
+        self.current, self.error = metadata, None
+        self.freshness.succeeded()
 
     async def _parse(self, raw: bytes) -> IdpMetadata:
         parse = partial(

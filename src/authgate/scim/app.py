@@ -1,6 +1,6 @@
 """The SCIM sub-application: bearer tokens, SCIM error bodies, discovery endpoints, routes.
 
-Mounted at `{prefix}/scim/v2` (the "Tenant URL"). Every endpoint needs a
+Mounted at `scim.path` (default `{prefix}/scim/v2`; the IdP's "Tenant URL"). Every endpoint needs a
 token made with `authgate scim token create`; a token sees and changes only the
 users and groups of its own connection. Every failure is a SCIM Error body
 (`urn:ietf:params:scim:api:messages:2.0:Error`) with the right status and
@@ -48,12 +48,17 @@ from authgate.scim import handlers
 from authgate.scim.http import SCIM, TOKEN, ScimContext, audit_fields, respond, scim
 from authgate.scim.resources import UserResource
 from authgate.scim.tokens import ScimTokens
+from authgate.scim.validation import REFUSED, worded
 from authgate.settings import ScimSettings, Settings
 from authgate.users import UserStore
 from authgate.web.client_info import CID
 
 log = logging.getLogger("authgate.scim")
 REALM = 'Bearer realm="authgate-scim"'
+# The router's refusals in authgate's words: aiohttp's text, and the request's path, stay out.
+ROUTING = {404: "no such SCIM endpoint", 405: "this SCIM endpoint does not take this method"}
+# The value itself stays out of the answer: no error body repeats request bytes.
+UNIQUE = "a value that must be unique (userName, email or externalId) belongs to another user"
 
 
 def error_response(error: Error) -> web.Response:
@@ -63,20 +68,24 @@ def error_response(error: Error) -> web.Response:
 
 
 def _translate(exc: Exception, request: web.Request) -> Error:
-    """Any failure as the SCIM Error a client can act on; details of 5xx stay in the log."""
+    """Any failure as the SCIM Error a client can act on; details of 5xx stay in the log.
+
+    No body carries a library's text: scim2-models' refusals are worded by
+    `validation`, the router's here.
+    """
     if isinstance(exc, SCIMException):
         return exc.to_error()
     if isinstance(exc, ValidationError):
-        return Error.from_validation_errors(exc)[0]
+        return worded(exc).to_error()
     if isinstance(exc, PolicyDenied) and exc.reason == "email_conflict":
-        return UniquenessException(detail=exc.detail).to_error()
+        return UniquenessException(detail=UNIQUE).to_error()
     if isinstance(exc, StoreUnavailable):
         log.error("SCIM: user store unavailable: %s", exc.detail)
         return Error(status=503, detail="the user store is unreachable; retry later")
     if isinstance(exc, AuthgateError):
         return Error(status=exc.status, detail=exc.reason)
     if isinstance(exc, web.HTTPException):
-        return Error(status=exc.status, detail=f"{exc.reason}: {request.method} {request.path}")
+        return Error(status=exc.status, detail=ROUTING.get(exc.status, REFUSED))
     log.exception("SCIM: unhandled error (correlation id %s)", request.get(CID))
     return Error(status=500, detail=f"internal error (correlation id {request.get(CID, '-')})")
 
@@ -160,7 +169,7 @@ async def resource_type(request: web.Request) -> web.Response:
     wanted = request.match_info["id"]
     found = next((rt for rt in scim(request).resource_types if rt.id == wanted), None)
     if found is None:
-        raise NotFoundException(detail=f"resource type {wanted} not found")
+        raise NotFoundException(detail="no such resource type")
     return respond(found.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
 
 
@@ -172,7 +181,7 @@ async def schema(request: web.Request) -> web.Response:
     wanted = request.match_info["id"]
     found = next((s for s in scim(request).schemas if s.id == wanted), None)
     if found is None:
-        raise NotFoundException(detail=f"schema {wanted} not found")
+        raise NotFoundException(detail="no such schema")
     return respond(found.model_dump(scim_ctx=Context.RESOURCE_QUERY_RESPONSE))
 
 
@@ -186,8 +195,8 @@ async def search_everything(request: web.Request) -> web.Response:
 def create_scim_app(
     settings: Settings, users: UserStore, lifecycle: Lifecycle, tokens: ScimTokens, audit: AuditLog
 ) -> web.Application:
-    """The sub-application; mount it at `{prefix}/scim/v2` before any catch-all route."""
-    base = settings.public_url + settings.prefix + "/scim/v2"
+    """The sub-application; mount it at `settings.scim_path` before any catch-all route."""
+    base = settings.scim_url
     types, known_schemas = _discovery(base)
     app = web.Application(middlewares=[scim_errors, bearer_token])
     app[SCIM] = ScimContext(

@@ -16,7 +16,7 @@ from typing import Any
 from scim2_models import Context, SearchRequest
 from scim2_models.path import AttrPath, CompareOperator, Comparison
 
-from authgate.scim.patch import POLICY
+from authgate.scim.validation import validated
 
 _BARE_EQ = re.compile(r"^\s*([A-Za-z][\w.:-]*)\s+eq\s+([^\s\"()\[\]]+)\s*$", re.IGNORECASE)
 _JSON_LITERAL = re.compile(r"^(true|false|null|-?\d+(\.\d+)?([eE][+-]?\d+)?)$", re.IGNORECASE)
@@ -48,7 +48,7 @@ def search_request(model: Any, query: Mapping[str, Any], max_page_size: int) -> 
     params = {k: query[k] for k in _PARAMS if query.get(k) is not None}
     if isinstance(params.get("filter"), str):
         params["filter"] = normalise_filter(params["filter"])
-    with POLICY:
+    with validated():
         request = SearchRequest[model].model_validate(params, scim_ctx=Context.SEARCH_REQUEST)
     count = max_page_size if request.count is None else min(request.count, max_page_size)
     return request.model_copy(update={"count": count})

@@ -36,6 +36,7 @@ from authgate.scim.resources import (
     user_fields,
     user_resource,
 )
+from authgate.scim.validation import validated
 
 
 def _connection(request: web.Request) -> str:
@@ -48,7 +49,7 @@ def _selection(request: web.Request, model: Any) -> ResponseParameters[Any] | No
     wanted = {k: request.query[k] for k in names if k in request.query}
     if not wanted:
         return None
-    with patch.POLICY:
+    with validated():
         return ResponseParameters[model].model_validate(wanted)
 
 
@@ -95,6 +96,12 @@ def _page(search: SearchRequest[Any], page: list[Any], total: int, model: Any) -
     return respond(document)
 
 
+def _matching(search: SearchRequest[Any], views: list[Any]) -> list[Any]:
+    """The resources the filter selects, in the order asked for."""
+    with validated():
+        return search.sort([v for v in views if search.filter is None or search.filter.match(v)])
+
+
 async def _query(request: web.Request) -> dict[str, Any]:
     if request.method == "POST":
         body = await read_json(request)
@@ -108,7 +115,7 @@ async def _query(request: web.Request) -> dict[str, Any]:
 async def _own_user(ctx: ScimContext, connection: str, user_id: str) -> store.User:
     user = await ctx.users.get(user_id)
     if user is None or user.connection != connection:
-        raise NotFoundException(detail=f"user {user_id} not found")
+        raise NotFoundException(detail="no such user at this connection")
     return user
 
 
@@ -141,16 +148,15 @@ async def list_users(request: web.Request) -> web.Response:
         page = [await _user_view(ctx, u) for u in _window(search, users)]
         return _page(search, page, len(users), UserResource)
     views = [await _user_view(ctx, u) for u in users]
-    matched = search.sort([v for v in views if search.filter is None or search.filter.match(v)])
+    matched = _matching(search, views)
     return _page(search, _window(search, matched), len(matched), UserResource)
 
 
 async def create_user(request: web.Request) -> web.Response:
     ctx, connection = scim(request), _connection(request)
-    with patch.POLICY:
-        resource = UserResource.model_validate(
-            await read_json(request), scim_ctx=Context.RESOURCE_CREATION_REQUEST
-        )
+    body = patch.user_body(await read_json(request), ctx.base)
+    with validated():
+        resource = UserResource.model_validate(body, scim_ctx=Context.RESOURCE_CREATION_REQUEST)
     fields = user_fields(resource, ctx.options.link_attribute)
     user = await ctx.users.create(connection, source="scim", **fields)
     fields_out = audit_fields(request)
@@ -193,10 +199,9 @@ async def replace_user(request: web.Request) -> web.Response:
     current = await _own_user(ctx, _connection(request), request.match_info["id"])
     original = await _user_view(ctx, current)
     _check_if_match(request, original)
-    with patch.POLICY:
-        resource = UserResource.model_validate(
-            await read_json(request), scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST
-        )
+    body = patch.user_body(await read_json(request), ctx.base)
+    with validated():
+        resource = UserResource.model_validate(body, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
         resource.replace(original)
     saved = await _save_user(request, current, resource)
     return _single(request, await _user_view(ctx, saved))
@@ -207,7 +212,7 @@ async def patch_user(request: web.Request) -> web.Response:
     current = await _own_user(ctx, _connection(request), request.match_info["id"])
     resource = await _user_view(ctx, current)
     _check_if_match(request, resource)
-    if patch.apply(UserResource, resource, await read_json(request)):
+    if patch.apply(UserResource, resource, await read_json(request), ctx.base):
         current = await _save_user(request, current, resource)
     return _single(request, await _user_view(ctx, current))
 
@@ -228,7 +233,7 @@ async def delete_user(request: web.Request) -> web.Response:
 async def _own_group(ctx: ScimContext, connection: str, group_id: str) -> store.Group:
     group = await ctx.users.get_group(group_id)
     if group is None or group.connection != connection:
-        raise NotFoundException(detail=f"group {group_id} not found")
+        raise NotFoundException(detail="no such group at this connection")
     return group
 
 
@@ -240,7 +245,7 @@ async def _check_members(ctx: ScimContext, connection: str, ids: set[str]) -> No
     for user_id in sorted(ids):
         user = await ctx.users.get(user_id)
         if user is None or user.connection != connection:
-            raise InvalidValueException(detail=f"member {user_id} is not a user of this connection")
+            raise InvalidValueException(detail="a member is not a user of this connection")
 
 
 async def _set_members(
@@ -278,16 +283,15 @@ async def list_groups(request: web.Request) -> web.Response:
     ctx, connection = scim(request), _connection(request)
     search = search_request(Group, await _query(request), ctx.options.max_page_size)
     views = [await _group_view(ctx, g) for g in await ctx.users.list_groups(connection)]
-    matched = search.sort([v for v in views if search.filter is None or search.filter.match(v)])
+    matched = _matching(search, views)
     return _page(search, _window(search, matched), len(matched), Group)
 
 
 async def create_group(request: web.Request) -> web.Response:
     ctx, connection = scim(request), _connection(request)
-    with patch.POLICY:
-        resource = Group.model_validate(
-            await read_json(request), scim_ctx=Context.RESOURCE_CREATION_REQUEST
-        )
+    body = await read_json(request)
+    with validated():
+        resource = Group.model_validate(body, scim_ctx=Context.RESOURCE_CREATION_REQUEST)
     wanted = members_of(resource)
     await _check_members(ctx, connection, set(wanted))
     group = await ctx.users.create_group(
@@ -327,10 +331,9 @@ async def replace_group(request: web.Request) -> web.Response:
     group = await _own_group(ctx, _connection(request), request.match_info["id"])
     original = await _group_view(ctx, group)
     _check_if_match(request, original)
-    with patch.POLICY:
-        resource = Group.model_validate(
-            await read_json(request), scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST
-        )
+    body = await read_json(request)
+    with validated():
+        resource = Group.model_validate(body, scim_ctx=Context.RESOURCE_REPLACEMENT_REQUEST)
         resource.replace(original)
     saved = await _save_group(request, group, resource)
     return _single(request, await _group_view(ctx, saved))
@@ -342,7 +345,7 @@ async def patch_group(request: web.Request) -> web.Response:
     group = await _own_group(ctx, _connection(request), request.match_info["id"])
     resource = await _group_view(ctx, group)
     _check_if_match(request, resource)
-    if patch.apply(Group, resource, await read_json(request)):
+    if patch.apply(Group, resource, await read_json(request), ctx.base):
         group = await _save_group(request, group, resource)
     return respond(None, 204, {"ETag": (await _group_view(ctx, group)).meta.version})
 

@@ -132,6 +132,12 @@ return 0
 """
 
 
+def _quietly(task: asyncio.Task[None]) -> asyncio.Task[None]:
+    """A task whose failure the awaiting code handles, or that nobody awaits any more."""
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return task
+
+
 def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value or ""
 
@@ -389,15 +395,19 @@ class RedisStore(KeyValueStore):
         reconnects it); that shows up as a second `subscribe` confirmation,
         which tells the subscriber the same.
 
-        Each heartbeat first renews this replica's registration, then sends a
-        PING carrying its own send time, so the answer proves liveness as of
-        the sending, however late it is read. The acks channel carries the
+        Each heartbeat renews this replica's registration and sends a PING
+        carrying its own send time, so the answer proves liveness as of the
+        sending, however late it is read. The acks channel carries the
         confirmations of revocations this replica is waiting for.
         """
         loop = asyncio.get_running_loop()
         pubsub = self._redis.pubsub()
         data, acks = self._k(channel), self._k(channel + _ACKS)
         confirmed: set[str] = set()
+        # Each heartbeat's registration runs beside its PING, so a break of the
+        # subscription is heard at once; its answer counts only once that registration
+        # is written (dated before it, it then outlives what the answer proves).
+        registering: dict[str, asyncio.Task[None]] = {}
         pooled_retry = None
         try:
             started = time.monotonic()
@@ -413,9 +423,9 @@ class RedisStore(KeyValueStore):
                 if now - heard > heartbeat * _SILENT_HEARTBEATS:
                     raise TimeoutError(f"no answer to {_SILENT_HEARTBEATS} heartbeats")
                 if now >= next_ping:
-                    sent = time.monotonic()
-                    await self._register()
-                    await pubsub.ping(repr(sent))
+                    sent = repr(time.monotonic())
+                    registering[sent] = _quietly(loop.create_task(self._register()))
+                    await pubsub.ping(sent)
                     next_ping = now + heartbeat
                 message = await pubsub.get_message(timeout=max(0.0, next_ping - loop.time()))
                 if message is None:
@@ -433,13 +443,14 @@ class RedisStore(KeyValueStore):
                     confirmed.add(name)
                     if confirmed == {data, acks}:
                         subscriber.alive(started)
-                elif kind == "pong":
+                elif kind == "pong" and (done := registering.pop(_text(message["data"]), None)):
+                    await done
                     subscriber.alive(float(_text(message["data"])))
         finally:
+            subscriber.lost()
             if pooled_retry is not None and pubsub.connection is not None:
                 pubsub.connection.retry = pooled_retry
             await pubsub.aclose()
-            subscriber.lost()
             await self._deregister()
 
     def _deliver(self, channel: str, subscriber: Subscriber, data: str) -> None:

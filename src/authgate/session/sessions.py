@@ -15,7 +15,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -210,6 +210,30 @@ class SessionStore:
             await self._kv.remove_member(index, digest)
         await asyncio.gather(*(self._invalidate(d, revoked=True) for d in digests))
         return live
+
+    async def restamp_user(
+        self, user_id: str, change: Callable[[Session], Awaitable[Session]]
+    ) -> int:
+        """Apply `change` to every live session of one user, in place; how many changed.
+
+        The index holds digests, never ids, so each session is rewritten under its
+        digest with compare-and-set (a concurrent touch or logout wins, and is not
+        undone). Like a revocation, it answers once no replica serves the old copy:
+        a role taken away must be gone on the next request everywhere.
+        """
+        changed = 0
+        for digest in await self._kv.members(_user_index(user_id)):
+            raw = await self._kv.get(_key_of(digest))
+            if raw is None:
+                continue
+            session = Session.from_json("", raw)
+            updated = await change(session)
+            if updated != session and await self._kv.replace(
+                _key_of(digest), raw, updated.to_json()
+            ):
+                await self._invalidate(digest, revoked=True)
+                changed += 1
+        return changed
 
     async def count_for_user(self, user_id: str) -> int:
         """Live sessions of one user; entries of sessions that expired are pruned."""

@@ -10,21 +10,29 @@ browses by hand; there is no global session index to keep consistent.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from authgate.csv_import import CsvFileError, import_users
 from authgate.retirement import Lifecycle, RetirementRefused, check_user_retirement
 from authgate.scim.tokens import ScimTokens
+from authgate.session.sessions import Session
 from authgate.settings import Settings
+from authgate.tokens import TokenInfo
 from authgate.users import User
 from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
+from authgate.web.admin_changes import read_token_request, read_user_change
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.middlewares import wants_html
+from authgate.web.signin import grants
 from authgate.web.state import State, state
 
 AdminHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
@@ -262,6 +270,56 @@ async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
     return await _after_action(request, user, "retired", revoked)
 
 
+async def change_user(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Set a user's own roles or switch the user off or on; live sessions follow at once."""
+    st = state(request)
+    user = await _target(request)
+    if user is None:
+        return _unknown_user(request)
+    change = await read_user_change(request)
+    if isinstance(change, str):
+        return _bad_request(request, change)
+    wanted = replace(
+        user,
+        roles=tuple(dict.fromkeys(change.roles)) if change.roles is not None else user.roles,
+        active=change.active if change.active is not None else user.active,
+    )
+    if st.settings.admin.role not in wanted.roles or not wanted.active:
+        try:
+            await check_user_retirement(st.users, st.settings, user)
+        except RetirementRefused as exc:
+            return _last_admin(request, exc.problems[0])
+    saved = await st.users.update(user, wanted)
+    revoked = updated = 0
+    if user.active and not saved.active:
+        revoked = await st.sessions.revoke_user(saved.id)
+    elif saved.roles != user.roles and saved.connection in st.rules:
+        rules = st.rules[saved.connection]
+
+        async def regrant(session: Session) -> Session:
+            _, roles = await grants(st, rules, saved, session.groups)
+            return replace(session, roles=roles)
+
+        updated = await st.sessions.restamp_user(saved.id, regrant)
+    _audit(
+        request,
+        actor,
+        "admin.user.updated",
+        user_id=saved.id,
+        roles=[list(user.roles), list(saved.roles)],
+        active=[user.active, saved.active],
+        revoked_sessions=revoked,
+        updated_sessions=updated,
+    )
+    return web.json_response(
+        {
+            "user": await user_json(st, saved),
+            "revoked_sessions": revoked,
+            "updated_sessions": updated,
+        }
+    )
+
+
 async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
     user = await _target(request)
@@ -279,14 +337,66 @@ async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamRespo
     return await _after_action(request, user, "revoked", revoked)
 
 
+def _unknown_connection(request: web.Request) -> web.Response:
+    body = {"error": "unknown_connection", "correlation_id": request[CID]}
+    return web.json_response(body, status=404)
+
+
+def _token_json(info: TokenInfo) -> dict[str, Any]:
+    return {"id": info.id, "description": info.description, "created_at": _iso(info.created_at)}
+
+
+async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """A SCIM bearer token for one connection; its secret is in this answer and nowhere else."""
+    st = state(request)
+    conn_id = request.match_info["conn_id"]
+    if st.settings.connection(conn_id) is None:
+        return _unknown_connection(request)
+    wanted = await read_token_request(request)
+    if isinstance(wanted, str):
+        return _bad_request(request, wanted)
+    info, secret = await ScimTokens(st.kv).create(conn_id, wanted.description)
+    _audit(request, actor, "admin.scim_token.created", connection=conn_id, token_id=info.id)
+    return web.json_response(
+        {
+            **_token_json(info),
+            "connection": conn_id,
+            "token": secret,
+            "scim_base_url": st.settings.scim_url,
+        },
+        status=201,
+    )
+
+
+async def list_scim_tokens(request: web.Request, actor: Actor) -> web.StreamResponse:
+    st = state(request)
+    conn_id = request.match_info["conn_id"]
+    if st.settings.connection(conn_id) is None:
+        return _unknown_connection(request)
+    tokens = [t for t in await ScimTokens(st.kv).list() if t.connection == conn_id]
+    _audit(request, actor, "admin.scim_tokens.listed", connection=conn_id)
+    return web.json_response({"tokens": [_token_json(t) for t in tokens]})
+
+
+async def revoke_scim_token(request: web.Request, actor: Actor) -> web.StreamResponse:
+    """Revoke by id, only within the connection named in the path."""
+    st = state(request)
+    conn_id, token_id = request.match_info["conn_id"], request.match_info["token_id"]
+    tokens = ScimTokens(st.kv)
+    if not any(t.id == token_id and t.connection == conn_id for t in await tokens.list()):
+        body = {"error": "unknown_token", "correlation_id": request[CID]}
+        return web.json_response(body, status=404)
+    await tokens.revoke(token_id)
+    _audit(request, actor, "admin.scim_token.revoked", connection=conn_id, token_id=token_id)
+    return web.Response(status=204)
+
+
 async def import_csv(request: web.Request, actor: Actor) -> web.StreamResponse:
     """The CLI's `users import` over HTTP: the body is the CSV file, the report is JSON."""
     st = state(request)
     conn_id = request.match_info["conn_id"]
     if st.settings.connection(conn_id) is None:
-        return web.json_response(
-            {"error": "unknown_connection", "correlation_id": request[CID]}, status=404
-        )
+        return _unknown_connection(request)
     data = await request.content.read(MAX_CSV_BYTES + 1)
     if len(data) > MAX_CSV_BYTES:
         return web.json_response(
@@ -360,6 +470,23 @@ async def _to_index(request: web.Request) -> web.Response:
     return web.Response(status=301, headers={"Location": state(request).url("/admin/")})
 
 
+def openapi_document(api_base: str) -> dict[str, Any]:
+    """The admin API's OpenAPI file, its server URL under this deployment's prefix."""
+    text = resources.files("authgate.web").joinpath("admin_api.yaml").read_text("utf-8")
+    document: dict[str, Any] = yaml.safe_load(text)
+    document["servers"] = [{"url": api_base}]
+    return document
+
+
+def _openapi(api_base: str) -> AdminHandler:
+    body = json.dumps(openapi_document(api_base)).encode()
+
+    async def serve(request: web.Request, actor: Actor) -> web.StreamResponse:
+        return web.Response(body=body, content_type="application/json")
+
+    return serve
+
+
 def setup(app: web.Application, settings: Settings) -> None:
     """Register the admin routes (before the prefix catch-all) unless admin is disabled."""
     if not settings.admin.enabled:
@@ -368,9 +495,15 @@ def setup(app: web.Application, settings: Settings) -> None:
     base = settings.prefix + "/admin"
     app.router.add_get(base, _to_index)
     app.router.add_get(base + "/", admin_only(page))
+    app.router.add_get(base + "/api/openapi.json", admin_only(_openapi(base + "/api")))
     app.router.add_get(base + "/api/status", admin_only(api_status))
     app.router.add_get(base + "/api/users", admin_only(api_users))
     app.router.add_get(base + "/api/users/{user_id}", admin_only(api_user))
+    app.router.add_patch(base + "/api/users/{user_id}", admin_only(change_user))
     app.router.add_post(base + "/api/users/{user_id}/retire", admin_only(retire))
     app.router.add_post(base + "/api/users/{user_id}/revoke-sessions", admin_only(revoke_sessions))
     app.router.add_post(base + "/api/connections/{conn_id}/users/import", admin_only(import_csv))
+    tokens = base + "/api/connections/{conn_id}/scim-tokens"
+    app.router.add_get(tokens, admin_only(list_scim_tokens))
+    app.router.add_post(tokens, admin_only(create_scim_token))
+    app.router.add_delete(tokens + "/{token_id}", admin_only(revoke_scim_token))

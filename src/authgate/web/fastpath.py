@@ -234,6 +234,7 @@ class Front:
         self.connections: set[FrontProtocol] = set()
         self._auth_path = self.st.url("/auth")
         self._own = self.st.settings.prefix + "/"
+        self._scim = self.st.settings.scim_path
         self._sweeper: asyncio.Task[None] | None = None
         self.served = 0
         self.upstream_identity = SessionLines(self.st, [])
@@ -264,6 +265,8 @@ class Front:
         if head.method not in _PAGE_METHODS:
             return None
         if head.path.startswith(self._own) or head.path == self.st.settings.prefix:
+            return None
+        if head.path == self._scim or head.path.startswith(self._scim + "/"):
             return None
         if self.st.public_paths.match(head.target):
             return None

@@ -47,7 +47,9 @@ HINTS: dict[str, Hint] = {
     ),
     "id_token_invalid": Hint(
         "Your sign-in could not be verified.",
-        "The ID token failed validation: check client_id, the issuer and the provider's keys.",
+        "The ID token failed validation (the audit log's detail names the check; `signature:`"
+        " when it does not verify with the provider's JWKS): check client_id, the issuer and"
+        " the provider's keys.",
     ),
     "decrypt_failed": Hint(
         "Your sign-in could not be read.",
@@ -56,8 +58,8 @@ HINTS: dict[str, Hint] = {
     ),
     "signature_invalid": Hint(
         "Your sign-in could not be verified.",
-        "The signature does not verify with the identity provider's keys: refresh the IdP"
-        " metadata or the configured certificates (the IdP may have rolled its key).",
+        "The SAML signature does not verify with the identity provider's certificates: refresh"
+        " the IdP metadata or the configured certificates (the IdP may have rolled its key).",
     ),
     "audience_mismatch": Hint(
         "The sign-in answer was meant for another application.",

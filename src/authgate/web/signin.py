@@ -18,9 +18,10 @@ from aiohttp import web
 from authgate.directory_sync import check_member
 from authgate.errors import BadRequest, LoginFailed, PolicyDenied, ProtocolError
 from authgate.identity import Identity
-from authgate.policy import check_identity, roles_for
+from authgate.policy import AccessRules, check_identity, roles_for
 from authgate.session.login_state import new_browser_id
 from authgate.session.sessions import Session
+from authgate.users import User
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import FORM_TYPE, read_form
 from authgate.web.gate import current_session
@@ -139,9 +140,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
     except LoginFailed as exc:
         await record_failure(request, conn.id, exc, identity)
         raise
-    provisioned = await st.users.groups_of(user.id)
-    groups = tuple(dict.fromkeys(identity.groups + tuple(g.display_name for g in provisioned)))
-    group_keys = groups + tuple(g.external_id for g in provisioned if g.external_id)
+    groups, roles = await grants(st, rules, user, identity.groups)
     previous = await current_session(request)
     if previous is not None:
         await st.sessions.delete(previous)
@@ -154,7 +153,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             email=identity.email,
             name=identity.name,
             groups=groups,
-            roles=roles_for(group_keys, rules, user.roles),
+            roles=roles,
             created_at=0,
             last_seen=0,
             expires_at=identity.session_not_after or 0,
@@ -174,6 +173,17 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
     response = redirect(st.redirects.safe(return_to))
     st.cookies.set_session(response, session.id, session.expires_at - session.created_at)
     return response
+
+
+async def grants(
+    st: State, rules: AccessRules, user: User, idp_groups: tuple[str, ...]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A session's groups (the IdP's and the provisioned ones) and the roles they map to,
+    plus the user's own; the same at sign-in and when an admin changes the user's roles."""
+    provisioned = await st.users.groups_of(user.id)
+    groups = tuple(dict.fromkeys(idp_groups + tuple(g.display_name for g in provisioned)))
+    group_keys = groups + tuple(g.external_id for g in provisioned if g.external_id)
+    return groups, roles_for(group_keys, rules, user.roles)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

@@ -1,12 +1,10 @@
-"""`authgate secrets keygen|encrypt` and `authgate test CONN`: operator tools for connections."""
+"""`authgate test CONN`: probe a connection as sign-in would, and say what is wrong."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,39 +14,13 @@ from authgate.protocols.base import ProtocolContext
 from authgate.protocols.oidc import OidcProtocol
 from authgate.protocols.registry import build_protocol
 from authgate.protocols.saml import SamlProtocol
-from authgate.secrets import SecretBox, encrypt, generate_key, load_master_key
+from authgate.secrets import SecretBox
 from authgate.session.memory import MemoryStore
 from authgate.session.replay import ReplayCache
-from authgate.settings import SecretsSettings, Settings, default_config_path, load_settings
+from authgate.settings import Settings, default_config_path, load_settings
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
-
-
-def cmd_keygen(args: argparse.Namespace) -> int:
-    print(generate_key())
-    return 0
-
-
-def _read_secret() -> str:
-    if sys.stdin.isatty():
-        return getpass.getpass("secret to encrypt: ")
-    return sys.stdin.read().rstrip("\r\n")
-
-
-def cmd_encrypt(args: argparse.Namespace) -> int:
-    """Reads the secret from stdin (never argv, which shows in `ps` and shell history)."""
-    try:
-        key = load_master_key(SecretsSettings(master_key_file=args.key_file))
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    secret = _read_secret()
-    if not secret:
-        print("error: the secret is empty", file=sys.stderr)
-        return EXIT_USAGE
-    print(encrypt(secret, key))
-    return 0
 
 
 def connection_problems(settings: Settings, conn: Any) -> list[str]:
@@ -99,22 +71,6 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: Any) -> None:
-    secrets = sub.add_parser("secrets", help="encrypt client secrets for the config file")
-    actions = secrets.add_subparsers(dest="action", required=True, metavar="ACTION")
-    keygen = actions.add_parser("keygen", help="print a new master key (AUTHGATE_MASTER_KEY)")
-    keygen.set_defaults(func=cmd_keygen)
-    enc = actions.add_parser(
-        "encrypt",
-        help="read a secret on stdin, print it encrypted for client_secret_encrypted",
-    )
-    enc.add_argument(
-        "--key-file",
-        type=Path,
-        default=None,
-        help="master key file (default: the AUTHGATE_MASTER_KEY environment variable)",
-    )
-    enc.set_defaults(func=cmd_encrypt)
-
     test = sub.add_parser(
         "test",
         help="probe a connection (OIDC discovery, JWKS, credentials; SAML IdP metadata);"
