@@ -60,9 +60,13 @@ def build_store(settings: Settings) -> KeyValueStore:
             " sessions are lost on restart and not shared between processes"
         )
         return MemoryStore()
-    assert settings.session.redis is not None
+    redis = settings.session.redis
+    assert redis is not None
     return redis_store.RedisStore(
-        redis_store.connect(settings.session.redis), settings.session.redis.key_prefix
+        redis_store.connect(redis),
+        redis.key_prefix,
+        replicas=redis.revocation_replicas,
+        timeout=redis.timeout,
     )
 
 

@@ -117,6 +117,15 @@ class RedisSettings(_Model):
     cluster_nodes: list[HostPort] = []
     key_prefix: str = "authgate:"
     timeout: Duration = 2.0
+    # How many replicas must have a revocation before it answers (Redis WAIT); default
+    # 1 under Sentinel, where a failover drops what only the old master took, else 0.
+    wait_replicas: int | None = Field(default=None, ge=0, le=10)
+
+    @property
+    def revocation_replicas(self) -> int:
+        if self.wait_replicas is not None:
+            return self.wait_replicas
+        return 1 if self.sentinel is not None else 0
 
     @field_validator("url")
     @classmethod

@@ -305,3 +305,24 @@ async def test_unreachable_store_fails_closed_on_every_primitive(settings: Redis
             assert "<" not in caught.value.detail, "no client reprs in operator-facing text"
     finally:
         await kv.close()
+
+
+async def test_a_durable_delete_no_replica_acknowledged_fails_closed(redis_url: str) -> None:
+    """`wait_replicas: 1` on a Redis with no replica: the revocation is not known to be safe."""
+    settings = RedisSettings(url=redis_url, timeout=0.2, wait_replicas=1)
+    kv = RedisStore(connect(settings), replicas=settings.revocation_replicas, timeout=0.2)
+    try:
+        await kv.set("k", b"v")
+        with pytest.raises(StoreUnavailable) as refused:
+            await kv.delete("k", durable=True)
+        assert refused.value.detail == "a revocation reached 0 of 1 replicas in time"
+        assert await kv.delete("gone") == 0, "a plain delete waits for nobody"
+    finally:
+        await kv.close()
+
+
+def test_revocations_wait_for_a_replica_under_sentinel_only_by_default() -> None:
+    sentinel = {"master": "authgate", "nodes": ["127.0.0.1:26379"]}
+    assert RedisSettings(sentinel=sentinel).revocation_replicas == 1
+    assert RedisSettings(sentinel=sentinel, wait_replicas=0).revocation_replicas == 0
+    assert RedisSettings(url="redis://127.0.0.1:6379/0").revocation_replicas == 0

@@ -75,7 +75,8 @@ class KeyValueStore(ABC):
         """Atomic get-and-delete, so single-use values can be consumed exactly once."""
 
     @abstractmethod
-    async def delete(self, *keys: str) -> int: ...
+    async def delete(self, *keys: str, durable: bool = False) -> int:
+        """Remove the keys; `durable`: answer only once a failover cannot bring them back."""
 
     @abstractmethod
     async def expire(self, key: str, ttl: float) -> None: ...

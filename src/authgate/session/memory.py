@@ -71,7 +71,7 @@ class MemoryStore(KeyValueStore):
         self._expiry.pop(key, None)
         return self._data.pop(key)
 
-    async def delete(self, *keys: str) -> int:
+    async def delete(self, *keys: str, durable: bool = False) -> int:
         found = 0
         for key in keys:
             found += self._live(key)

@@ -23,7 +23,6 @@ from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisClusterException, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from authgate.errors import StoreUnavailable
 from authgate.session.cache import LIVENESS, MARGIN
@@ -74,13 +73,16 @@ def _retry() -> Retry:
     A connection Redis closed (restart, failover, idle `timeout`) fails its next
     command; one retry on a fresh connection hides that from the request, while
     a Redis that is really down refuses the reconnect at once, so the request
-    still gets its 503 quickly. It must be the asyncio `Retry`: the synchronous
-    one, given to the asyncio client, is never called and nothing is retried.
+    still gets its 503 quickly. A timeout is not retried: a frozen Redis would
+    otherwise cost each request several timeouts (redis-py applies the same
+    retry to opening the connection), not the one `timeout` promises. It must
+    be the asyncio `Retry`: the synchronous one, given to the asyncio client,
+    is never called and nothing is retried.
     """
     return Retry(
         ExponentialBackoff(cap=_RETRY_CAP, base=_RETRY_BASE),
         _RETRIES,
-        supported_errors=(RedisConnectionError, RedisTimeoutError, OSError),
+        supported_errors=(RedisConnectionError, OSError),
     )
 
 
@@ -205,9 +207,14 @@ class RedisStore(KeyValueStore):
     kind = "redis"
     shared = True
 
-    def __init__(self, client: Any, prefix: str = "authgate:") -> None:
+    def __init__(
+        self, client: Any, prefix: str = "authgate:", replicas: int = 0, timeout: float = 2.0
+    ) -> None:
         self._redis = client
         self._prefix = prefix
+        self._replicas = replicas
+        # Half the socket timeout: WAIT must answer before the read of its answer times out.
+        self._wait_ms = _ms(timeout / 2)
         self._ready = not isinstance(client, RedisCluster)
         self._init_lock = asyncio.Lock()
         self.replica_id = secrets.token_hex(8)
@@ -264,13 +271,34 @@ class RedisStore(KeyValueStore):
         return await self._redis.getdel(self._k(key))
 
     @_fail_closed
-    async def delete(self, *keys: str) -> int:
+    async def delete(self, *keys: str, durable: bool = False) -> int:
         if not keys:
             return 0
+        if durable and self._replicas:
+            return await self._delete_replicated(keys)
         total = 0
         for key in keys:
             total += await self._redis.delete(self._k(key))
         return total
+
+    async def _delete_replicated(self, keys: tuple[str, ...]) -> int:
+        """DEL, then WAIT on the same connection: answered once a replica has it too.
+
+        Under Sentinel a failover promotes a replica while the old master still
+        takes writes for seconds, and drops them when it is demoted. A
+        revocation only the old master saw would come undone, so it counts as
+        done only once `replicas` replicas acknowledged it; else fail closed.
+        """
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.delete(self._k(key))
+            pipe.execute_command("WAIT", self._replicas, self._wait_ms)
+            *deleted, acknowledged = await pipe.execute()
+        if acknowledged < self._replicas:
+            raise StoreUnavailable(
+                detail=f"a revocation reached {acknowledged} of {self._replicas} replicas in time"
+            )
+        return sum(deleted)
 
     @_fail_closed
     async def expire(self, key: str, ttl: float) -> None:

@@ -182,7 +182,7 @@ class SessionStore:
 
     async def _remove(self, session: Session, revoked: bool) -> None:
         digest = _digest(session.id)
-        await self._kv.delete(_key_of(digest))
+        await self._kv.delete(_key_of(digest), durable=revoked)
         await self._kv.remove_member(_user_index(session.user_id), digest)
         await self._invalidate(digest, revoked)
 
@@ -206,7 +206,7 @@ class SessionStore:
         live = 0
         digests = await self._kv.members(index)
         for digest in digests:
-            live += await self._kv.delete(_key_of(digest))
+            live += await self._kv.delete(_key_of(digest), durable=True)
             await self._kv.remove_member(index, digest)
         await asyncio.gather(*(self._invalidate(d, revoked=True) for d in digests))
         return live
