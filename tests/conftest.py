@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from redis import asyncio as aioredis
@@ -64,6 +66,29 @@ def make_settings(upstream_url: str, **overrides: Any) -> Settings:
     }
     raw.update(overrides)
     return parse_settings(raw, "test.yaml")
+
+
+def config_file(tmp_path: Path, redis_url: str, **extra: Any) -> Path:
+    """An authgate.yaml on a real Redis, for commands run as an operator runs them."""
+    path = tmp_path / "authgate.yaml"
+    raw: dict[str, Any] = {
+        "public_url": "https://app.example.com",
+        "upstream": {"url": "http://127.0.0.1:9"},
+        "session": {"store": "redis", "redis": {"url": redis_url}},
+        "connections": [
+            {
+                "id": "corp",
+                "name": "Corp",
+                "type": "oidc",
+                "issuer": "http://127.0.0.1:9",
+                "client_id": "authgate",
+                "client_secret": "s3cret-value",
+            }
+        ],
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return path
 
 
 def redis_kv(url: str) -> RedisStore:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiohttp.test_utils import TestClient
 
 from authgate.app import create_app
@@ -24,35 +23,14 @@ from authgate.scim.tokens import ScimTokens
 from authgate.settings import Settings, load_settings
 from authgate.tokens import AdminTokens
 from authgate.web.state import STATE
-from tests.conftest import redis_kv
+from tests.conftest import config_file, redis_kv
 
 STATUS = "/_authgate/admin/api/status"
 
 
 @pytest.fixture
 def config(tmp_path: Path, redis_url: str) -> Path:
-    path = tmp_path / "authgate.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "public_url": "https://app.example.com",
-                "upstream": {"url": "http://127.0.0.1:9"},
-                "session": {"store": "redis", "redis": {"url": redis_url}},
-                "audit": {"output": str(tmp_path / "audit.jsonl")},
-                "connections": [
-                    {
-                        "id": "corp",
-                        "name": "Corp",
-                        "type": "oidc",
-                        "issuer": "http://127.0.0.1:9",
-                        "client_id": "authgate",
-                        "client_secret": "s3cret-value",
-                    }
-                ],
-            }
-        )
-    )
-    return path
+    return config_file(tmp_path, redis_url, audit={"output": str(tmp_path / "audit.jsonl")})
 
 
 def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:

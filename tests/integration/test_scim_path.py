@@ -13,13 +13,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 from aiohttp.test_utils import TestClient
 
 from authgate.app import create_app, front_site
 from authgate.session.memory import MemoryStore
 from authgate.settings import ConfigError
 from authgate.web.state import STATE
+from tests.conftest import config_file
 from tests.integration.test_fast_path import new_session
 from tests.rawhttp import read_response
 from tests.scim_support import SCIM_JSON, bearer, provisioning_settings
@@ -74,27 +74,7 @@ def test_an_unusable_path_is_named_with_the_fix(tmp_path: Path, path: str):
 
 
 def test_the_cli_prints_the_configured_tenant_url(tmp_path: Path, redis_url: str):
-    config = tmp_path / "authgate.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "public_url": "https://app.example.com",
-                "upstream": {"url": "http://127.0.0.1:9"},
-                "session": {"store": "redis", "redis": {"url": redis_url}},
-                "scim": {"path": SCIM_PATH},
-                "connections": [
-                    {
-                        "id": "corp",
-                        "name": "Corp",
-                        "type": "oidc",
-                        "issuer": "http://127.0.0.1:9",
-                        "client_id": "authgate",
-                        "client_secret": "s3cret-value",
-                    }
-                ],
-            }
-        )
-    )
+    config = config_file(tmp_path, redis_url, scim={"path": SCIM_PATH})
     command = ["scim", "token", "create", "--connection", "corp", "--config", str(config)]
     made = subprocess.run(
         [sys.executable, "-m", "authgate", *command],

@@ -53,7 +53,9 @@ def _problem(error: ErrorDetails) -> str:
         return f"{where}: a role is {ROLE_RULE}"
     if where == "roles":
         return "roles: expected a list of role names"
-    return "active: expected true or false"
+    if where == "active":
+        return "active: expected true or false"
+    return f"{where}: not a usable value"
 
 
 async def read_user_change(request: web.Request) -> UserChange | str:
