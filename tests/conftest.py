@@ -129,7 +129,7 @@ async def sign_in(
         "email": identity.email,
         "name": identity.name,
         "groups": identity.groups,
-        "roles": roles_for(identity.groups, st.rules[identity.connection]),
+        "roles": roles_for(identity.groups, st.connections.rules(identity.connection)),
         "created_at": 0,
         "last_seen": 0,
         "expires_at": 0,

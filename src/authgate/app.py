@@ -13,11 +13,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from authgate import assertion
 from authgate.audit import AuditLog
+from authgate.connections import Connections
 from authgate.headers import IdentityHeaders
 from authgate.metrics import Metrics
-from authgate.policy import AccessRules
 from authgate.protocols.base import ProtocolContext
-from authgate.protocols.registry import build_protocol
 from authgate.provisioning import setup as setup_provisioning
 from authgate.session import redis as redis_store
 from authgate.session.cache import INVALIDATIONS, SessionCache
@@ -87,7 +86,7 @@ def build_state(settings: Settings, kv: KeyValueStore) -> State:
         cookies=CookiePolicy.from_settings(settings),
         redirects=RedirectPolicy.build(settings.public_url, settings.access.allowed_redirect_hosts),
         public_paths=PublicPaths.build(settings.access.public_paths),
-        rules={c.id: AccessRules.build(c, settings.access) for c in settings.connections},
+        connections=Connections(settings.access, settings.connections),
         pages=Pages(settings.branding, settings.prefix + "/login"),
         trusted=TrustedProxies(settings.trusted_proxies),
     )
@@ -198,12 +197,11 @@ def _protocols(st: State):
             timeout=aiohttp.ClientTimeout(total=IDP_TIMEOUT),
         )
         ctx = ProtocolContext(settings=st.settings, http=http, kv=st.kv, replay=st.replay)
-        st.protocols = {c.id: build_protocol(c, ctx) for c in st.settings.connections if c.enabled}
-        for protocol in st.protocols.values():
-            await protocol.start()
+        st.connections.started(ctx)
+        for conn in st.settings.connections:
+            await st.connections.install(st.connections.describe(conn, "file", 0, True))
         yield
-        for protocol in st.protocols.values():
-            await protocol.stop()
+        await st.connections.stop()
         await http.close()
 
     return protocols

@@ -21,7 +21,7 @@ from authgate.app import build_store
 from authgate.audit import AuditLog
 from authgate.csv_import import CsvFileError, import_users
 from authgate.directory_sync import DirectorySync, DirectorySyncError, export
-from authgate.retirement import Lifecycle, check_admin_safety
+from authgate.retirement import Lifecycle, check_admin_safety, file_rules
 from authgate.scim.tokens import ScimTokens
 from authgate.session.kv import KeyValueStore
 from authgate.session.sessions import SessionStore
@@ -198,7 +198,9 @@ async def _connection_retire(
             ]
         )
     lifecycle = _lifecycle(settings, kv)
-    await check_admin_safety(lifecycle.users, settings, {args.id}, args.force)
+    await check_admin_safety(
+        lifecycle.users, settings.admin.role, file_rules(settings), {args.id}, args.force
+    )
     count = await lifecycle.retire_connection(args.id, "cli")
     print(f"connection {args.id}: {count} user(s) retired, their sessions revoked")
     return 0

@@ -49,6 +49,6 @@ def setup(app: web.Application, st: State, force_retire: bool = False) -> None:
     app.cleanup_ctx.append(_background(st, force_retire))
     if st.settings.scim.enabled:
         scim_app = create_scim_app(
-            st.settings, st.users, lifecycle_of(st), ScimTokens(st.kv), st.audit
+            st.settings, st.connections, st.users, lifecycle_of(st), ScimTokens(st.kv), st.audit
         )
         app.add_subapp(st.settings.scim_path, scim_app)

@@ -113,7 +113,7 @@ async def new_session(st: State, **fields: Any) -> Session:
         "email": "alice@example.com",
         "name": "Alice Example",
         "groups": identity.groups,
-        "roles": roles_for(identity.groups, st.rules["corp"]),
+        "roles": roles_for(identity.groups, st.connections.rules("corp")),
         "created_at": 0,
         "last_seen": 0,
         "expires_at": 0,

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 from authgate.errors import LoginFailed, ProtocolError
 from authgate.identity import Identity
-from authgate.protocols.base import Protocol, ProtocolContext
+from authgate.protocols.base import Protocol, ProtocolContext, RefreshDeferred, Refreshed
 from authgate.protocols.freshness import retry_delay
 from authgate.protocols.oidc_client import (
     TokenClient,
@@ -68,10 +68,6 @@ RESERVED_AUTH_PARAMS = frozenset(
 )
 
 
-class RefreshDeferred(Exception):
-    """The provider could not be asked now; keep the session and try again later."""
-
-
 @dataclass(frozen=True, slots=True)
 class LoginStart:
     """Where to send the browser, and what to keep server-side until it comes back."""
@@ -79,14 +75,6 @@ class LoginStart:
     url: str
     state: str
     pending: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Refreshed:
-    """Renewed claims (None when the provider sent none) and the new `protocol_data`."""
-
-    identity: Identity | None
-    protocol_data: dict[str, Any]
 
 
 def expected_discovery_issuer(conn: OidcConnection) -> str:

@@ -22,12 +22,13 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from authgate.csv_import import CsvFileError, import_users
+from authgate.policy import AccessRules
 from authgate.retirement import Lifecycle, RetirementRefused, check_user_retirement
 from authgate.scim.tokens import ScimTokens
 from authgate.session.sessions import Session
 from authgate.settings import Settings
 from authgate.tokens import TokenInfo
-from authgate.users import User
+from authgate.users import User, UserStore
 from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
 from authgate.web.admin_changes import read_token_request, read_user_change
 from authgate.web.client_info import CID, CLIENT
@@ -82,15 +83,14 @@ def admin_only(handler: AdminHandler) -> Handler:
 async def connection_report(st: State) -> list[dict[str, Any]]:
     """Each configured connection with readiness (metadata freshness) and its last outcomes."""
     rows = []
-    for conn in st.settings.connections:
+    for conn in st.connections:
         info = await st.status.get(conn.id)
-        protocol = st.protocols.get(conn.id)
-        if not conn.enabled:
+        if conn.engine is None:
             problem: str | None = "disabled in the configuration"
-        elif protocol is None:
-            problem = "protocol engine not started"
+        elif not conn.active:
+            problem = "not active: test it, then activate it"
         else:
-            problem = protocol.readiness_problem()
+            problem = conn.engine.readiness_problem()
         failure = None
         if info.get("last_failure_at"):
             failure = {
@@ -103,7 +103,8 @@ async def connection_report(st: State) -> list[dict[str, Any]]:
                 "id": conn.id,
                 "name": conn.name,
                 "type": conn.type,
-                "enabled": conn.enabled,
+                "enabled": conn.active,
+                "managed_by": "config file" if conn.source == "file" else "admin",
                 "ready": problem is None,
                 "problem": problem,
                 "last_success_at": _iso(info.get("last_success_at")),
@@ -251,7 +252,7 @@ async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
     if user is None:
         return _unknown_user(request)
     try:
-        await check_user_retirement(st.users, st.settings, user)
+        await check_user_retirement(*admin_rules(st), user)
     except RetirementRefused as exc:
         _audit(request, actor, "admin.user.retire_refused", user_id=user.id, reason="last_admin")
         return _last_admin(request, exc.problems[0])
@@ -286,15 +287,14 @@ async def change_user(request: web.Request, actor: Actor) -> web.StreamResponse:
     )
     if st.settings.admin.role not in wanted.roles or not wanted.active:
         try:
-            await check_user_retirement(st.users, st.settings, user)
+            await check_user_retirement(*admin_rules(st), user)
         except RetirementRefused as exc:
             return _last_admin(request, exc.problems[0])
     saved = await st.users.update(user, wanted)
     revoked = updated = 0
     if user.active and not saved.active:
         revoked = await st.sessions.revoke_user(saved.id)
-    elif saved.roles != user.roles and saved.connection in st.rules:
-        rules = st.rules[saved.connection]
+    elif saved.roles != user.roles and (rules := st.connections.rules(saved.connection)):
 
         async def regrant(session: Session) -> Session:
             _, roles = await grants(st, rules, saved, session.groups)
@@ -337,6 +337,11 @@ async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamRespo
     return await _after_action(request, user, "revoked", revoked)
 
 
+def admin_rules(st: State) -> tuple[UserStore, str, list[AccessRules]]:
+    """What the lock-out guard weighs: the users, the admin role, the active connections."""
+    return st.users, st.settings.admin.role, [c.rules for c in st.connections.active()]
+
+
 def _unknown_connection(request: web.Request) -> web.Response:
     body = {"error": "unknown_connection", "correlation_id": request[CID]}
     return web.json_response(body, status=404)
@@ -350,7 +355,7 @@ async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamRes
     """A SCIM bearer token for one connection; its secret is in this answer and nowhere else."""
     st = state(request)
     conn_id = request.match_info["conn_id"]
-    if st.settings.connection(conn_id) is None:
+    if conn_id not in st.connections:
         return _unknown_connection(request)
     wanted = await read_token_request(request)
     if isinstance(wanted, str):
@@ -371,7 +376,7 @@ async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamRes
 async def list_scim_tokens(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
     conn_id = request.match_info["conn_id"]
-    if st.settings.connection(conn_id) is None:
+    if conn_id not in st.connections:
         return _unknown_connection(request)
     tokens = [t for t in await ScimTokens(st.kv).list() if t.connection == conn_id]
     _audit(request, actor, "admin.scim_tokens.listed", connection=conn_id)
@@ -395,7 +400,7 @@ async def import_csv(request: web.Request, actor: Actor) -> web.StreamResponse:
     """The CLI's `users import` over HTTP: the body is the CSV file, the report is JSON."""
     st = state(request)
     conn_id = request.match_info["conn_id"]
-    if st.settings.connection(conn_id) is None:
+    if conn_id not in st.connections:
         return _unknown_connection(request)
     data = await request.content.read(MAX_CSV_BYTES + 1)
     if len(data) > MAX_CSV_BYTES:

@@ -16,17 +16,22 @@ from collections.abc import Mapping
 from aiohttp import web
 from markupsafe import Markup
 
+from authgate.connections import Connection
 from authgate.errors import LoginFailed, LoginStateError, ProtocolError
 from authgate.protocols.saml import Outgoing, SamlProtocol
 from authgate.protocols.saml_logout import IncomingMessage, post_message, redirect_message
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import read_form
 from authgate.web.signin import (
+    check_pending,
     complete_login,
+    open_for_login,
+    pending_login,
     recall_login,
     record_failure,
     redirect,
     remember_login,
+    signing_connection,
 )
 from authgate.web.state import State, state
 
@@ -36,19 +41,10 @@ _SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_SUBMIT.encode()).digest()).d
 METADATA_TYPE = "application/samlmetadata+xml"
 
 
-def _protocol(request: web.Request) -> SamlProtocol:
-    """The connection's SAML engine; an OIDC connection reached here is a protocol mismatch."""
-    st = state(request)
-    conn_id = request.match_info["conn_id"]
-    conn = st.settings.connection(conn_id)
-    if conn is None or not conn.enabled:
-        raise LoginFailed("invalid_request", f"no enabled connection {conn_id!r}")
-    if conn.type != "saml":
-        raise ProtocolError("protocol_mismatch", f"{conn_id} is an {conn.type} connection")
-    protocol = st.protocols.get(conn_id)
-    if not isinstance(protocol, SamlProtocol):
-        raise ProtocolError("metadata_unavailable", f"connection {conn_id} is not started")
-    return protocol
+def _protocol(request: web.Request) -> tuple[Connection, SamlProtocol]:
+    conn = signing_connection(request, "saml")
+    assert isinstance(conn.engine, SamlProtocol)
+    return conn, conn.engine
 
 
 def _refuse_oidc(params: Mapping[str, str]) -> None:
@@ -60,7 +56,7 @@ def _refuse_oidc(params: Mapping[str, str]) -> None:
 
 async def _recorded(request: web.Request, exc: LoginFailed) -> LoginFailed:
     conn_id = request.match_info["conn_id"]
-    if state(request).settings.connection(conn_id) is not None:
+    if conn_id in state(request).connections:
         await record_failure(request, conn_id, exc)
     return exc
 
@@ -86,7 +82,7 @@ def _send(st: State, outgoing: Outgoing) -> web.Response:
 
 async def metadata(request: web.Request) -> web.StreamResponse:
     try:
-        protocol = _protocol(request)
+        _, protocol = _protocol(request)
     except LoginFailed:
         raise web.HTTPNotFound() from None
     return web.Response(
@@ -101,16 +97,17 @@ async def login(request: web.Request) -> web.StreamResponse:
     return_to = st.redirects.safe(request.query.get("rd"))
     try:
         _refuse_oidc(request.query)
-        protocol = _protocol(request)
+        conn, protocol = _protocol(request)
+        open_for_login(conn)
         start = await protocol.begin_login(return_to)
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
     response = _send(st, start.outgoing)
-    pending = {"conn": protocol.conn.id, "idp": start.idp, "rd": return_to}
+    pending = pending_login(conn, idp=start.idp, rd=return_to)
     await remember_login(request, response, pending, key=start.request_id)
     st.audit.emit(
         "sso.login.initiated",
-        connection=protocol.conn.id,
+        connection=conn.id,
         ip=request[CLIENT].ip,
         correlation_id=request[CID],
     )
@@ -122,18 +119,20 @@ async def acs(request: web.Request) -> web.StreamResponse:
     st = state(request)
     try:
         _refuse_oidc(request.query)
-        protocol = _protocol(request)
+        conn, protocol = _protocol(request)
         form = await read_form(request, _form_limit(protocol))
         _refuse_oidc(form)
         if "SAMLResponse" not in form:
             raise ProtocolError("invalid_request", "the ACS received no SAMLResponse")
         data = await protocol.consume_response(form["SAMLResponse"])
         if data.in_response_to is None:
+            open_for_login(conn)
             protocol.check_unsolicited(data)
             return_to = st.redirects.safe(form.get("RelayState"))
         else:
             pending = await recall_login(request, data.in_response_to)
-            if pending.get("conn") != protocol.conn.id or pending.get("idp") != data.issuer:
+            check_pending(conn, pending)
+            if pending.get("idp") != data.issuer:
                 raise LoginStateError("state_mismatch", "the response answers another sign-in")
             return_to = st.redirects.safe(pending.get("rd"))
         identity = protocol.identity(data)
@@ -166,7 +165,7 @@ async def slo(request: web.Request) -> web.StreamResponse:
     st = state(request)
     try:
         _refuse_oidc(request.query)
-        protocol = _protocol(request)
+        _, protocol = _protocol(request)
         if request.method == "GET" and "send" in request.query:
             outgoing = await protocol.pending_logout_form(request.query["send"])
             if outgoing is None:

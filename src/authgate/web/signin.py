@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from authgate.connections import Connection
 from authgate.directory_sync import check_member
-from authgate.errors import BadRequest, LoginFailed, PolicyDenied, ProtocolError
+from authgate.errors import BadRequest, LoginFailed, LoginStateError, PolicyDenied, ProtocolError
 from authgate.identity import Identity
 from authgate.policy import AccessRules, check_identity, roles_for
 from authgate.session.login_state import new_browser_id
@@ -41,11 +42,45 @@ def connection_login_url(st: State, conn_id: str, kind: str, return_to: str) -> 
     return st.url(f"/{kind}/{conn_id}/login") + "?" + urlencode({"rd": return_to})
 
 
+def signing_connection(request: web.Request, kind: str) -> Connection:
+    """The connection a protocol endpoint names, as it is in force for this whole request."""
+    conn_id = request.match_info["conn_id"]
+    conn = state(request).connections.get(conn_id)
+    if conn is None or conn.engine is None:
+        raise LoginFailed("invalid_request", f"no enabled connection {conn_id!r}")
+    if conn.type != kind:
+        raise ProtocolError("protocol_mismatch", f"{conn_id} is not a {kind} connection")
+    return conn
+
+
+def open_for_login(conn: Connection) -> None:
+    """People sign in only through an active connection (a test sign-in is let through)."""
+    if not conn.active:
+        raise LoginFailed("invalid_request", f"connection {conn.id!r} is not active")
+
+
+def pending_login(conn: Connection, /, **data: Any) -> dict[str, Any]:
+    """What a pending sign-in remembers of its connection, so it finishes against that version."""
+    return {**data, "conn": conn.id, "version": conn.version}
+
+
+def check_pending(conn: Connection, pending: dict[str, Any]) -> None:
+    """A sign-in finishes against the connection version it started with, or not at all."""
+    if pending.get("conn") != conn.id:
+        raise LoginStateError("state_mismatch", "the response answers another sign-in")
+    if pending.get("version", 0) != conn.version:
+        raise LoginStateError(
+            "connection_changed", "the connection was changed while this sign-in was under way"
+        )
+    if not pending.get("test"):
+        open_for_login(conn)
+
+
 async def login_page(request: web.Request) -> web.StreamResponse:
     """One button per connection, and home-realm discovery by email domain."""
     st = state(request)
     return_to = st.redirects.safe(request.query.get("rd"))
-    connections = [c for c in st.settings.connections if c.enabled]
+    connections = [c.settings for c in st.connections.active()]
     email = request.query.get("email", "").strip()
     message = None
     if email:
@@ -127,10 +162,10 @@ async def _still_active(
 
 async def complete_login(request: web.Request, identity: Identity, return_to: str) -> web.Response:
     st = state(request)
-    conn = st.settings.connection(identity.connection)
-    if conn is None:
+    found = st.connections.get(identity.connection)
+    if found is None:
         raise LoginFailed("invalid_request", f"unknown connection {identity.connection!r}")
-    rules = st.rules[conn.id]
+    conn, rules = found.settings, found.rules
     try:
         if identity.session_not_after is not None and identity.session_not_after <= time.time():
             raise ProtocolError("expired", "the IdP's session limit has already passed")
@@ -214,7 +249,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
             ip=request[CLIENT].ip,
             correlation_id=request[CID],
         )
-        protocol = st.protocols.get(session.connection)
+        protocol = st.connections.engine(session.connection)
         if protocol is not None:
             next_url = await protocol.logout_url(session)
     if next_url:
