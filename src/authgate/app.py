@@ -13,11 +13,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from authgate import assertion
 from authgate.audit import AuditLog
+from authgate.connection_store import CHANGED as CONNECTION_CHANGED
+from authgate.connection_store import ConnectionStore, Materialiser
+from authgate.connection_sync import ConnectionSync
 from authgate.connections import Connections
 from authgate.headers import IdentityHeaders
 from authgate.metrics import Metrics
 from authgate.protocols.base import ProtocolContext
 from authgate.provisioning import setup as setup_provisioning
+from authgate.secrets import SecretBox
 from authgate.session import redis as redis_store
 from authgate.session.cache import INVALIDATIONS, SessionCache
 from authgate.session.cookies import CookiePolicy
@@ -72,6 +76,9 @@ def build_store(settings: Settings) -> KeyValueStore:
 def build_state(settings: Settings, kv: KeyValueStore) -> State:
     sess = settings.session
     cache = SessionCache() if sess.cache and kv.shared else None
+    connections = Connections(settings.access, settings.connections)
+    box = SecretBox(settings.secrets)
+    sync = ConnectionSync(ConnectionStore(kv), connections, Materialiser(box), settings.access)
     return State(
         settings=settings,
         kv=kv,
@@ -86,7 +93,9 @@ def build_state(settings: Settings, kv: KeyValueStore) -> State:
         cookies=CookiePolicy.from_settings(settings),
         redirects=RedirectPolicy.build(settings.public_url, settings.access.allowed_redirect_hosts),
         public_paths=PublicPaths.build(settings.access.public_paths),
-        connections=Connections(settings.access, settings.connections),
+        connections=connections,
+        connection_sync=sync,
+        box=box,
         pages=Pages(settings.branding, settings.prefix + "/login"),
         trusted=TrustedProxies(settings.trusted_proxies),
     )
@@ -127,24 +136,33 @@ async def _reload_keys(st: State, resync: asyncio.Event, stop: asyncio.Event) ->
 
 
 class _Invalidations:
-    """The invalidation channel's subscriber: the session cache, and the key ring's resync."""
+    """The invalidation channel's subscriber: the session cache, the key ring's resync,
+    and the connections changed by another replica."""
 
-    def __init__(self, cache: SessionCache, resync: asyncio.Event) -> None:
+    def __init__(
+        self, cache: SessionCache | None, resync: asyncio.Event, connections: ConnectionSync
+    ) -> None:
         self._cache = cache
         self._resync = resync
+        self._connections = connections
 
     def received(self, message: str) -> None:
         if message == assertion.KEYS_CHANGED:
             self._resync.set()
-        else:
+        elif message.startswith(CONNECTION_CHANGED):
+            self._connections.received(message)
+        elif self._cache is not None:
             self._cache.received(message)
 
     def alive(self, since: float) -> None:
-        self._cache.alive(since)
+        if self._cache is not None:
+            self._cache.alive(since)
 
     def lost(self) -> None:
-        self._cache.lost()
+        if self._cache is not None:
+            self._cache.lost()
         self._resync.set()
+        self._connections.lost()
 
 
 async def _stop_listening(listener: asyncio.Task[None], stop: asyncio.Event) -> None:
@@ -168,8 +186,8 @@ def _resources(st: State):
         reloader = asyncio.create_task(_reload_keys(st, resync, stop)) if cfg.header else None
         flusher = asyncio.create_task(st.metrics.flush_every(METRICS_FLUSH_INTERVAL))
         listener = None
-        if st.sessions.cache is not None:
-            subscriber = _Invalidations(st.sessions.cache, resync)
+        if st.kv.shared:
+            subscriber = _Invalidations(st.sessions.cache, resync, st.connection_sync)
             listener = asyncio.create_task(st.kv.listen(INVALIDATIONS, subscriber, stop))
         yield
         flusher.cancel()
@@ -200,8 +218,15 @@ def _protocols(st: State):
         st.connections.started(ctx)
         for conn in st.settings.connections:
             await st.connections.install(st.connections.describe(conn, "file", 0, True))
+        stop = asyncio.Event()
+        sync = asyncio.create_task(st.connection_sync.run(stop))
         yield
+        stop.set()
+        st.connection_sync.lost()
+        await _stop_listening(sync, stop)
+        await st.connection_sync.drain()
         await st.connections.stop()
+        st.connection_sync.materialiser.close()
         await http.close()
 
     return protocols

@@ -29,9 +29,10 @@ from authgate.session.sessions import Session
 from authgate.settings import Settings
 from authgate.tokens import TokenInfo
 from authgate.users import User, UserStore
-from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
+from authgate.web import admin_connections
+from authgate.web.admin_access import ADMIN, Actor, AdminAccess, audit_admin, authorize
 from authgate.web.admin_changes import read_token_request, read_user_change
-from authgate.web.client_info import CID, CLIENT
+from authgate.web.client_info import CID
 from authgate.web.middlewares import wants_html
 from authgate.web.signin import grants
 from authgate.web.state import State, state
@@ -52,18 +53,6 @@ def _iso(timestamp: float | str | None) -> str | None:
         return None
     moment = dt.datetime.fromtimestamp(float(timestamp), dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _audit(request: web.Request, actor: Actor, event: str, **fields: Any) -> None:
-    state(request).audit.emit(
-        event,
-        actor=actor.name,
-        actor_kind=actor.kind,
-        actor_user_id=actor.user_id,
-        ip=request[CLIENT].ip,
-        correlation_id=request[CID],
-        **fields,
-    )
 
 
 def admin_only(handler: AdminHandler) -> Handler:
@@ -174,7 +163,7 @@ def _limit(request: web.Request) -> int | None:
 
 async def api_status(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
-    _audit(request, actor, "admin.status.viewed")
+    audit_admin(request, actor, "admin.status.viewed")
     all_users = await _all_users(st)
     return web.json_response(
         {
@@ -196,7 +185,7 @@ async def api_users(request: web.Request, actor: Actor) -> web.StreamResponse:
         return _bad_request(request, f"limit must be a whole number from 1 to {MAX_LIMIT}")
     if len(query) > MAX_QUERY:
         return _bad_request(request, f"q must be at most {MAX_QUERY} characters")
-    _audit(request, actor, "admin.users.searched", query=query)
+    audit_admin(request, actor, "admin.users.searched", query=query)
     st = state(request)
     return web.json_response(await search_users(st, await _all_users(st), query, limit))
 
@@ -221,7 +210,7 @@ async def api_user(request: web.Request, actor: Actor) -> web.StreamResponse:
     user = await _target(request)
     if user is None:
         return _unknown_user(request)
-    _audit(request, actor, "admin.user.viewed", user_id=user.id)
+    audit_admin(request, actor, "admin.user.viewed", user_id=user.id)
     return web.json_response({"user": await user_json(state(request), user)})
 
 
@@ -254,12 +243,14 @@ async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
     try:
         await check_user_retirement(*admin_rules(st), user)
     except RetirementRefused as exc:
-        _audit(request, actor, "admin.user.retire_refused", user_id=user.id, reason="last_admin")
+        audit_admin(
+            request, actor, "admin.user.retire_refused", user_id=user.id, reason="last_admin"
+        )
         return _last_admin(request, exc.problems[0])
     revoked = await st.sessions.count_for_user(user.id)
     lifecycle = Lifecycle(st.users, st.sessions, st.audit, ScimTokens(st.kv))
     user = await lifecycle.retire(user, "admin", actor=actor.name)
-    _audit(
+    audit_admin(
         request,
         actor,
         "admin.user.retired",
@@ -301,7 +292,7 @@ async def change_user(request: web.Request, actor: Actor) -> web.StreamResponse:
             return replace(session, roles=roles)
 
         updated = await st.sessions.restamp_user(saved.id, regrant)
-    _audit(
+    audit_admin(
         request,
         actor,
         "admin.user.updated",
@@ -326,7 +317,7 @@ async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamRespo
     if user is None:
         return _unknown_user(request)
     revoked = await st.sessions.revoke_user(user.id)
-    _audit(
+    audit_admin(
         request,
         actor,
         "admin.user.sessions_revoked",
@@ -361,7 +352,7 @@ async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamRes
     if isinstance(wanted, str):
         return _bad_request(request, wanted)
     info, secret = await ScimTokens(st.kv).create(conn_id, wanted.description)
-    _audit(request, actor, "admin.scim_token.created", connection=conn_id, token_id=info.id)
+    audit_admin(request, actor, "admin.scim_token.created", connection=conn_id, token_id=info.id)
     return web.json_response(
         {
             **_token_json(info),
@@ -379,7 +370,7 @@ async def list_scim_tokens(request: web.Request, actor: Actor) -> web.StreamResp
     if conn_id not in st.connections:
         return _unknown_connection(request)
     tokens = [t for t in await ScimTokens(st.kv).list() if t.connection == conn_id]
-    _audit(request, actor, "admin.scim_tokens.listed", connection=conn_id)
+    audit_admin(request, actor, "admin.scim_tokens.listed", connection=conn_id)
     return web.json_response({"tokens": [_token_json(t) for t in tokens]})
 
 
@@ -392,7 +383,7 @@ async def revoke_scim_token(request: web.Request, actor: Actor) -> web.StreamRes
         body = {"error": "unknown_token", "correlation_id": request[CID]}
         return web.json_response(body, status=404)
     await tokens.revoke(token_id)
-    _audit(request, actor, "admin.scim_token.revoked", connection=conn_id, token_id=token_id)
+    audit_admin(request, actor, "admin.scim_token.revoked", connection=conn_id, token_id=token_id)
     return web.Response(status=204)
 
 
@@ -411,12 +402,14 @@ async def import_csv(request: web.Request, actor: Actor) -> web.StreamResponse:
     try:
         report = await import_users(data, conn_id, st.users, st.audit, actor=actor.name)
     except CsvFileError as exc:
-        _audit(request, actor, "admin.users.import_refused", connection=conn_id, reason=str(exc))
+        audit_admin(
+            request, actor, "admin.users.import_refused", connection=conn_id, reason=str(exc)
+        )
         return web.json_response(
             {"error": "invalid_csv", "detail": str(exc), "correlation_id": request[CID]},
             status=400,
         )
-    _audit(
+    audit_admin(
         request,
         actor,
         "admin.users.imported",
@@ -448,7 +441,7 @@ def _notice(request: web.Request) -> str | None:
 async def page(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
     query = request.query.get("q", "")[:MAX_QUERY]
-    _audit(request, actor, "admin.page.viewed", query=query or None)
+    audit_admin(request, actor, "admin.page.viewed", query=query or None)
     all_users = await _all_users(st)
     found = await search_users(st, all_users, query, DEFAULT_LIMIT)
     back = urlencode({"q": query}) if query else ""
@@ -508,6 +501,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     app.router.add_post(base + "/api/users/{user_id}/retire", admin_only(retire))
     app.router.add_post(base + "/api/users/{user_id}/revoke-sessions", admin_only(revoke_sessions))
     app.router.add_post(base + "/api/connections/{conn_id}/users/import", admin_only(import_csv))
+    admin_connections.add_routes(app, base, admin_only)
     tokens = base + "/api/connections/{conn_id}/scim-tokens"
     app.router.add_get(tokens, admin_only(list_scim_tokens))
     app.router.add_post(tokens, admin_only(create_scim_token))

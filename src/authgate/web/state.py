@@ -8,9 +8,11 @@ from aiohttp import web
 
 from authgate.assertion import AssertionSigner
 from authgate.audit import AuditLog
+from authgate.connection_sync import ConnectionSync
 from authgate.connections import Connections
 from authgate.headers import IdentityHeaders
 from authgate.metrics import Metrics
+from authgate.secrets import SecretBox
 from authgate.session.cookies import CookiePolicy
 from authgate.session.kv import KeyValueStore
 from authgate.session.login_state import LoginStateStore
@@ -41,6 +43,8 @@ class State:
     redirects: RedirectPolicy
     public_paths: PublicPaths
     connections: Connections
+    connection_sync: ConnectionSync
+    box: SecretBox
     pages: Pages
     trusted: TrustedProxies
     signer: AssertionSigner | None = None
