@@ -52,8 +52,18 @@ def _refusal(request: web.Request, status: int, error: str, message: str, **extr
     return web.json_response(body, status=status)
 
 
+# A refusal's status follows from its reason: a clash with what exists, or a body too large.
+STATUS = {"connection_exists": 409, "domain_claimed": 409, "body_too_large": 413}
+
+
 def _refused(request: web.Request, exc: RequestRefused) -> web.Response:
-    return _refusal(request, 400, exc.error, f"{exc.field}: {exc.message}", field=exc.field)
+    status = STATUS.get(exc.error, 400)
+    return _refusal(request, status, exc.error, f"{exc.field}: {exc.message}", field=exc.field)
+
+
+def _exists(conn_id: str) -> RequestRefused:
+    message = f"connection {conn_id} exists already: choose another id"
+    return RequestRefused("id", message, "connection_exists")
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -151,16 +161,12 @@ async def create_connection(request: web.Request, actor: Actor) -> web.StreamRes
         body = await _body(request)
         doc = new_document(body, st.box, actor.name)
         if doc.id in st.connections:
-            raise RequestRefused(
-                "id", f"connection {doc.id} exists already: choose another id", "connection_exists"
-            )
+            raise _exists(doc.id)
         await _validated(st, doc)
     except RequestRefused as exc:
         return _refused(request, exc)
     if not await ConnectionStore(st.kv).create(doc):
-        return _refusal(
-            request, 409, "connection_exists", f"id: connection {doc.id} exists already", field="id"
-        )
+        return _refused(request, _exists(doc.id))
     await st.connection_sync.announce(doc.id)
     audit_admin(
         request, actor, "admin.connection.created", connection=doc.id, changes=diff(None, doc)
