@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -136,11 +136,12 @@ class Upstream:
         await self._pool.close()
 
     async def forward(
-        self, request: web.Request, headers: list[tuple[str, str]]
+        self, request: web.Request, headers: list[tuple[str, str]], extra: bytes = b""
     ) -> web.StreamResponse:
+        """aiohttp's request upstream and the answer back; `extra` as in `send`."""
         body = request.content.iter_chunked(CHUNK) if request.body_exists else None
         exchange = await self.send(
-            request.method, request.raw_path, headers, body, request.content_length
+            request.method, request.raw_path, headers, body, request.content_length, extra
         )
         try:
             return await _respond(request, exchange.response)
@@ -172,26 +173,6 @@ class Upstream:
             raise failure_reason(exc) from exc
         self.answered(started)
         return exchange
-
-    def send_now(
-        self,
-        method: str,
-        raw_path: str,
-        headers: list[tuple[str, str]],
-        extra: bytes,
-        listener: Callable[[], None],
-    ) -> Exchange | None:
-        """`send` for a request without a body, on an idle connection, without waiting.
-
-        The listener is called once the answer is complete, failed (see
-        `failure_reason`) or must be streamed; None if no connection is idle.
-        """
-        if not self._pass_host:
-            headers = [(name, value) for name, value in headers if name.lower() != "host"]
-        try:
-            return self._pool.send_now(method, origin_form(raw_path), headers, extra, listener)
-        except UnsafeHead as exc:
-            raise failure_reason(exc) from exc
 
     def answered(self, started: float) -> None:
         """The application answered a request sent at `started` (`time.perf_counter`)."""
