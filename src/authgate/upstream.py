@@ -42,6 +42,8 @@ _WS_HANDSHAKE = frozenset(
     }
 )
 
+_REQUEST_ID = "x-request-id"
+
 # Close codes a peer may report but must never put in a close frame (RFC 6455 §7.4.1).
 _UNSENDABLE_CLOSE = frozenset({1004, 1005, 1006, 1015})
 
@@ -95,8 +97,12 @@ def failure_reason(exc: BaseException) -> AuthgateError:
     return UpstreamError(detail=str(exc))
 
 
-def response_headers(received: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream's header lines for the client: no hop-by-hop ones, nor those it named so."""
+def response_headers(received: list[tuple[str, str]], cid: str) -> list[tuple[str, str]]:
+    """The upstream's header lines for the client, and authgate's request id.
+
+    No hop-by-hop lines, nor those the upstream named so; its own `X-Request-Id`
+    gives way to the one authgate logged, on every answer either front relays.
+    """
     named = {
         normalise(token)
         for name, value in received
@@ -104,11 +110,13 @@ def response_headers(received: list[tuple[str, str]]) -> list[tuple[str, str]]:
         for token in value.split(",")
         if token.strip()
     }
-    return [
+    kept = [
         (name, value)
         for name, value in received
-        if (key := normalise(name)) not in HOP_BY_HOP and key not in named
+        if (key := normalise(name)) not in HOP_BY_HOP and key not in named and key != _REQUEST_ID
     ]
+    kept.append(("X-Request-Id", cid))
+    return kept
 
 
 def _client_gone(request: web.Request) -> None:
@@ -136,7 +144,7 @@ class Upstream:
         await self._pool.close()
 
     async def forward(
-        self, request: web.Request, headers: list[tuple[str, str]], extra: bytes = b""
+        self, request: web.Request, headers: list[tuple[str, str]], cid: str, extra: bytes = b""
     ) -> web.StreamResponse:
         """aiohttp's request upstream and the answer back; `extra` as in `send`."""
         body = request.content.iter_chunked(CHUNK) if request.body_exists else None
@@ -144,7 +152,7 @@ class Upstream:
             request.method, request.raw_path, headers, body, request.content_length, extra
         )
         try:
-            return await _respond(request, exchange.response)
+            return await _respond(request, exchange.response, cid)
         finally:
             exchange.release()
 
@@ -223,9 +231,9 @@ class Upstream:
         return client
 
 
-async def _respond(request: web.Request, upstream: Response) -> web.StreamResponse:
+async def _respond(request: web.Request, upstream: Response, cid: str) -> web.StreamResponse:
     """The upstream's answer to the client: in one write when complete, else streamed."""
-    headers = CIMultiDict(response_headers(upstream.headers))
+    headers = CIMultiDict(response_headers(upstream.headers, cid))
     if upstream.complete and request.method != "HEAD":
         body = upstream.take_body()
         if body:

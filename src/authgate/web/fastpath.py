@@ -449,7 +449,7 @@ class FrontProtocol(asyncio.Protocol):
 
     async def _relay(self, head: Head, upstream: Response, cid: str) -> None:
         """The upstream's answer: in one write when complete, else streamed as it comes."""
-        headers = [*response_headers(upstream.headers), ("X-Request-Id", cid)]
+        headers = response_headers(upstream.headers, cid)
         status, reason = upstream.status, upstream.reason
         if head.method == "HEAD" or status in _NO_BODY:
             self._write(response_head(status, reason, headers, None))

@@ -6,6 +6,7 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
 from authgate.headers import normalise
+from authgate.web.client_info import CID
 from authgate.web.decision import Action, Decision, Endpoint
 from authgate.web.gate import decided, respond
 from authgate.web.state import State, state
@@ -54,4 +55,5 @@ async def handle(request: web.Request) -> web.StreamResponse:
     if request.headers.get("Upgrade", "").lower() == "websocket":
         pairs = identity.pairs if identity is not None else ()
         return await st.upstream.websocket(request, CIMultiDict([*headers, *pairs]))
-    return await st.upstream.forward(request, headers, identity.lines if identity else b"")
+    lines = identity.lines if identity is not None else b""
+    return await st.upstream.forward(request, headers, request[CID], lines)
