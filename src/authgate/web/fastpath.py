@@ -298,8 +298,8 @@ class FrontProtocol(asyncio.Protocol):
             head = self._complete_head()
             if head is None:
                 return
-            request = self._facts(head)
             sid = session_cookie(head.headers, self._st.cookies.session_name)
+            request = self._facts(head) if sid is not None else None
             if request is None or sid is None:
                 self._hand_over()
                 return
@@ -310,7 +310,7 @@ class FrontProtocol(asyncio.Protocol):
                     self._serve(head, request, sid, session)
                 )
                 return
-            if not self._answer(head, request, session):
+            if not self._answer(request, session):
                 self._hand_over()
                 return
             self._done(head)
@@ -402,7 +402,7 @@ class FrontProtocol(asyncio.Protocol):
             return decision
         return None
 
-    def _answer(self, head: Head, request: Facts, session: Session) -> bool:
+    def _answer(self, request: Facts, session: Session) -> bool:
         """A /auth question of a cached session, answered at once; False for aiohttp to."""
         decision = self._decided(request, session)
         if decision is None:
