@@ -111,8 +111,10 @@ class Stack:
 
 @pytest.fixture
 def stack_factory(
-    aiohttp_client: Callable[..., Any], redis_url: str, upstream: TestServer
+    serve: Callable[..., Any], redis_url: str, upstream: TestServer
 ) -> Callable[..., Any]:
+    """nginx in front of authgate, over each of authgate's two front ends."""
+
     @asynccontextmanager
     async def start(site: str = MAIN_SITE, **overrides: Any) -> AsyncIterator[Stack]:
         upstream_url = str(upstream.make_url("")).rstrip("/")
@@ -120,7 +122,7 @@ def stack_factory(
         settings = make_settings(
             upstream_url, session={"store": "redis", "redis": {"url": redis_url}}, **overrides
         )
-        client: TestClient = await aiohttp_client(create_app(settings))
+        client: TestClient = await serve(create_app(settings))
         assert upstream.port is not None
         nginx = Nginx(shipped_site(site, client.port, upstream.port)).start()
         try:

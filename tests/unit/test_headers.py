@@ -191,3 +191,20 @@ def test_idp_values_cannot_break_out_of_their_header_line(
     assert out["X-Roles"] == expected
     for rendered in out.values():
         assert not any(ch in rendered for ch in "\r\n\x00\u2028\x85")
+
+
+def test_a_rendering_serves_only_the_very_session_and_assertion_it_was_made_from(
+    headers: IdentityHeaders,
+):
+    """Kept per session id, but never for a renewed session or a re-signed assertion."""
+    first = make_session()
+    kept = headers.rendered(first, "a.b.c")
+    assert headers.rendered(first, "a.b.c") is kept
+    assert kept.pairs == tuple(headers.identity(first, "a.b.c"))
+    assert kept.lines == b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in kept.pairs)
+    renewed = make_session(groups=("Finance",))
+    assert dict(headers.rendered(renewed, "a.b.c").pairs)["X-Groups"] == "Finance"
+    resigned = headers.rendered(renewed, "d.e.f")
+    assert dict(resigned.pairs)["X-Authgate-Assertion"] == "d.e.f"
+    names = {name.lower() for name, _ in resigned.pairs}
+    assert not names & {"x-request-id", "x-forwarded-for", "x-real-ip", "cookie"}
