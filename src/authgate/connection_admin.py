@@ -35,6 +35,7 @@ from authgate.protocols.saml_config import SpEndpoints
 from authgate.provisioning import lifecycle_of
 from authgate.retirement import RetirementRefused, admin_connections, check_admin_safety
 from authgate.settings import SamlConnection
+from authgate.web.signin import restamp
 from authgate.web.state import State
 
 Audit = Callable[..., None]
@@ -228,7 +229,11 @@ async def update(
             role = st.settings.admin.role
             message = f"this mapping leaves no one able to sign in with the {role!r} role"
             raise Refusal(409, "last_admin", message)
-    return await _save(st, audit, old, raw, new, "admin.connection.updated")
+    saved = await _save(st, audit, old, raw, new, "admin.connection.updated")
+    if new.access != old.access:
+        for user in await st.users.list_users(conn_id):
+            await restamp(st, user, saved.rules)
+    return saved
 
 
 async def activate(st: State, audit: Audit, actor: str, conn_id: str) -> Connection:

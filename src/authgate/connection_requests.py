@@ -29,6 +29,8 @@ from authgate.protocols.saml_metadata import MetadataError, parse_idp_metadata
 from authgate.secrets import SecretBox
 
 MAX_METADATA_CHARS = 1024 * 1024
+# Path words of the admin pages, which a connection id would shadow.
+RESERVED_IDS = frozenset({"new"})
 CONN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Admin-only fields; the rest of a request is connection settings.
 REQUEST_FIELDS = frozenset(
@@ -208,6 +210,8 @@ def new_document(body: dict[str, Any], box: SecretBox, actor: str) -> Connection
     conn_id = body.get("id") or new_id(name)
     if not isinstance(conn_id, str) or not CONN_ID.match(conn_id):
         raise RequestRefused("id", "expected a short lower-case id: letters, digits, '-' and '_'")
+    if conn_id in RESERVED_IDS:
+        raise RequestRefused("id", f"{conn_id!r} is a word the admin pages use: choose another id")
     settings = settings_part(body)
     _apply_preset(settings, body.get("preset"), kind)
     sealed: dict[str, Any] = {}

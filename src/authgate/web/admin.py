@@ -13,6 +13,7 @@ import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -25,7 +26,6 @@ from authgate.csv_import import CsvFileError, import_users
 from authgate.policy import AccessRules
 from authgate.retirement import Lifecycle, RetirementRefused, check_user_retirement
 from authgate.scim.tokens import ScimTokens
-from authgate.session.sessions import Session
 from authgate.settings import Settings
 from authgate.tokens import TokenInfo
 from authgate.users import User, UserStore
@@ -34,7 +34,7 @@ from authgate.web.admin_access import ADMIN, Actor, AdminAccess, audit_admin, au
 from authgate.web.admin_changes import read_token_request, read_user_change
 from authgate.web.client_info import CID
 from authgate.web.middlewares import wants_html
-from authgate.web.signin import grants
+from authgate.web.signin import restamp
 from authgate.web.state import State, state
 
 AdminHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
@@ -48,7 +48,7 @@ NOTICES = {
 }
 
 
-def _iso(timestamp: float | str | None) -> str | None:
+def iso(timestamp: float | str | None) -> str | None:
     if timestamp in (None, ""):
         return None
     moment = dt.datetime.fromtimestamp(float(timestamp), dt.UTC)
@@ -83,7 +83,7 @@ async def connection_report(st: State) -> list[dict[str, Any]]:
         failure = None
         if info.get("last_failure_at"):
             failure = {
-                "at": _iso(info["last_failure_at"]),
+                "at": iso(info["last_failure_at"]),
                 "reason": info.get("last_failure_reason"),
                 "correlation_id": info.get("last_failure_correlation_id"),
             }
@@ -93,10 +93,11 @@ async def connection_report(st: State) -> list[dict[str, Any]]:
                 "name": conn.name,
                 "type": conn.type,
                 "enabled": conn.active,
+                "url": st.url("/admin/connections/" + quote(conn.id, safe="")),
                 "managed_by": "config file" if conn.source == "file" else "admin",
                 "ready": problem is None,
                 "problem": problem,
-                "last_success_at": _iso(info.get("last_success_at")),
+                "last_success_at": iso(info.get("last_success_at")),
                 "last_failure": failure,
             }
         )
@@ -129,8 +130,8 @@ async def user_json(st: State, user: User) -> dict[str, Any]:
         "roles": list(user.roles),
         "active": user.active,
         "source": user.source,
-        "created_at": _iso(user.created_at),
-        "last_login_at": _iso(user.last_login_at),
+        "created_at": iso(user.created_at),
+        "last_login_at": iso(user.last_login_at),
         "sessions": await st.sessions.count_for_user(user.id),
     }
 
@@ -262,6 +263,42 @@ async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
     return await _after_action(request, user, "retired", revoked)
 
 
+async def apply_user_change(
+    st: State,
+    audit: Callable[..., None],
+    user: User,
+    roles: list[str] | None,
+    active: bool | None,
+) -> tuple[User, int, int]:
+    """A user's own roles and activity changed; live sessions follow at once.
+
+    Returns the saved user and how many sessions were revoked and restamped;
+    raises RetirementRefused when no one could sign in as admin afterwards.
+    """
+    wanted = replace(
+        user,
+        roles=tuple(dict.fromkeys(roles)) if roles is not None else user.roles,
+        active=active if active is not None else user.active,
+    )
+    if st.settings.admin.role not in wanted.roles or not wanted.active:
+        await check_user_retirement(*admin_rules(st), user)
+    saved = await st.users.update(user, wanted)
+    revoked = updated = 0
+    if user.active and not saved.active:
+        revoked = await st.sessions.revoke_user(saved.id)
+    elif saved.roles != user.roles and (rules := st.connections.rules(saved.connection)):
+        updated = await restamp(st, saved, rules)
+    audit(
+        "admin.user.updated",
+        user_id=saved.id,
+        roles=[list(user.roles), list(saved.roles)],
+        active=[user.active, saved.active],
+        revoked_sessions=revoked,
+        updated_sessions=updated,
+    )
+    return saved, revoked, updated
+
+
 async def change_user(request: web.Request, actor: Actor) -> web.StreamResponse:
     """Set a user's own roles or switch the user off or on; live sessions follow at once."""
     st = state(request)
@@ -271,37 +308,12 @@ async def change_user(request: web.Request, actor: Actor) -> web.StreamResponse:
     change = await read_user_change(request)
     if isinstance(change, str):
         return _bad_request(request, change)
-    wanted = replace(
-        user,
-        roles=tuple(dict.fromkeys(change.roles)) if change.roles is not None else user.roles,
-        active=change.active if change.active is not None else user.active,
-    )
-    if st.settings.admin.role not in wanted.roles or not wanted.active:
-        try:
-            await check_user_retirement(*admin_rules(st), user)
-        except RetirementRefused as exc:
-            return _last_admin(request, exc.problems[0])
-    saved = await st.users.update(user, wanted)
-    revoked = updated = 0
-    if user.active and not saved.active:
-        revoked = await st.sessions.revoke_user(saved.id)
-    elif saved.roles != user.roles and (rules := st.connections.rules(saved.connection)):
-
-        async def regrant(session: Session) -> Session:
-            _, roles = await grants(st, rules, saved, session.groups)
-            return replace(session, roles=roles)
-
-        updated = await st.sessions.restamp_user(saved.id, regrant)
-    audit_admin(
-        request,
-        actor,
-        "admin.user.updated",
-        user_id=saved.id,
-        roles=[list(user.roles), list(saved.roles)],
-        active=[user.active, saved.active],
-        revoked_sessions=revoked,
-        updated_sessions=updated,
-    )
+    try:
+        saved, revoked, updated = await apply_user_change(
+            st, partial(audit_admin, request, actor), user, change.roles, change.active
+        )
+    except RetirementRefused as exc:
+        return _last_admin(request, exc.problems[0])
     return web.json_response(
         {
             "user": await user_json(st, saved),
@@ -339,7 +351,7 @@ def _unknown_connection(request: web.Request) -> web.Response:
 
 
 def _token_json(info: TokenInfo) -> dict[str, Any]:
-    return {"id": info.id, "description": info.description, "created_at": _iso(info.created_at)}
+    return {"id": info.id, "description": info.description, "created_at": iso(info.created_at)}
 
 
 async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamResponse:
@@ -460,6 +472,7 @@ async def page(request: web.Request, actor: Actor) -> web.StreamResponse:
         found=found,
         query=query,
         search_url=st.url("/admin/"),
+        new_url=st.url("/admin/connections/new"),
         logout_url=st.url("/logout"),
     )
 

@@ -20,7 +20,7 @@ from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import read_form
 from authgate.web.signin import (
     check_pending,
-    complete_login,
+    finish_login,
     open_for_login,
     pending_login,
     recall_login,
@@ -57,16 +57,27 @@ async def login(request: web.Request) -> web.StreamResponse:
     st = state(request)
     try:
         _refuse_saml(request.query)
-        conn, protocol = _protocol(request)
+        conn, _ = _protocol(request)
         open_for_login(conn)
-        start = await protocol.begin_login(st.redirects.safe(request.query.get("rd")))
+        return await start_login(request, conn, st.redirects.safe(request.query.get("rd")))
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
+
+
+async def start_login(
+    request: web.Request, conn: Connection, return_to: str, test: bool = False
+) -> web.StreamResponse:
+    """Send the browser to the provider; `test`: the admin's test sign-in."""
+    st = state(request)
+    assert isinstance(conn.engine, OidcProtocol)
+    start = await conn.engine.begin_login(return_to)
     response = redirect(start.url)
-    await remember_login(request, response, pending_login(conn, **start.pending), key=start.state)
+    pending = pending_login(conn, **start.pending, test=test)
+    await remember_login(request, response, pending, key=start.state)
     st.audit.emit(
         "sso.login.initiated",
         connection=conn.id,
+        test=test,
         ip=request[CLIENT].ip,
         correlation_id=request[CID],
     )
@@ -83,7 +94,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         identity = await protocol.finish_login(params, pending)
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
-    return await complete_login(request, identity, pending["rd"])
+    return await finish_login(request, conn, identity, pending, pending["rd"])
 
 
 async def callback_post(request: web.Request) -> web.StreamResponse:

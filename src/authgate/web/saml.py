@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 from markupsafe import Markup
@@ -24,7 +25,7 @@ from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import read_form
 from authgate.web.signin import (
     check_pending,
-    complete_login,
+    finish_login,
     open_for_login,
     pending_login,
     recall_login,
@@ -97,17 +98,27 @@ async def login(request: web.Request) -> web.StreamResponse:
     return_to = st.redirects.safe(request.query.get("rd"))
     try:
         _refuse_oidc(request.query)
-        conn, protocol = _protocol(request)
+        conn, _ = _protocol(request)
         open_for_login(conn)
-        start = await protocol.begin_login(return_to)
+        return await start_login(request, conn, return_to)
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
+
+
+async def start_login(
+    request: web.Request, conn: Connection, return_to: str, test: bool = False
+) -> web.StreamResponse:
+    """Send the browser to the IdP with an AuthnRequest; `test`: the admin's test sign-in."""
+    st = state(request)
+    assert isinstance(conn.engine, SamlProtocol)
+    start = await conn.engine.begin_login(return_to)
     response = _send(st, start.outgoing)
-    pending = pending_login(conn, idp=start.idp, rd=return_to)
+    pending = pending_login(conn, idp=start.idp, rd=return_to, test=test)
     await remember_login(request, response, pending, key=start.request_id)
     st.audit.emit(
         "sso.login.initiated",
         connection=conn.id,
+        test=test,
         ip=request[CLIENT].ip,
         correlation_id=request[CID],
     )
@@ -125,6 +136,7 @@ async def acs(request: web.Request) -> web.StreamResponse:
         if "SAMLResponse" not in form:
             raise ProtocolError("invalid_request", "the ACS received no SAMLResponse")
         data = await protocol.consume_response(form["SAMLResponse"])
+        pending: dict[str, Any] = {}
         if data.in_response_to is None:
             open_for_login(conn)
             protocol.check_unsolicited(data)
@@ -138,7 +150,7 @@ async def acs(request: web.Request) -> web.StreamResponse:
         identity = protocol.identity(data)
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
-    return await complete_login(request, identity, return_to)
+    return await finish_login(request, conn, identity, pending, return_to)
 
 
 async def acs_get(request: web.Request) -> web.StreamResponse:

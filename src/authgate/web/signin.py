@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -160,6 +161,59 @@ async def _still_active(
         raise exc
 
 
+async def finish_login(
+    request: web.Request,
+    conn: Connection,
+    identity: Identity,
+    pending: dict[str, Any],
+    return_to: str,
+) -> web.Response:
+    """A proven identity signs in, unless this was an admin's test sign-in: that shows it."""
+    if pending.get("test"):
+        return await test_result(request, conn, identity)
+    return await complete_login(request, identity, return_to)
+
+
+async def test_result(request: web.Request, conn: Connection, identity: Identity) -> web.Response:
+    """What signing in would forward, or the reason it would be refused; no session is made."""
+    st = state(request)
+    refusal = None
+    try:
+        check_identity(identity, conn.rules)
+    except PolicyDenied as exc:
+        refusal = exc.reason
+    roles = roles_for(identity.groups, conn.rules)
+    preview = Session(
+        user_id="(test)",
+        connection=conn.id,
+        subject=identity.subject,
+        username=identity.username or identity.email or identity.subject,
+        email=identity.email,
+        name=identity.name,
+        groups=identity.groups,
+        roles=roles,
+        created_at=0,
+        last_seen=0,
+        expires_at=0,
+    )
+    st.audit.emit(
+        "admin.connection.test_signin",
+        connection=conn.id,
+        outcome=refusal or "admitted",
+        subject=identity.subject,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+    return st.pages.render(
+        "test_signin.html",
+        conn=conn,
+        identity=identity,
+        refusal=refusal,
+        headers=st.headers.identity(preview, None),
+        back_url=st.url(f"/admin/connections/{conn.id}"),
+    )
+
+
 async def complete_login(request: web.Request, identity: Identity, return_to: str) -> web.Response:
     st = state(request)
     found = st.connections.get(identity.connection)
@@ -219,6 +273,16 @@ async def grants(
     groups = tuple(dict.fromkeys(idp_groups + tuple(g.display_name for g in provisioned)))
     group_keys = groups + tuple(g.external_id for g in provisioned if g.external_id)
     return groups, roles_for(group_keys, rules, user.roles)
+
+
+async def restamp(st: State, user: User, rules: AccessRules) -> int:
+    """Give the user's live sessions the roles they would get now; returns how many."""
+
+    async def regrant(session: Session) -> Session:
+        _, roles = await grants(st, rules, user, session.groups)
+        return replace(session, roles=roles)
+
+    return await st.sessions.restamp_user(user.id, regrant)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
