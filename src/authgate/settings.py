@@ -292,6 +292,22 @@ SigningAlg = Literal[
 ]  # fmt: skip
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 ENTRA_TENANT_SEGMENTS = ("common", "organizations")
+# Where Entra ID issues tokens (global, US Government, China; `sts.windows.net` for v1.0).
+ENTRA_LOGIN_HOSTS = (
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+    "sts.windows.net",
+)
+
+
+def entra_issuer(issuer: str) -> bool:
+    """Whether `issuer` is Entra ID's: its claims (`xms_edov`) mean what Microsoft documents.
+
+    The whole authority (host and port) must match, so a look-alike host or a path
+    naming Microsoft never qualifies.
+    """
+    return urlsplit(issuer).netloc.lower() in ENTRA_LOGIN_HOSTS
 
 
 class OidcClaims(_Model):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from authgate.settings import ConfigError, load_settings, parse_settings
+from authgate.settings import ConfigError, entra_issuer, load_settings, parse_settings
 
 BASE = {"public_url": "https://app.example.com", "upstream": {"url": "http://127.0.0.1:8080"}}
 
@@ -164,3 +164,20 @@ def test_unreadable_file(tmp_path: Path):
 
 def test_top_level_must_be_a_mapping():
     assert problems(["a"]) == ["conf.yaml: the file must hold a YAML mapping of settings"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("issuer", "entra"),
+    [
+        ("https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0", True),
+        ("https://LOGIN.microsoftonline.com/organizations/v2.0", True),
+        ("https://login.microsoftonline.us/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0", True),
+        ("https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/", True),
+        ("https://login.microsoftonline.com.evil.example/tenant/v2.0", False),
+        ("https://evil.example/login.microsoftonline.com/v2.0", False),
+        ("https://login.microsoftonline.com:8443/tenant/v2.0", False),
+        ("https://contoso.okta.com", False),
+    ],
+)
+def test_entra_issuer_is_recognised_by_its_whole_authority(issuer, entra):
+    assert entra_issuer(issuer) is entra

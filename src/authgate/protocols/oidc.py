@@ -45,7 +45,7 @@ from authgate.protocols.oidc_tokens import (
 )
 from authgate.secrets import SecretBox
 from authgate.session.sessions import Session
-from authgate.settings import ENTRA_TENANT_SEGMENTS, OidcConnection
+from authgate.settings import ENTRA_TENANT_SEGMENTS, OidcConnection, entra_issuer
 
 log = logging.getLogger("authgate.oidc")
 CODE_REPLAY_TTL = 600.0
@@ -113,12 +113,31 @@ def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
+def _domain_owner_verified(value: Any) -> bool:
+    """Entra's `xms_edov`: a JSON boolean, or the string "1" or "true"."""
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, str) and value.strip().lower() in ("1", "true")
+
+
+def email_verified(claims: Mapping[str, Any], entra: bool) -> bool:
+    """`email_verified`, or for Entra ID (which never sends it) the `xms_edov` optional claim.
+
+    `xms_edov` says the tenant owns the email's domain and has verified it; only
+    Entra defines it, so from any other issuer it counts for nothing.
+    """
+    if _truthy(claims.get("email_verified")):
+        return True
+    return entra and _domain_owner_verified(claims.get("xms_edov"))
+
+
 class OidcProtocol(Protocol):
     conn: OidcConnection
 
     def __init__(self, conn: OidcConnection, ctx: ProtocolContext) -> None:
         super().__init__(conn, ctx)
         self.redirect_uri = ctx.endpoint(f"/oidc/{conn.id}/callback")
+        self.entra = entra_issuer(conn.issuer)
         self.discovery = Discovery(
             ctx.http,
             conn.issuer,
@@ -362,7 +381,7 @@ class OidcProtocol(Protocol):
             connection=self.conn.id,
             subject=claims["sub"],
             email=text(mapping.email),
-            email_verified=_truthy(claims.get("email_verified")),
+            email_verified=email_verified(claims, self.entra),
             name=text(mapping.name),
             username=text(mapping.username),
             groups=groups,
