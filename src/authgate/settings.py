@@ -37,6 +37,7 @@ from pydantic import (
 
 from authgate import placeholders
 from authgate.placeholders import Placeholder
+from authgate.urls import RedirectPolicy
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -251,6 +252,19 @@ class AccessSettings(_Model):
         return [d.lower().lstrip("@") for d in domains]
 
 
+def _return_url(value: str | None) -> str | None:
+    """A local path (`/login`) or an absolute http(s) URL; the allowlist is checked in Settings."""
+    if value is None or (value.startswith("/") and not value.startswith("//")):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected a local path such as /login or an https:// URL")
+    return value
+
+
+ReturnUrl = Annotated[str | None, AfterValidator(_return_url)]
+
+
 class ConnectionBase(_Model):
     id: str
     name: str
@@ -260,6 +274,8 @@ class ConnectionBase(_Model):
     provisioning: Literal["jit", "preprovisioned"] = "jit"
     require_email_verified: bool = True
     enabled: bool = True
+    # Where the browser lands after signing out (OIDC: the post_logout_redirect_uri).
+    post_logout_url: ReturnUrl = None
 
     @field_validator("id")
     @classmethod
@@ -807,6 +823,19 @@ class Settings(_Model):
             if conn.id in seen:
                 raise ValueError(f"connection id {conn.id!r} is used twice")
             seen.add(conn.id)
+        return self
+
+    @model_validator(mode="after")
+    def _post_logout_urls_allowed(self) -> Settings:
+        """Sign-out may only lead where sign-in may: no open redirect from a config typo."""
+        policy = RedirectPolicy.build(self.public_url, self.access.allowed_redirect_hosts)
+        for conn in self.connections:
+            url = conn.post_logout_url
+            if url is not None and policy.safe(url, "") != url:
+                raise ValueError(
+                    f"connection {conn.id!r}: post_logout_url is on a host that is neither"
+                    " public_url's nor in access.allowed_redirect_hosts (add it there)"
+                )
         return self
 
     @model_validator(mode="after")

@@ -426,8 +426,13 @@ class OidcProtocol(Protocol):
         new_data.update(id_token=identity.protocol_data["id_token"])
         return Refreshed(identity, new_data)
 
-    async def logout_url(self, session: Session) -> str | None:
-        """RP-initiated logout at the provider's end_session_endpoint, when it has one."""
+    async def logout_url(self, session: Session, return_to: str | None) -> str | None:
+        """RP-initiated logout at the provider's end_session_endpoint, when it has one.
+
+        The provider returns the browser to the connection's `post_logout_url` (which
+        must be registered there), else to authgate's own sign-out page, carrying
+        `return_to` in `state` for that page to follow.
+        """
         if not self.conn.end_session:
             return None
         try:
@@ -436,10 +441,13 @@ class OidcProtocol(Protocol):
             return None
         if not info.end_session_endpoint:
             return None
-        params = {
-            "client_id": self.conn.client_id,
-            "post_logout_redirect_uri": self.ctx.endpoint("/logout"),
-        }
+        params = {"client_id": self.conn.client_id}
+        if self.conn.post_logout_url is not None:
+            params["post_logout_redirect_uri"] = self.ctx.absolute(self.conn.post_logout_url)
+        else:
+            params["post_logout_redirect_uri"] = self.ctx.endpoint("/logout")
+            if return_to:
+                params["state"] = return_to
         id_token = session.protocol_data.get("id_token")
         if isinstance(id_token, str):
             params["id_token_hint"] = id_token
