@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -276,6 +276,27 @@ class ConnectionBase(_Model):
     enabled: bool = True
     # Where the browser lands after signing out (OIDC: the post_logout_redirect_uri).
     post_logout_url: ReturnUrl = None
+    # Which value links a sign-in to its user: the subject (NameID / sub, the default),
+    # email, or attribute:<name> (a SAML attribute or an OIDC claim).
+    match_key: str | None = None
+    subject_key: ClassVar[str] = "subject"
+
+    @field_validator("match_key")
+    @classmethod
+    def _match_key(cls, value: str | None) -> str | None:
+        if value is None or value in (cls.subject_key, "email"):
+            return value
+        if value.startswith("attribute:") and value.removeprefix("attribute:").strip():
+            return value
+        raise ValueError(
+            f"expected {cls.subject_key}, email or attribute:<name>"
+            " (for example attribute:eduPersonPrincipalName)"
+        )
+
+    @property
+    def link_key(self) -> str:
+        """The match key in force: the one configured, else the protocol's subject."""
+        return self.match_key or self.subject_key
 
     @field_validator("id")
     @classmethod
@@ -366,6 +387,7 @@ class GraphSettings(_Model):
 
 class OidcConnection(ConnectionBase):
     type: Literal["oidc"]
+    subject_key: ClassVar[str] = "sub"
     issuer: Issuer
     client_id: str = Field(min_length=1)
     client_secret: str | None = None
@@ -521,6 +543,7 @@ class SamlConnection(ConnectionBase):
     """SAML 2.0 SP settings. IdP metadata from exactly one of a file, a URL or `idp`."""
 
     type: Literal["saml"]
+    subject_key: ClassVar[str] = "name_id"
     idp_metadata_file: ReadableFile | None = None
     idp_metadata_url: HttpUrl | None = None
     idp: SamlIdp | None = None

@@ -269,3 +269,19 @@ async def test_graph_throttling_that_goes_on_fails_the_sign_in_with_groups_overa
     browser = await oidc_gate(require_email_verified=False, graph=graph(oidc_op))
     await login_refused(browser, "groups_overage", counted_upstream)
     assert oidc_op.graph_throttled == 3, "one try and one retry, no more"
+
+
+async def test_oid_match_key_links_a_precreated_user(oidc_gate, oidc_op):
+    """Entra's object id names the person the same way in SCIM, SAML and OIDC."""
+    browser = await oidc_gate(
+        require_email_verified=False, provisioning="preprovisioned", match_key="attribute:oid"
+    )
+    st = browser.gate.app[STATE]
+    made = await st.users.create("corp", OID, "abeli@contoso.com", source="csv")
+    assert (await browser.login()).status == 302
+    assert (await x_headers(browser))["X-User-Id"] == made.id
+
+
+async def test_a_token_without_the_match_key_claim_is_refused(oidc_gate, oidc_op, counted_upstream):
+    browser = await oidc_gate(require_email_verified=False, match_key="attribute:employeeid")
+    await login_refused(browser, "user_not_provisioned", counted_upstream)

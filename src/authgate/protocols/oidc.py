@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from authgate.errors import LoginFailed, ProtocolError
+from authgate.errors import LoginFailed, PolicyDenied, ProtocolError
 from authgate.identity import Identity
 from authgate.protocols.base import Protocol, ProtocolContext
 from authgate.protocols.freshness import retry_delay
@@ -377,9 +377,17 @@ class OidcProtocol(Protocol):
             value = claims.get(name) if name else None
             return value if isinstance(value, str) and value else None
 
+        key = self.conn.link_key
+        claim = {"sub": "sub", "email": mapping.email}.get(key) or key.removeprefix("attribute:")
+        match_value = text(claim)
+        if match_value is None:
+            raise PolicyDenied(
+                "user_not_provisioned", f"the ID token has no {claim}, the connection's match key"
+            )
         return Identity(
             connection=self.conn.id,
             subject=claims["sub"],
+            match_value=match_value,
             email=text(mapping.email),
             email_verified=email_verified(claims, self.entra),
             name=text(mapping.name),

@@ -200,7 +200,7 @@ class SamlProtocol(Protocol):
             )
 
     def identity(self, data: AssertionData) -> Identity:
-        return to_identity(self.conn.id, data, self.conn.attributes)
+        return to_identity(self.conn.id, data, self.conn.attributes, self.conn.link_key)
 
     def _logout_policy(self, idp: IdpMetadata) -> LogoutPolicy:
         return LogoutPolicy(
