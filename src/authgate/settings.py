@@ -220,14 +220,20 @@ class HeaderSettings(_Model):
     groups: HeaderName = "X-Groups"
     roles: HeaderName = "X-Roles"
     connection: HeaderName = "X-Auth-Connection"
+    organization: HeaderName = "X-Organization"
     assertion: AssertionSettings = AssertionSettings()
     oauth2_proxy_compat: bool = False
     extra_strip: list[Annotated[str, AfterValidator(_header_name)]] = []
 
 
-class RoleMapping(_Model):
+class ConnectionRoleMapping(_Model):
+    """IdP group (name or id) -> authgate roles, inside one connection's settings."""
+
     group: str
     roles: list[str] = Field(min_length=1)
+
+
+class RoleMapping(ConnectionRoleMapping):
     connection: str | None = None
 
 
@@ -280,6 +286,9 @@ class ConnectionBase(_Model):
     # email, or attribute:<name> (a SAML attribute or an OIDC claim).
     match_key: str | None = None
     subject_key: ClassVar[str] = "subject"
+    # Override access.default_role / access.role_mappings for this connection's users.
+    default_role: str | None = Field(default=None, min_length=1)
+    role_mappings: list[ConnectionRoleMapping] = []
 
     @field_validator("match_key")
     @classmethod

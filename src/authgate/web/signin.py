@@ -136,7 +136,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             raise ProtocolError("expired", "the IdP's session limit has already passed")
         check_identity(identity, rules)
         await check_member(st.kv, st.settings.directory_sync, identity)
-        user = await st.users.admit(identity, conn.provisioning)
+        user = await st.users.admit(identity, conn.provisioning, conn.organization)
     except LoginFailed as exc:
         await record_failure(request, conn.id, exc, identity)
         raise
@@ -158,6 +158,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             last_seen=0,
             expires_at=identity.session_not_after or 0,
             protocol_data=identity.protocol_data,
+            organization=conn.organization,
         )
     )
     await _still_active(request, conn.id, identity, session)
