@@ -36,6 +36,7 @@ from pydantic import (
 )
 
 from authgate import placeholders
+from authgate.line_template import LineTemplate
 from authgate.placeholders import Placeholder
 from authgate.urls import RedirectPolicy
 
@@ -638,18 +639,44 @@ class ScimSettings(_Model):
         return value
 
 
+def _template(value: str) -> str:
+    LineTemplate.parse(value)
+    return value
+
+
+class DirectoryExport(_Model):
+    """One line per member from `template`; `path` makes the server write it after each sync."""
+
+    path: Path | None = None
+    template: Annotated[str, AfterValidator(_template)] = "{mail|userPrincipalName}\t{mobilePhone}"
+    # Properties that must not be empty for a member to get a line; default the first field.
+    key: list[str] | None = None
+
+    @property
+    def line_template(self) -> LineTemplate:
+        return LineTemplate.parse(self.template)
+
+
+# Always read: members are matched on them, whatever `select` says.
+DIRECTORY_KEY_PROPERTIES = ("id", "userPrincipalName")
+LEGACY_SYNC_NAME = "default"
+
+
 class DirectorySyncSettings(_Model):
-    """Members of one Entra ID group (read from Microsoft Graph) become an allowlist.
+    """Members of one Entra ID group (read from Microsoft Graph): an allowlist, an export, or both.
 
     The URLs exist for national clouds and tests.
     """
 
+    name: str = LEGACY_SYNC_NAME
     tenant_id: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
     client_secret: str = Field(min_length=1)
     group_id: str = Field(min_length=1)
-    connections: list[str] = Field(min_length=1)
+    # Sign-ins through these connections must be members; none: the sync only exports.
+    connections: list[str] = []
     select: list[str] = ["mail", "userPrincipalName", "mobilePhone", "displayName"]
+    export: DirectoryExport | None = None
     interval: Duration = 900.0
     login_url: HttpUrl = "https://login.microsoftonline.com"
     graph_url: HttpUrl = "https://graph.microsoft.com"
@@ -658,6 +685,13 @@ class DirectorySyncSettings(_Model):
     backoff: Duration = 2.0
     max_retry_after: Duration = 300.0
 
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not _CONN_ID.match(value):
+            raise ValueError("expected a short lower-case name: letters, digits, '-' and '_'")
+        return value
+
     @field_validator("select")
     @classmethod
     def _properties(cls, names: list[str]) -> list[str]:
@@ -665,6 +699,39 @@ class DirectorySyncSettings(_Model):
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name):
                 raise ValueError(f"{name!r} is not a Graph user property name such as mail")
         return names
+
+    @model_validator(mode="after")
+    def _export_reads_what_is_selected(self) -> DirectorySyncSettings:
+        if self.export is None:
+            return self
+        template = self.export.line_template
+        missing = sorted(template.properties - set(self.properties))
+        if missing:
+            raise ValueError(
+                f"export.template uses {', '.join(missing)}, which select does not read"
+                f" (add {', '.join(missing)} to select)"
+            )
+        unknown = sorted(set(self.export.key or ()) - template.properties)
+        if unknown:
+            raise ValueError(f"export.key names {', '.join(unknown)}, which the template lacks")
+        return self
+
+    @property
+    def export_settings(self) -> DirectoryExport:
+        """The configured export, else `mail` (or the UPN) and `mobilePhone`, tab-separated."""
+        return self.export or DirectoryExport()
+
+    @property
+    def properties(self) -> list[str]:
+        """The `$select` sent: `id` and `userPrincipalName` first, then `select`."""
+        return list(dict.fromkeys([*DIRECTORY_KEY_PROPERTIES, *self.select]))
+
+
+def _sync_list(value: Any) -> Any:
+    """The single-mapping form of older configs is one configuration named `default`."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, dict) else value
 
 
 class AuditSettings(_Model):
@@ -837,7 +904,7 @@ class Settings(_Model):
     admin: AdminSettings = AdminSettings()
     secrets: SecretsSettings = SecretsSettings()
     scim: ScimSettings = ScimSettings()
-    directory_sync: DirectorySyncSettings | None = None
+    directory_sync: Annotated[list[DirectorySyncSettings], BeforeValidator(_sync_list)] = []
     workers: int = Field(default=1, ge=1, le=256)
     branding: BrandingSettings = BrandingSettings()
 
@@ -871,14 +938,20 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _directory_connections(self) -> Settings:
-        if self.directory_sync is not None:
-            known = {c.id for c in self.connections}
-            for conn_id in self.directory_sync.connections:
+    def _directory_syncs(self) -> Settings:
+        known = {c.id for c in self.connections}
+        names: set[str] = set()
+        single = len(self.directory_sync) == 1
+        for index, cfg in enumerate(self.directory_sync):
+            where = "directory_sync" if single else f"directory_sync[{index}]"
+            if cfg.name in names:
+                raise ValueError(
+                    f"{where}.name: {cfg.name!r} is used twice (give each configuration its own)"
+                )
+            names.add(cfg.name)
+            for conn_id in cfg.connections:
                 if conn_id not in known:
-                    raise ValueError(
-                        f"directory_sync.connections: no connection has id {conn_id!r}"
-                    )
+                    raise ValueError(f"{where}.connections: no connection has id {conn_id!r}")
         return self
 
     @model_validator(mode="after")
@@ -939,9 +1012,12 @@ def _interpolate(
     return node
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+def _location(loc: tuple[int | str, ...], single_sync: bool = False) -> str:
+    """`a.b[0].c`; the single-mapping `directory_sync` is named as written, without `[0]`."""
     out = ""
     for part in loc:
+        if isinstance(part, int) and single_sync and out == "directory_sync":
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("oidc", "saml") and out.endswith("]"):
@@ -989,11 +1065,12 @@ def parse_config(raw: Any, source: str = "<config>") -> LoadedConfig:
     data = _interpolate(raw, "", missing, given)
     if missing:
         raise ConfigError([f"{source}: {m}" for m in missing])
+    single_sync = isinstance(data.get("directory_sync"), dict)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            [f"{source}: {_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+            [f"{source}: {_location(e['loc'], single_sync)}: {_describe(e)}" for e in exc.errors()]
         ) from None
     return LoadedConfig(settings, source, tuple(placeholders.find(data, given)))
 

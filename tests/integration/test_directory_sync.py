@@ -182,7 +182,7 @@ async def world(tmp_path, redis_url, graph):
 
     async with aiohttp.ClientSession() as http:
         sync = DirectorySync(
-            settings.directory_sync, st.kv, lifecycle_of(st), st.audit, http, sleep
+            settings.directory_sync[0], st.kv, lifecycle_of(st), st.audit, http, sleep
         )
         yield st, sync, slept
     await st.kv.close()
@@ -206,7 +206,7 @@ async def test_paging_throttling_and_5xx_backoff(world, graph, tmp_path):
     assert slept == [7.0, 0.5, 1.0], "Retry-After honoured, then exponential backoff"
     pages = [r for r in graph.requests if r.startswith("GET")]
     assert len(pages) == 6, "3 pages, one throttled retry and two 5xx retries"
-    assert "$select=id,mail,userPrincipalName,mobilePhone,displayName" in pages[0]
+    assert "$select=id,userPrincipalName,mail,mobilePhone,displayName" in pages[0]
     assert "$skiptoken=100" in pages[1] and "$skiptoken=200" in pages[-1]
     keys = await sync.allowlist.keys()
     assert {"user1@example.com", "user250@example.onmicrosoft.com"} <= keys
@@ -281,9 +281,9 @@ async def test_next_link_off_graph_is_refused(world, graph):
 async def test_no_list_yet_means_nobody_gets_in(world):
     st, sync, _ = world
     with pytest.raises(PolicyDenied) as refused:
-        await check_member(st.kv, sync.cfg, ident(1))
+        await check_member(st.kv, [sync.cfg], ident(1))
     assert refused.value.reason == "not_a_member"
-    await check_member(st.kv, sync.cfg, ident(1, "partner"))
+    await check_member(st.kv, [sync.cfg], ident(1, "partner"))
 
 
 async def test_cli_sync_once_with_export(tmp_path, redis_url, graph, capsys):
