@@ -279,6 +279,14 @@ class DirectorySync:
                     email=member.mail or member.user_principal_name,
                 )
         revoked = await self._revoke_non_members()
+        unnamed = sum(1 for m in members if m.user_principal_name is None)
+        if unnamed:
+            log.warning(
+                "directory sync %s: %d member(s) came without userPrincipalName: the app"
+                " needs User.Read.All (or User.ReadBasic.All) besides GroupMember.Read.All",
+                self.cfg.name,
+                unnamed,
+            )
         result = SyncResult(
             len(members), len(new_ids - old_ids), len(old_ids - new_ids), revoked, snapshot
         )
@@ -293,6 +301,7 @@ class DirectorySync:
             added=result.added,
             removed=result.removed,
             sessions_revoked=revoked,
+            without_user_principal_name=unnamed,
         )
         return result
 
