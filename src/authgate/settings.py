@@ -16,6 +16,7 @@ import ipaddress
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -259,6 +260,17 @@ class AccessSettings(_Model):
         return [d.lower().lstrip("@") for d in domains]
 
 
+def _slug(kind: str) -> Callable[[str], str]:
+    """A check for a short lower-case identifier, worded for what it names (`id`, `name`)."""
+
+    def check(value: str) -> str:
+        if not _CONN_ID.match(value):
+            raise ValueError(f"expected a short lower-case {kind}: letters, digits, '-' and '_'")
+        return value
+
+    return check
+
+
 def _return_url(value: str | None) -> str | None:
     """A local path (`/login`) or an absolute http(s) URL; the allowlist is checked in Settings."""
     if value is None or (value.startswith("/") and not value.startswith("//")):
@@ -273,7 +285,7 @@ ReturnUrl = Annotated[str | None, AfterValidator(_return_url)]
 
 
 class ConnectionBase(_Model):
-    id: str
+    id: Annotated[str, AfterValidator(_slug("id"))]
     name: str
     organization: str | None = None
     domains: list[str] = []
@@ -307,13 +319,6 @@ class ConnectionBase(_Model):
     def link_key(self) -> str:
         """The match key in force: the one configured, else the protocol's subject."""
         return self.match_key or self.subject_key
-
-    @field_validator("id")
-    @classmethod
-    def _slug(cls, value: str) -> str:
-        if not _CONN_ID.match(value):
-            raise ValueError("expected a short lower-case id: letters, digits, '-' and '_'")
-        return value
 
     @field_validator("domains", "allowed_domains")
     @classmethod
@@ -668,7 +673,7 @@ class DirectorySyncSettings(_Model):
     The URLs exist for national clouds and tests.
     """
 
-    name: str = LEGACY_SYNC_NAME
+    name: Annotated[str, AfterValidator(_slug("name"))] = LEGACY_SYNC_NAME
     tenant_id: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
     client_secret: str = Field(min_length=1)
@@ -684,13 +689,6 @@ class DirectorySyncSettings(_Model):
     max_retries: int = Field(default=5, ge=0, le=20)
     backoff: Duration = 2.0
     max_retry_after: Duration = 300.0
-
-    @field_validator("name")
-    @classmethod
-    def _slug(cls, value: str) -> str:
-        if not _CONN_ID.match(value):
-            raise ValueError("expected a short lower-case name: letters, digits, '-' and '_'")
-        return value
 
     @field_validator("select")
     @classmethod
