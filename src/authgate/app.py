@@ -78,7 +78,7 @@ def build_state(settings: Settings, kv: KeyValueStore) -> State:
     cache = SessionCache() if sess.cache and kv.shared else None
     connections = Connections(settings.access, settings.connections)
     box = SecretBox(settings.secrets)
-    sync = ConnectionSync(ConnectionStore(kv), connections, Materialiser(box), settings.access)
+    sync = ConnectionSync(ConnectionStore(kv), connections, Materialiser(box))
     return State(
         settings=settings,
         kv=kv,

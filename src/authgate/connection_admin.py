@@ -223,17 +223,21 @@ async def update(
         conn = await _validated(st, new)
     except RequestRefused as exc:
         raise Refusal.of(exc) from None
-    if new.active and new.access != old.access:
+    if new.active and _roles(new) != _roles(old):
         rules = [*_others(st, conn_id), conn.rules]
         if not await admin_connections(st.users, st.settings.admin.role, rules):
             role = st.settings.admin.role
             message = f"this mapping leaves no one able to sign in with the {role!r} role"
             raise Refusal(409, "last_admin", message)
     saved = await _save(st, audit, old, raw, new, "admin.connection.updated")
-    if new.access != old.access:
+    if _roles(new) != _roles(old):
         for user in await st.users.list_users(conn_id):
             await restamp(st, user, saved.rules)
     return saved
+
+
+def _roles(doc: ConnectionDocument) -> tuple[Any, Any]:
+    return doc.settings.get("default_role"), doc.settings.get("role_mappings")
 
 
 async def activate(st: State, audit: Audit, actor: str, conn_id: str) -> Connection:

@@ -156,6 +156,12 @@ def _access(value: Any) -> dict[str, Any]:
     return {k: v for k, v in value.items() if v is not None}
 
 
+def _with_access(settings: dict[str, Any], access: dict[str, Any]) -> dict[str, Any]:
+    """The API's `access` object as the connection's own settings (they replace the global)."""
+    out = {k: v for k, v in settings.items() if k not in ("default_role", "role_mappings")}
+    return {**out, **access}
+
+
 @dataclass(frozen=True, slots=True)
 class Certificate:
     subject: str
@@ -212,7 +218,7 @@ def new_document(body: dict[str, Any], box: SecretBox, actor: str) -> Connection
         raise RequestRefused("id", "expected a short lower-case id: letters, digits, '-' and '_'")
     if conn_id in RESERVED_IDS:
         raise RequestRefused("id", f"{conn_id!r} is a word the admin pages use: choose another id")
-    settings = settings_part(body)
+    settings = _with_access(settings_part(body), _access(body.get("access")))
     _apply_preset(settings, body.get("preset"), kind)
     sealed: dict[str, Any] = {}
     xml = None
@@ -235,7 +241,6 @@ def new_document(body: dict[str, Any], box: SecretBox, actor: str) -> Connection
         settings=settings,
         sealed=sealed,
         idp_metadata_xml=xml,
-        access=_access(body.get("access")),
         created_at=now,
         updated_at=now,
         updated_by=actor,
@@ -276,8 +281,9 @@ def changed_document(
     sealed = dict(doc.sealed)
     if doc.type == "oidc" and body.get("client_secret") is not None:
         sealed["client_secret"] = _sealed_secret(body, box, doc.id)
-    access = _access(body["access"]) if "access" in body else doc.access
-    return doc.next(actor, settings=settings, idp_metadata_xml=xml, sealed=sealed, access=access)
+    if "access" in body:
+        settings = _with_access(settings, _access(body["access"]))
+    return doc.next(actor, settings=settings, idp_metadata_xml=xml, sealed=sealed)
 
 
 def settings_problem(exc: ValidationError) -> RequestRefused:
@@ -309,8 +315,6 @@ def diff(old: ConnectionDocument | None, new: ConnectionDocument | None) -> dict
     for name in sorted(set(old.sealed if old else {}) | set(new.sealed if new else {})):
         if (old.sealed.get(name) if old else None) != (new.sealed.get(name) if new else None):
             out[name] = "changed"
-    if (old.access if old else {}) != (new.access if new else {}):
-        out["access"] = {"from": old.access if old else None, "to": new.access if new else None}
     if (old.active if old else None) != (new.active if new else None):
         out["active"] = {"from": old.active if old else None, "to": new.active if new else None}
     return out

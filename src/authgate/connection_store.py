@@ -25,7 +25,7 @@ from typing import Any
 
 from authgate.secrets import SecretBox
 from authgate.session.kv import KeyValueStore
-from authgate.settings import AccessSettings, OidcConnection, RoleMapping, SamlConnection
+from authgate.settings import OidcConnection, SamlConnection
 
 DOCUMENT = "admin-connection:"
 INDEX = "admin-connections"
@@ -52,7 +52,6 @@ class ConnectionDocument:
     active: bool = False
     sealed: dict[str, Any] = field(default_factory=dict)
     idp_metadata_xml: str | None = None
-    access: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
     updated_by: str = ""
@@ -166,17 +165,3 @@ class Materialiser:
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-
-
-def access_of(doc: ConnectionDocument, base: AccessSettings) -> AccessSettings:
-    """The global access settings with this connection's default role and role mappings."""
-    mappings = [
-        RoleMapping(group=m["group"], roles=m["roles"], connection=doc.id)
-        for m in doc.access.get("role_mappings", [])
-    ]
-    return base.model_copy(
-        update={
-            "default_role": doc.access.get("default_role") or base.default_role,
-            "role_mappings": [*base.role_mappings, *mappings],
-        }
-    )

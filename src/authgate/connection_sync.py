@@ -23,12 +23,10 @@ from authgate.connection_store import (
     ConnectionDocument,
     ConnectionStore,
     Materialiser,
-    access_of,
 )
 from authgate.connections import Connection, Connections
 from authgate.errors import AuthgateError
 from authgate.session.cache import INVALIDATIONS
-from authgate.settings import AccessSettings
 
 log = logging.getLogger("authgate.connections")
 RECONCILE_INTERVAL = 5.0
@@ -40,12 +38,10 @@ class ConnectionSync:
         store: ConnectionStore,
         registry: Connections,
         materialiser: Materialiser,
-        access: AccessSettings,
     ) -> None:
         self.store = store
         self.registry = registry
         self.materialiser = materialiser
-        self.access = access
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -53,8 +49,7 @@ class ConnectionSync:
     def describe(self, doc: ConnectionDocument) -> Connection:
         """The document as an installable connection; raises when it cannot be used."""
         settings = self.materialiser.settings(doc)
-        access = access_of(doc, self.access)
-        return self.registry.describe(settings, "store", doc.version, doc.active, access)
+        return self.registry.describe(settings, "store", doc.version, doc.active)
 
     async def load(self, conn_id: str) -> None:
         """Install the stored version of one connection, or remove it if it is gone."""

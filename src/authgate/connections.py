@@ -96,22 +96,13 @@ class Connections:
         self._ctx = ctx
 
     def describe(
-        self,
-        settings: ConnectionSettings,
-        source: Source,
-        version: int,
-        active: bool,
-        access: AccessSettings | None = None,
+        self, settings: ConnectionSettings, source: Source, version: int, active: bool
     ) -> Connection:
-        """A connection ready to install; its engine is built but not started.
-
-        `access`: the global access settings with the connection's own role
-        mappings and default role (store connections), else the global ones.
-        """
+        """A connection ready to install; its engine is built but not started."""
         engine = None
         if settings.enabled and self._ctx is not None:
             engine = build_engine(settings, self._ctx)
-        rules = AccessRules.build(settings, access or self._access)
+        rules = AccessRules.build(settings, self._access)
         return Connection(settings, rules, engine, source, version, active and settings.enabled)
 
     async def install(self, conn: Connection) -> None:

@@ -39,6 +39,7 @@ _ALWAYS_STRIPPED = (
     "X-Groups",
     "X-Roles",
     "X-Auth-Connection",
+    "X-Organization",
     "X-Authgate-Assertion",
     "X-Forwarded-User",
     "X-Forwarded-Email",
@@ -93,7 +94,9 @@ class IdentityHeaders:
 
     @classmethod
     def from_settings(cls, settings: HeaderSettings) -> IdentityHeaders:
-        fields = ("user", "email", "name", "user_id", "groups", "roles", "connection")
+        fields = (
+            "user", "email", "name", "user_id", "groups", "roles", "connection", "organization",
+        )  # fmt: skip
         mapping = tuple(
             (field, name) for field in fields if (name := getattr(settings, field)) is not None
         )
@@ -139,8 +142,13 @@ class IdentityHeaders:
             "groups": ",".join(session.groups),
             "roles": ",".join(session.roles),
             "connection": session.connection,
+            "organization": session.organization,
         }
-        out = [(name, _header_safe(values[field])) for field, name in self.mapping]
+        out = [
+            (name, _header_safe(value))
+            for field, name in self.mapping
+            if (value := values[field]) is not None
+        ]
         if self.compat:
             out += [
                 ("X-Auth-Request-User", _header_safe(session.username)),

@@ -188,6 +188,7 @@ async def test_session_identity_reaches_upstream_and_client_copies_do_not(stack:
         "X-User-Id": "admin",
         "X-User-Name": "admin",
         "X-Auth-Connection": "admin",
+        "X-Organization": "admin",
         "X-Authgate-Assertion": "admin",
         "X-Auth-Request-User": "admin",
         "Remote-User": "admin",
@@ -208,6 +209,7 @@ async def test_session_identity_reaches_upstream_and_client_copies_do_not(stack:
     assert headers["X-Auth-Connection"] == "corp"
     assert headers["X-Real-IP"] == "127.0.0.1", "nginx's own view of the peer"
     assert "X-Auth-Request-User" not in headers
+    assert "X-Organization" not in headers, "the connection has no organization"
     assert body["raw_path"] == "/hello?x=1"
     jwks = await (await stack.get("/_authgate/jwks.json")).json()
     token = jwt.decode(headers["X-Authgate-Assertion"], KeySet.import_key_set(jwks))

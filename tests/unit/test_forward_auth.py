@@ -226,6 +226,7 @@ async def test_userinfo(client: TestClient):
         "groups": ["Engineering"],
         "roles": ["viewer"],
         "connection": "corp",
+        "organization": None,
         "expires_at": int(session.expires_at),
     }
 

@@ -61,7 +61,7 @@ PROTECTED = [
     "X-Auth-Request-Groups", "X-Auth-Request-Preferred-Username", "X-Auth-Request-Access-Token",
     "X-Auth-Request-Whatever", "x_auth_request_redirect", "X-Forwarded-User",
     "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username", "Remote-User",
-    "remote_user", "X-Remote-User", "x_remote_user",
+    "remote_user", "X-Remote-User", "x_remote_user", "X-Organization", "x_organization",
 ]  # fmt: skip
 
 
@@ -144,6 +144,12 @@ def test_identity_headers_from_a_session(headers: IdentityHeaders):
         ("X-Auth-Connection", "corp"),
         ("X-Authgate-Assertion", "a.b.c"),
     ]
+
+
+def test_the_connections_organization_is_sent_only_when_set(headers: IdentityHeaders):
+    out = headers.identity(make_session(organization="Contoso Ltd"), None)
+    assert out[-2:] == [("X-Auth-Connection", "corp"), ("X-Organization", "Contoso Ltd")]
+    assert "X-Organization" not in dict(headers.identity(make_session(), None))
 
 
 def test_disabled_and_renamed_headers_and_compat():

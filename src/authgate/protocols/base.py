@@ -28,6 +28,10 @@ class ProtocolContext:
         """Absolute URL of one of authgate's own endpoints (ACS, redirect URI, ...)."""
         return self.settings.public_url + self.settings.prefix + path
 
+    def absolute(self, url: str) -> str:
+        """A configured return URL as the IdP needs it: a local path gets the public origin."""
+        return self.settings.public_url + url if url.startswith("/") else url
+
 
 class RefreshDeferred(Exception):
     """The provider could not be asked now; keep the session and try again later."""
@@ -61,8 +65,9 @@ class Protocol(ABC):
         return None
 
     @abstractmethod
-    async def logout_url(self, session: Session) -> str | None:
-        """Where to send the browser after local logout (SLO / end-session), if anywhere."""
+    async def logout_url(self, session: Session, return_to: str | None) -> str | None:
+        """Where to send the browser after local logout (SLO / end-session), if anywhere;
+        `return_to` (already checked) is where it should end up once the IdP is done."""
 
     @abstractmethod
     async def probe(self) -> list[tuple[bool, str]]:

@@ -41,6 +41,7 @@ class Session:
     last_seen: float
     expires_at: float
     protocol_data: dict[str, Any] = field(default_factory=dict)
+    organization: str | None = None
     id: str = ""
 
     def refresh_due(self, now: float) -> bool:

@@ -298,13 +298,13 @@ async def edit_form(request: web.Request, actor: Actor) -> web.StreamResponse:
     if doc is None:
         raise web.HTTPNotFound()
     return _form_page(
-        request, actor, doc.type, _values(doc.settings, doc.access), editing=True,
+        request, actor, doc.type, _values(doc.settings), editing=True,
         version=doc.version, action=_conn_url(st, conn_id) + "/edit",
         back_url=_conn_url(st, conn_id),
     )  # fmt: skip
 
 
-def _values(settings: dict[str, Any], access: dict[str, Any]) -> dict[str, str]:
+def _values(settings: dict[str, Any]) -> dict[str, str]:
     """A stored connection as the form's fields."""
     values = {k: v for k, v in settings.items() if isinstance(v, str)}
     values["domains"] = " ".join(settings.get("domains") or [])
@@ -313,9 +313,8 @@ def _values(settings: dict[str, Any], access: dict[str, Any]) -> dict[str, str]:
     values["idp_entity_id"] = idp.get("entity_id", "")
     values["idp_sso_url"] = idp.get("sso_url", "")
     values["idp_certificate"] = (idp.get("certificates") or [""])[0]
-    values["default_role"] = access.get("default_role", "")
     values["role_mappings"] = "\n".join(
-        f"{m['group']} = {', '.join(m['roles'])}" for m in access.get("role_mappings", [])
+        f"{m['group']} = {', '.join(m['roles'])}" for m in settings.get("role_mappings") or []
     )
     return values
 

@@ -58,6 +58,7 @@ async def userinfo(request: web.Request) -> web.Response:
             "groups": list(session.groups),
             "roles": list(session.roles),
             "connection": session.connection,
+            "organization": session.organization,
             "expires_at": int(session.expires_at),
         },
         headers=NO_STORE,

@@ -32,6 +32,7 @@ from authgate.web.signin import (
     record_failure,
     redirect,
     remember_login,
+    signed_out,
     signing_connection,
 )
 from authgate.web.state import State, state
@@ -194,7 +195,8 @@ async def slo(request: web.Request) -> web.StreamResponse:
         raise
     if not result.success:
         _audit_logout_failure(request, ProtocolError("idp_error", f"IdP answered {result.status}"))
-    response = st.pages.render("signed_out.html", login_url=st.url("/login"))
+    relay = st.redirects.safe(message.relay_state, "")
+    response = signed_out(st, relay or protocol.conn.post_logout_url)
     st.cookies.clear_session(response)
     return response
 

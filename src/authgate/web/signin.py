@@ -225,7 +225,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             raise ProtocolError("expired", "the IdP's session limit has already passed")
         check_identity(identity, rules)
         await check_member(st.kv, st.settings.directory_sync, identity)
-        user = await st.users.admit(identity, conn.provisioning)
+        user = await st.users.admit(identity, conn.provisioning, conn.organization)
     except LoginFailed as exc:
         await record_failure(request, conn.id, exc, identity)
         raise
@@ -247,6 +247,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             last_seen=0,
             expires_at=identity.session_not_after or 0,
             protocol_data=identity.protocol_data,
+            organization=conn.organization,
         )
     )
     await _still_active(request, conn.id, identity, session)
@@ -296,15 +297,19 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """
     st = state(request)
     session = await current_session(request)
+    return_to = _return_after_logout(request)
     if session is not None and not await _logout_intended(request, session):
+        action = st.url("/logout") + ("?" + urlencode({"rd": return_to}) if return_to else "")
         return st.pages.render(
             "logout_confirm.html",
-            logout_url=st.url("/logout"),
+            logout_url=action,
             token=logout_token(session),
             home_url=st.redirects.safe(None),
         )
     next_url = None
     if session is not None:
+        conn = st.connections.get(session.connection)
+        return_to = return_to or (conn.settings.post_logout_url if conn is not None else None)
         await st.sessions.delete(session)
         st.audit.emit(
             "session.logout",
@@ -313,15 +318,24 @@ async def logout(request: web.Request) -> web.StreamResponse:
             ip=request[CLIENT].ip,
             correlation_id=request[CID],
         )
-        protocol = st.connections.engine(session.connection)
-        if protocol is not None:
-            next_url = await protocol.logout_url(session)
-    if next_url:
-        response = redirect(next_url)
-    else:
-        response = st.pages.render("signed_out.html", login_url=st.url("/login"))
+        if conn is not None and conn.engine is not None:
+            next_url = await conn.engine.logout_url(session, return_to)
+    response = signed_out(st, next_url or return_to)
     st.cookies.clear_session(response)
     return response
+
+
+def _return_after_logout(request: web.Request) -> str | None:
+    """`rd` (or the `state` an OIDC provider hands back), when login would accept it too."""
+    wanted = request.query.get("rd") or request.query.get("state")
+    return state(request).redirects.safe(wanted, "") or None
+
+
+def signed_out(st: State, return_to: str | None) -> web.Response:
+    """After sign-out: to where the person asked (already checked), else the signed-out page."""
+    if return_to:
+        return redirect(return_to)
+    return st.pages.render("signed_out.html", login_url=st.url("/login"))
 
 
 def logout_token(session: Session) -> str:
