@@ -27,6 +27,7 @@ from tests.servers import require_binary
 from tests.unit.test_devidp_saml import Sp
 
 BASE = "http://127.0.0.1:4181"
+MD = "{urn:oasis:names:tc:SAML:2.0:metadata}"
 OWN_PAGE = {"Origin": BASE, "Sec-Fetch-Site": "same-origin"}
 REDIRECT = "http://127.0.0.1:4180/_authgate/oidc/runtime/callback"
 VERIFIER = "w" * 64
@@ -320,34 +321,47 @@ async def test_idp_metadata_describes_no_service_provider(web_client: TestClient
     assert (status, message_of(page)) == (400, ONE_SP)
 
 
-async def test_sp_metadata_without_a_signing_certificate_is_refused(
-    web_client: TestClient, idp: DevIdp, keys: Path
-):
-    root = etree.fromstring(Sp(keys, "keyless").metadata)
-    for key in root.iter("{urn:oasis:names:tc:SAML:2.0:metadata}KeyDescriptor"):
-        key.getparent().remove(key)
-    data = {"metadata_xml": etree.tostring(root).decode()}
-    status, page = await post(web_client, "/register/saml", data, idp.form_token)
-    assert (status, message_of(page)) == (
-        400,
-        "The SP metadata has no signing certificate, and this IdP accepts only signed"
-        " AuthnRequests.",
-    )
+def _without_keys(root: etree._Element) -> None:
+    for key in list(root.iter(f"{MD}KeyDescriptor")):
+        parent = key.getparent()
+        assert parent is not None
+        parent.remove(key)
 
 
-async def test_sp_metadata_without_an_http_post_acs_is_refused(
-    web_client: TestClient, idp: DevIdp, keys: Path
-):
-    root = etree.fromstring(Sp(keys, "no-post").metadata)
-    for acs in root.iter("{urn:oasis:names:tc:SAML:2.0:metadata}AssertionConsumerService"):
+def _artifact_acs_only(root: etree._Element) -> None:
+    for acs in root.iter(f"{MD}AssertionConsumerService"):
         acs.set("Binding", "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Artifact")
+
+
+@pytest.mark.parametrize(
+    ("edit", "refusal"),
+    [
+        (
+            _without_keys,
+            "The SP metadata has no signing certificate, and this IdP accepts only signed"
+            " AuthnRequests.",
+        ),
+        (
+            _artifact_acs_only,
+            "The SP metadata lists no AssertionConsumerService with the HTTP-POST binding,"
+            " the only one this IdP answers with.",
+        ),
+    ],
+)
+async def test_sp_metadata_this_idp_could_not_answer_is_refused(
+    web_client: TestClient,
+    idp: DevIdp,
+    tmp_path: Path,
+    edit: Callable[[etree._Element], None],
+    refusal: str,
+):
+    sp = Sp(tmp_path, "unanswerable")
+    root = etree.fromstring(sp.metadata)
+    edit(root)
     data = {"metadata_xml": etree.tostring(root).decode()}
     status, page = await post(web_client, "/register/saml", data, idp.form_token)
-    assert (status, message_of(page)) == (
-        400,
-        "The SP metadata lists no AssertionConsumerService with the HTTP-POST binding,"
-        " the only one this IdP answers with.",
-    )
+    assert (status, message_of(page)) == (400, refusal)
+    assert (await sso(web_client, sp))[0] == 400
 
 
 async def test_fetched_metadata_that_does_not_parse_is_refused(
