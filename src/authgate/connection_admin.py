@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from pydantic import ValidationError
 
+from authgate.bodies import read_capped
 from authgate.connection_requests import (
     RequestRefused,
     changed_document,
@@ -110,7 +111,7 @@ async def _fetch_metadata(url: str) -> None:
         async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
             if resp.status != 200:
                 raise RequestRefused("idp_metadata_url", f"the server answered HTTP {resp.status}")
-            raw = await resp.content.read(MAX_FETCHED_METADATA + 1)
+            raw = await read_capped(resp.content, MAX_FETCHED_METADATA)
     except (aiohttp.ClientError, TimeoutError, ValueError):
         raise RequestRefused("idp_metadata_url", UNREACHABLE) from None
     try:

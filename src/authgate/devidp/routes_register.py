@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from authgate.bodies import read_capped
 from authgate.devidp.listen import is_loopback
 from authgate.devidp.pages import log
 from authgate.devidp.saml import SpMetadataError
@@ -84,14 +85,6 @@ def _metadata_url(value: str) -> str:
     return url
 
 
-async def _read_capped(body: aiohttp.StreamReader, limit: int) -> bytes:
-    """Up to `limit` bytes of the body: one `read(n)` returns only what has arrived so far."""
-    raw = b""
-    while len(raw) < limit and (chunk := await body.read(limit - len(raw))):
-        raw += chunk
-    return raw
-
-
 async def _fetch(http: aiohttp.ClientSession, url: str) -> str:
     """The metadata document itself: 200 at that URL, no redirects, at most MAX_FORM bytes."""
     try:
@@ -101,7 +94,7 @@ async def _fetch(http: aiohttp.ClientSession, url: str) -> str:
                 raise Refused(
                     502, f"The metadata URL answered HTTP {resp.status}, not 200 with metadata."
                 )
-            raw = await _read_capped(resp.content, MAX_FORM + 1)
+            raw = await read_capped(resp.content, MAX_FORM)
     except (aiohttp.ClientError, TimeoutError, ValueError):
         raise Refused(
             502,

@@ -22,6 +22,7 @@ import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from authgate.bodies import read_capped
 from authgate.csv_import import CsvFileError, import_users
 from authgate.policy import AccessRules
 from authgate.retirement import Lifecycle, RetirementRefused, check_user_retirement
@@ -405,7 +406,7 @@ async def import_csv(request: web.Request, actor: Actor) -> web.StreamResponse:
     conn_id = request.match_info["conn_id"]
     if conn_id not in st.connections:
         return _unknown_connection(request)
-    data = await request.content.read(MAX_CSV_BYTES + 1)
+    data = await read_capped(request.content, MAX_CSV_BYTES)
     if len(data) > MAX_CSV_BYTES:
         return web.json_response(
             {"error": "too_large", "limit_bytes": MAX_CSV_BYTES, "correlation_id": request[CID]},

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from authgate import connection_admin as ops
+from authgate.bodies import read_capped
 from authgate.connection_admin import Refusal
 from authgate.web.admin_access import Actor, audit_admin
 from authgate.web.client_info import CID
@@ -24,7 +25,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
     too_large = Refusal(413, "body_too_large", f"body: larger than {MAX_BODY} bytes", "body")
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise too_large
-    raw = await request.content.read(MAX_BODY + 1)
+    raw = await read_capped(request.content, MAX_BODY)
     if len(raw) > MAX_BODY:
         raise too_large
     try:
