@@ -223,6 +223,8 @@ def new_document(body: dict[str, Any], box: SecretBox, actor: str) -> Connection
     sealed: dict[str, Any] = {}
     xml = None
     if kind == "saml":
+        # The connection has its own signing key from the start, so it signs its requests.
+        settings.setdefault("sign_requests", True)
         xml = _metadata_xml(body)
         cert = _certificate(body.get("certificate"), name)
         key_pem, cert_pem = keys.generate(cert.subject, cert.valid_days)

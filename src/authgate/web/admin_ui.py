@@ -49,6 +49,8 @@ SP_LABELS = (
     ("SP metadata URL", "metadata_url"),
     ("Redirect URI", "redirect_uri"),
 )
+# What a page shows only sometimes: a notice, a refusal, test results, a new token, ...
+OPTIONAL = ("notice", "problem", "checks", "new_token", "report", "version")
 STARTERS = {"saml": saml.start_login, "oidc": oidc.start_login}
 _SPLIT = re.compile(r"[\s,]+")
 
@@ -74,6 +76,8 @@ def _audit(request: web.Request, actor: Actor) -> ops.Audit:
 
 def _page(request: web.Request, template: str, actor: Actor, **context: Any) -> web.Response:
     st = state(request)
+    for optional in OPTIONAL:
+        context.setdefault(optional, None)
     response = st.pages.render(
         template,
         actor=actor,
