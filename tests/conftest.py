@@ -14,6 +14,7 @@ from redis import asyncio as aioredis
 from authgate.app import create_app
 from authgate.identity import Identity
 from authgate.policy import roles_for
+from authgate.secrets import generate_key
 from authgate.session.kv import KeyValueStore
 from authgate.session.memory import MemoryStore
 from authgate.session.redis import RedisStore, connect
@@ -94,6 +95,15 @@ def config_file(tmp_path: Path, redis_url: str, **extra: Any) -> Path:
 
 def redis_kv(url: str) -> RedisStore:
     return RedisStore(connect(RedisSettings(url=url)), "authgate:")
+
+
+@pytest.fixture
+def master_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A master key file for `secrets.master_key_file`, and none in the environment."""
+    monkeypatch.delenv("AUTHGATE_MASTER_KEY", raising=False)
+    path = tmp_path / "master.key"
+    path.write_text(generate_key())
+    return path
 
 
 @pytest.fixture

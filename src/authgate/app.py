@@ -35,7 +35,7 @@ from authgate.status import ConnectionStatus
 from authgate.upstream import Upstream, create_client
 from authgate.urls import PublicPaths, RedirectPolicy
 from authgate.users import UserStore
-from authgate.web import admin, admin_ui, forward_auth, health, proxy, signin
+from authgate.web import admin, admin_ui, forward_auth, health, proxy, setup_links, signin
 from authgate.web.client_info import TrustedProxies
 from authgate.web.fastpath import Front
 from authgate.web.listener import ConnectionHandlers
@@ -254,6 +254,7 @@ def create_app(
     app.router.add_routes(saml_routes(p))
     admin.setup(app, settings)
     admin_ui.add_routes(app, p + "/admin", admin.admin_only)
+    setup_links.add_routes(app, p, admin.admin_only)
     setup_provisioning(app, st, force_retire)
     app.router.add_route("*", p + "/{tail:.*}", _not_found)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)

@@ -30,6 +30,8 @@ class TokenInfo:
     connection: str
     description: str
     created_at: float
+    # A token that lapses on its own (setup links); None: valid until revoked.
+    expires_at: float | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -50,13 +52,17 @@ class BearerTokens:
     def __init__(self, kv: KeyValueStore) -> None:
         self._kv = kv
 
-    async def create(self, connection: str = "", description: str = "") -> tuple[TokenInfo, str]:
-        """A new token; the secret is returned here and never again."""
+    async def create(
+        self, connection: str = "", description: str = "", ttl: float | None = None
+    ) -> tuple[TokenInfo, str]:
+        """A new token; the secret is returned here and never again. With `ttl` it lapses."""
         secret = self.prefix + secrets.token_urlsafe(32)
-        info = TokenInfo(secrets.token_hex(6), connection, description, time.time())
+        now = time.time()
+        expires = now + ttl if ttl is not None else None
+        info = TokenInfo(secrets.token_hex(6), connection, description, now, expires)
         digest = _digest(secret)
-        await self._kv.set(f"{self.kind}-token:{digest}", info.to_json())
-        await self._kv.set(f"{self.kind}-token-id:{info.id}", digest.encode())
+        await self._kv.set(f"{self.kind}-token:{digest}", info.to_json(), ttl=ttl)
+        await self._kv.set(f"{self.kind}-token-id:{info.id}", digest.encode(), ttl=ttl)
         await self._kv.add_member(f"{self.kind}-tokens", info.id)
         return info, secret
 
@@ -65,7 +71,10 @@ class BearerTokens:
         if not secret.startswith(self.prefix) or len(secret) > MAX_TOKEN_LENGTH:
             return None
         raw = await self._kv.get(f"{self.kind}-token:{_digest(secret)}")
-        return TokenInfo.from_json(raw) if raw else None
+        info = TokenInfo.from_json(raw) if raw else None
+        if info is None or (info.expires_at is not None and info.expires_at <= time.time()):
+            return None
+        return info
 
     async def list(self) -> list[TokenInfo]:
         found = []
@@ -90,3 +99,10 @@ class AdminTokens(BearerTokens):
 
     kind = "admin"
     prefix = "agadm_"
+
+
+class SetupLinks(BearerTokens):
+    """The secret part of a setup link: one connection's SP values, IdP form and test."""
+
+    kind = "setup"
+    prefix = "agsetup_"

@@ -28,7 +28,6 @@ from authgate.app import create_app
 from authgate.connection_store import ConnectionStore
 from authgate.errors import LoginStateError
 from authgate.identity import Identity
-from authgate.secrets import generate_key
 from authgate.settings import Settings
 from authgate.web.signin import check_pending, pending_login
 from authgate.web.state import STATE
@@ -51,14 +50,6 @@ def _settings(factory: Factory, redis_url: str, key_file: Path | None, **kw: Any
         access={"role_mappings": [{"group": "Admins", "roles": ["admin"], "connection": "corp"}]},
         **kw,
     )
-
-
-@pytest.fixture
-def master_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("AUTHGATE_MASTER_KEY", raising=False)
-    path = tmp_path / "master.key"
-    path.write_text(generate_key())
-    return path
 
 
 @pytest.fixture

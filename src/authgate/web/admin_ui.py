@@ -74,7 +74,7 @@ def _audit(request: web.Request, actor: Actor) -> ops.Audit:
     return partial(audit_admin, request, actor)
 
 
-def _page(request: web.Request, template: str, actor: Actor, **context: Any) -> web.Response:
+def page(request: web.Request, template: str, actor: Actor, **context: Any) -> web.Response:
     st = state(request)
     for optional in OPTIONAL:
         context.setdefault(optional, None)
@@ -110,13 +110,15 @@ def _lines(text: str) -> list[dict[str, Any]]:
     return mappings
 
 
+def _given(fields: dict[str, str], name: str) -> str | None:
+    """A form field the admin filled in (blank counts as not given)."""
+    return fields.get(name, "").strip() or None
+
+
 def request_body(fields: dict[str, str], editing: bool) -> dict[str, Any]:
     """A connection form as the JSON API's request body; empty fields are not sent."""
 
-    def given(name: str) -> str | None:
-        value = fields.get(name, "").strip()
-        return value or None
-
+    given = partial(_given, fields)
     body: dict[str, Any] = {"type": fields.get("type"), "name": fields.get("name", "")}
     for name in ("id", "issuer", "client_id", "client_secret", "preset"):
         if (value := given(name)) is not None:
@@ -131,7 +133,7 @@ def request_body(fields: dict[str, str], editing: bool) -> dict[str, Any]:
         access["default_role"] = fields["default_role"].strip()
     body["access"] = access
     if fields.get("type") == "saml":
-        _idp_side(body, fields, given)
+        idp_side(body, fields)
         if not editing and (given("cert_subject") or given("cert_days")):
             days = given("cert_days") or str(DEFAULT_DAYS)
             if not days.isdigit():
@@ -148,8 +150,9 @@ def request_body(fields: dict[str, str], editing: bool) -> dict[str, Any]:
     return body
 
 
-def _idp_side(body: dict[str, Any], fields: dict[str, str], given: Any) -> None:
+def idp_side(body: dict[str, Any], fields: dict[str, str]) -> None:
     """Exactly one IdP source reaches the request; more than one is refused by the API."""
+    given = partial(_given, fields)
     if given("idp_metadata_url"):
         body["idp_metadata_url"] = fields["idp_metadata_url"].strip()
     xml = given("idp_metadata_upload") or given("idp_metadata_xml")
@@ -170,7 +173,7 @@ def _form_page(
     shown = {k: v for k, v in values.items() if k not in ("client_secret", "csrf")}
     if shown.get("idp_metadata_upload"):
         shown["idp_metadata_xml"] = shown.pop("idp_metadata_upload")
-    return _page(
+    return page(
         request,
         "admin_connection_form.html",
         actor,
@@ -242,7 +245,7 @@ async def show(request: web.Request, actor: Actor, **extra: Any) -> web.StreamRe
     if conn is None:
         raise web.HTTPNotFound()
     status = extra.pop("status", 200)
-    response = _page(request, "admin_connection.html", actor, **await _details(st, conn), **extra)
+    response = page(request, "admin_connection.html", actor, **await _details(st, conn), **extra)
     response.set_status(status)
     return response
 

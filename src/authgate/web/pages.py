@@ -149,6 +149,15 @@ HINTS: dict[str, Hint] = {
         "The request came from another site and was refused.",
         "State-changing admin requests must come from authgate's own pages (same origin).",
     ),
+    "setup_link_invalid": Hint(
+        "This setup link is no longer valid.",
+        "Setup links expire and can be revoked: ask the administrator who sent it for a new"
+        " one (admin API `POST …/connections/{id}/setup-links`).",
+    ),
+    "connection_changed": Hint(
+        "The sign-in method was changed while you were signing in.",
+        "An administrator changed this connection during the sign-in; sign in again.",
+    ),
     "forbidden": Hint(
         "You do not have access to this page.",
         "The session is valid, but the user is in none of the `allowed_groups` /"

@@ -170,11 +170,13 @@ async def finish_login(
 ) -> web.Response:
     """A proven identity signs in, unless this was an admin's test sign-in: that shows it."""
     if pending.get("test"):
-        return await test_result(request, conn, identity)
+        return await test_result(request, conn, identity, return_to)
     return await complete_login(request, identity, return_to)
 
 
-async def test_result(request: web.Request, conn: Connection, identity: Identity) -> web.Response:
+async def test_result(
+    request: web.Request, conn: Connection, identity: Identity, back_url: str
+) -> web.Response:
     """What signing in would forward, or the reason it would be refused; no session is made."""
     st = state(request)
     refusal = None
@@ -210,7 +212,7 @@ async def test_result(request: web.Request, conn: Connection, identity: Identity
         identity=identity,
         refusal=refusal,
         headers=st.headers.identity(preview, None),
-        back_url=st.url(f"/admin/connections/{conn.id}"),
+        back_url=back_url,
     )
 
 
