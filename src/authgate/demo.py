@@ -27,6 +27,7 @@ from authgate.devidp import create_app as create_devidp_app
 from authgate.devidp.legacy_app import create_app as create_legacy_app
 from authgate.keys import write_pair
 from authgate.protocols.saml_config import SpEndpoints, sp_config, sp_metadata
+from authgate.secrets import generate_key
 from authgate.settings import SamlConnection, Settings, parse_settings
 
 DEFAULT_PORT = 4180
@@ -64,7 +65,14 @@ def _url_host(host: str) -> str:
 
 
 def demo_config(
-    listen: str, base: str, idp: str, upstream: str, sp_key: Path, sp_cert: Path, secret: str
+    listen: str,
+    base: str,
+    idp: str,
+    upstream: str,
+    sp_key: Path,
+    sp_cert: Path,
+    secret: str,
+    master_key: Path,
 ) -> dict[str, Any]:
     """The config `authgate demo` runs with, as an operator would write it in YAML."""
     return {
@@ -102,6 +110,7 @@ def demo_config(
                 "scopes": ["openid", "email", "profile", "groups"],
             },
         ],
+        "secrets": {"master_key_file": str(master_key)},
         "metrics": {"enabled": False},
         "branding": {"title": "authgate demo", "support": "Demo only: in-memory sessions."},
     }
@@ -156,9 +165,14 @@ class Demo:
         sp_key, sp_cert = key_dir / "sp.key", key_dir / "sp.crt"
         write_pair(sp_key, sp_cert, "authgate demo SP", bits=KEY_BITS)
         secret = secrets.token_urlsafe(32)
+        master_key = key_dir / "master.key"
+        master_key.write_text(generate_key())
+        master_key.chmod(0o600)
         listen = f"[{self.host.strip('[]')}]:{gate}" if ":" in self.host else f"{self.host}:{gate}"
         upstream_url = f"http://127.0.0.1:{upstream}"
-        raw = demo_config(listen, self.url, self.idp_url, upstream_url, sp_key, sp_cert, secret)
+        raw = demo_config(
+            listen, self.url, self.idp_url, upstream_url, sp_key, sp_cert, secret, master_key
+        )
         self.settings = parse_settings(raw, "authgate demo")
         saml = self.settings.connection(SAML_ID)
         assert isinstance(saml, SamlConnection)
@@ -212,6 +226,9 @@ class Demo:
                 " (sign in as alice@example.com with the SAML button)",
                 f"  development IdP:  {self.idp_url}/ (OIDC issuer {self.idp_url}/oidc,"
                 f" SAML metadata {self.idp_url}/saml/metadata)",
+                f"  add a connection: admin page → New SAML connection, IdP metadata URL"
+                f" {self.idp_url}/saml/metadata; then register its SP metadata URL on"
+                f" {self.idp_url}/, test it and activate it",
                 "Press Ctrl+C to stop.",
             ]
         )
