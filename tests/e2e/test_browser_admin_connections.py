@@ -203,3 +203,66 @@ async def test_a_saml_connection_made_in_the_admin_pages_signs_people_in_on_ever
         # Signed out: sent to sign in again (the config file's connection), never to the app.
         assert person.url.startswith(stack.b_url + "/_authgate/oidc/corp/login")
         assert "bob@example.com" not in await person.content()
+
+
+async def test_an_oidc_connection_made_in_the_admin_pages_signs_people_in_on_every_replica(
+    stack: Stack, browser: BrowserContext
+):
+    cookie = {"name": "authgate", "value": stack.admin_cookie, "url": stack.a_url}
+    await browser.add_cookies([cookie])
+    admin = await browser.new_page()
+    await admin.goto(stack.a_url + "/_authgate/admin/")
+    await admin.locator("#new-oidc").click()
+    await admin.get_by_label("Name (shown on the sign-in button)").fill("Development OIDC")
+    await admin.get_by_label("Connection id (optional)").fill("devoidc")
+    await admin.get_by_label("Issuer URL").fill(stack.idp_url + "/oidc")
+    await admin.get_by_label("Client id").fill("to-be-registered")
+    await admin.get_by_label("Client secret").fill("to-be-registered")
+    await admin.get_by_label("Group to role mappings").fill("engineering = editor")
+    await admin.locator("#save").click()
+    redirect_uri = await admin.locator("#sp-redirect_uri").inner_text()
+    assert redirect_uri == stack.a_url + "/_authgate/oidc/devoidc/callback"
+
+    idp_page = await browser.new_page()
+    await idp_page.goto(stack.idp_url + "/")
+    await idp_page.get_by_label("Redirect URI").fill(redirect_uri)
+    await idp_page.locator("#register-oidc-submit").click()
+    client_id = await idp_page.locator("#oidc-client-id").inner_text()
+    client_secret = await idp_page.locator("#oidc-client-secret").inner_text()
+
+    await admin.locator("#edit").click()
+    await admin.get_by_label("Client id").fill(client_id)
+    await admin.get_by_label("Client secret (leave empty to keep the current one)").fill(
+        client_secret
+    )
+    await admin.locator("#save").click()
+    await expect(admin.locator("#conn-status")).to_contain_text("version 2")
+    await admin.locator("#test-signin").click()
+    await idp_sign_in(admin, "dave@partner.example")
+    await expect(admin.locator("#test-outcome")).to_contain_text("would be let in")
+    await expect(admin.locator("#test-headers")).to_contain_text("editor")
+    await shot(admin, "admin-oidc-test-signin")
+    await admin.get_by_role("link", name="Back to the connection").click()
+    await admin.locator("#activate").click()
+    await expect(admin.locator("#conn-status")).to_contain_text("Active")
+
+    async with async_chromium() as person_browser:
+        person = await person_browser.new_page()
+        await person.goto(stack.b_url + "/_authgate/login?rd=/")
+        await person.get_by_role("link", name="Log in using Development OIDC").click()
+        await idp_sign_in(person, "dave@partner.example")
+        await person.wait_for_url(stack.a_url + "/")
+        headers = await upstream_headers(person, stack.b_url + "/")
+        assert (headers["x-email"], headers["x-roles"]) == ("dave@partner.example", "editor")
+
+        await admin.locator("#edit").click()
+        await admin.get_by_label("Group to role mappings").fill("engineering = owner")
+        await admin.locator("#save").click()
+        await expect(admin.locator("#conn-status")).to_contain_text("version 4")
+        assert (await upstream_headers(person, stack.b_url + "/"))["x-roles"] == "owner"
+
+        await admin.locator("#confirm-delete").check()
+        await admin.locator("#delete").click()
+        await expect(admin.locator("#connection-devoidc")).to_have_count(0)
+        await person.goto(stack.b_url + "/")
+        assert person.url.startswith(stack.b_url + "/_authgate/oidc/corp/login")
