@@ -313,12 +313,17 @@ class TestIdp:
         return self.response(self.sign(assertion), **response)
 
     def encrypt(
-        self, assertion: etree._Element, sp_cert_pem: bytes, key_transport: str = RSA_OAEP
+        self,
+        element: etree._Element,
+        sp_cert_pem: bytes,
+        key_transport: str = RSA_OAEP,
+        holder_tag: str = SAML + "EncryptedAssertion",
     ) -> etree._Element:
-        """EncryptedAssertion: AES-256-CBC content, the key wrapped for the SP's certificate."""
+        """EncryptedAssertion (or `holder_tag`: EncryptedID, EncryptedAttribute) around
+        `element`: AES-256-CBC content, the key wrapped for the SP's certificate."""
         session_key, iv = os.urandom(32), os.urandom(16)
         padder = padding.PKCS7(128).padder()
-        plain = padder.update(etree.tostring(assertion)) + padder.finalize()
+        plain = padder.update(etree.tostring(element)) + padder.finalize()
         encryptor = Cipher(algorithms.AES(session_key), modes.CBC(iv)).encryptor()
         cipher = iv + encryptor.update(plain) + encryptor.finalize()
         public = x509.load_pem_x509_certificate(sp_cert_pem).public_key()
@@ -332,7 +337,7 @@ class TestIdp:
                     mgf=asym_padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None
                 ),
             )
-        holder = etree.Element(SAML + "EncryptedAssertion", nsmap={"saml": SAML_NS})
+        holder = etree.Element(holder_tag, nsmap={"saml": SAML_NS})
         data = sub(holder, XENC + "EncryptedData", Type=XENC_NS + "Element")
         sub(data, XENC + "EncryptionMethod", Algorithm=AES256_CBC)
         key_info = sub(data, DS + "KeyInfo")
