@@ -534,10 +534,18 @@ async def test_encrypted_key_carrying_its_own_private_key(
 # --- encrypted NameID (EncryptedID) and EncryptedAttribute --------------------------------
 
 
-def hide_name_id(idp: TestIdp, node: etree._Element, cert_pem: bytes, **kw) -> etree._Element:
-    """`node`'s Subject NameID replaced by an EncryptedID holding it; returns `node`."""
+def hide_name_id(
+    idp: TestIdp, node: etree._Element, cert_pem: bytes, xmlsec1: bool = False, **kw
+) -> etree._Element:
+    """`node`'s Subject NameID replaced by an EncryptedID holding it (built by the test IdP,
+    or with `xmlsec1` by the xmlsec1 command); returns `node`."""
     clear = name_id(node)
-    clear.addprevious(idp.encrypt(copy.deepcopy(clear), cert_pem, holder_tag=ENCRYPTED_ID, **kw))
+    plain = copy.deepcopy(clear)
+    if xmlsec1:
+        hidden = idp.encrypt_with_xmlsec1(plain, cert_pem, ENCRYPTED_ID)
+    else:
+        hidden = idp.encrypt(plain, cert_pem, holder_tag=ENCRYPTED_ID, **kw)
+    clear.addprevious(hidden)
     clear.getparent().remove(clear)
     return node
 
@@ -573,6 +581,16 @@ async def test_encrypted_name_id_is_decrypted_with_the_sp_key(saml_gate, saml_id
     st = browser.gate.app[STATE]
     user = await st.users.by_link("corp", "u-7f3a")
     assert user is not None and await st.sessions.count_for_user(user.id) == 1
+
+
+async def test_encrypted_name_id_from_xmlsec1_with_aes_gcm(saml_gate, saml_idp, sp_keys):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    clear = assertion(saml_idp, rid, name_id="u-91c2", name_id_format=None)
+    node = hide_name_id(saml_idp, clear, _sp_cert(sp_keys), xmlsec1=True)
+    assert "aes256-gcm" in etree.tostring(node).decode()
+    await signed_in_as(browser, response(saml_idp, rid, saml_idp.sign(node)))
+    assert await browser.gate.app[STATE].users.by_link("corp", "u-91c2") is not None
 
 
 async def test_encrypted_attributes_are_decrypted_with_the_sp_key(saml_gate, saml_idp, sp_keys):
