@@ -24,6 +24,8 @@ class Identity:
     attributes: dict[str, Any] = field(default_factory=dict)
     session_not_after: float | None = None
     protocol_data: dict[str, Any] = field(default_factory=dict)
+    # The IdP's id for this sign-in (SAML SessionIndex), by which its logout names the session.
+    idp_session: str | None = None
 
     @property
     def email_domain(self) -> str | None:

@@ -133,6 +133,72 @@ async def test_idp_initiated_logout_ends_the_session_on_every_replica(saml_gate,
     assert (await browser.whoami()).status == 401
 
 
+async def signed_in_at(browser: SamlBrowser, idp: TestIdp, user: str = "alice@example.com") -> str:
+    """Sign in as `user`; the SessionIndex the IdP gave this sign-in."""
+    rid = await browser.start()
+    root = signed(idp, rid, name_id=user, attributes={"email": [user]})
+    assert (await browser.post(encode(root))).status == 302
+    assert (await browser.whoami()).status == 200
+    return next(root.iter(SAML + "AuthnStatement")).get("SessionIndex")
+
+
+async def idp_logout(browser: SamlBrowser, idp: TestIdp, user: str, *indexes: str) -> None:
+    """The IdP's signed LogoutRequest for `user` naming `indexes`, answered with Success."""
+    request = idp.logout_request(user, SLO_URL)
+    for index in indexes:
+        etree.SubElement(request, SAMLP + "SessionIndex").text = index
+    query = redirect_query("SAMLRequest", request, keys=idp.keys)
+    resp = await slo(browser, query, allow_redirects=False)
+    assert resp.status == 302
+    answer = decode_redirect(resp.headers["Location"], "SAMLResponse")
+    assert answer.find(f"{SAMLP}Status/{SAMLP}StatusCode").get("Value").endswith("Success")
+
+
+async def test_idp_logout_ends_only_the_sessions_its_session_index_names(saml_gate, saml_idp):
+    first, second, third = await saml_gate(), await saml_gate(), await saml_gate()
+    index_1 = await signed_in_at(first, saml_idp)
+    index_2 = await signed_in_at(second, saml_idp)
+    await signed_in_at(third, saml_idp)
+    assert await user_sessions(first) == 3
+    await idp_logout(third, saml_idp, "alice@example.com", index_1, index_2)
+    assert (await first.whoami()).status == 401
+    assert (await second.whoami()).status == 401
+    assert await user_sessions(first) == 1
+
+
+async def test_idp_logout_naming_an_unknown_session_index_ends_nothing(saml_gate, saml_idp):
+    browser, idp_side = await saml_gate(), await saml_gate()
+    await signed_in_at(browser, saml_idp)
+    await idp_logout(idp_side, saml_idp, "alice@example.com", "_session-not-issued")
+    assert (await browser.whoami()).status == 200
+    assert await user_sessions(browser) == 1
+
+
+async def test_idp_logout_with_another_users_session_index(saml_gate, saml_idp):
+    """A SessionIndex counts only together with its NameID: alice's LogoutRequest naming
+    bob's sign-in ends neither bob's session nor any of alice's."""
+    alice, bob, idp_side = await saml_gate(), await saml_gate(), await saml_gate()
+    await signed_in_at(alice, saml_idp)
+    bob_index = await signed_in_at(bob, saml_idp, "bob@example.com")
+    await idp_logout(idp_side, saml_idp, "alice@example.com", bob_index)
+    assert (await bob.whoami()).status == 200
+    assert (await alice.whoami()).status == 200
+
+
+async def test_idp_logout_without_session_index_ends_all_of_the_name_ids_sessions(
+    saml_gate, saml_idp
+):
+    first, second, bob = await saml_gate(), await saml_gate(), await saml_gate()
+    await signed_in_at(first, saml_idp)
+    await signed_in_at(second, saml_idp)
+    await signed_in_at(bob, saml_idp, "bob@example.com")
+    await idp_logout(await saml_gate(), saml_idp, "alice@example.com")
+    assert (await first.whoami()).status == 401
+    assert (await second.whoami()).status == 401
+    assert await user_sessions(first) == 0
+    assert (await bob.whoami()).status == 200
+
+
 async def test_idp_initiated_logout_by_http_post(saml_gate, saml_idp):
     browser = await saml_gate()
     await signed_in(browser, saml_idp)

@@ -136,6 +136,7 @@ def to_identity(connection: str, data: AssertionData, mapping: SamlAttributes) -
         groups=_groups(data, mapping.groups),
         attributes={**extra, "name_id_format": data.name_id_format, "idp": data.issuer},
         session_not_after=data.session_not_on_or_after,
+        idp_session=data.session_index,
         protocol_data={
             "name_id": data.name_id,
             "name_id_format": data.name_id_format,

@@ -3,7 +3,10 @@
 The store key is a SHA-256 of the id, so a dump of Redis does not hand out
 live cookies. A per-user index of those digests (never the ids themselves)
 lets every session of a user be revoked at once (logout everywhere, SCIM
-deactivation, retirement). Every removal or change of a session is published
+deactivation, retirement); a per-sign-in index, keyed by the id the IdP gave
+its own session (SAML SessionIndex), lets an IdP's logout end exactly the
+sessions it names. Each index is one key of its own, so every store call
+stays single-key (Redis Cluster). Every removal or change of a session is published
 by its digest, so the processes that cache sessions (`session.cache`) drop
 their copy at once.
 """
@@ -15,7 +18,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -41,6 +44,8 @@ class Session:
     last_seen: float
     expires_at: float
     protocol_data: dict[str, Any] = field(default_factory=dict)
+    # The IdP's id for the sign-in this session came from (SAML SessionIndex), if it gave one.
+    idp_session: str | None = None
     id: str = ""
 
     def refresh_due(self, now: float) -> bool:
@@ -76,6 +81,20 @@ def _key(sid: str) -> str:
 
 def _user_index(user_id: str) -> str:
     return "user-sessions:" + user_id
+
+
+def _idp_index(user_id: str, connection: str, idp_session: str) -> str:
+    """The sessions one IdP sign-in began; the IdP's value is hashed into a fixed-size key."""
+    scope = "\0".join((user_id, connection, idp_session)).encode()
+    return "idp-sessions:" + hashlib.sha256(scope).hexdigest()
+
+
+def _indexes(session: Session) -> list[str]:
+    """Every index that lists `session`."""
+    found = [_user_index(session.user_id)]
+    if session.idp_session:
+        found.append(_idp_index(session.user_id, session.connection, session.idp_session))
+    return found
 
 
 class SessionStore:
@@ -114,7 +133,8 @@ class SessionStore:
         )
         ttl = self._ttl(session, now)
         await self._kv.set(_key(session.id), session.to_json(), ttl)
-        await self._kv.add_member(_user_index(session.user_id), _digest(session.id), self.lifetime)
+        for index in _indexes(session):
+            await self._kv.add_member(index, _digest(session.id), self.lifetime)
         return session
 
     def cached(self, sid: str) -> Session | None:
@@ -183,7 +203,8 @@ class SessionStore:
     async def _remove(self, session: Session, revoked: bool) -> None:
         digest = _digest(session.id)
         await self._kv.delete(_key_of(digest), durable=revoked)
-        await self._kv.remove_member(_user_index(session.user_id), digest)
+        for index in _indexes(session):
+            await self._kv.remove_member(index, digest)
         await self._invalidate(digest, revoked)
 
     async def _invalidate(self, digest: str, revoked: bool = False) -> None:
@@ -203,12 +224,46 @@ class SessionStore:
         concurrent login stays indexed and can still be revoked later.
         """
         index = _user_index(user_id)
+        return await self._revoke({d: [index] for d in await self._kv.members(index)})
+
+    async def revoke_idp_sessions(
+        self, user_id: str, connection: str, idp_sessions: Iterable[str]
+    ) -> int:
+        """End the sessions that the IdP sign-ins named by `idp_sessions` (SAML SessionIndex
+        values of a LogoutRequest) began for this user at this connection; how many were live.
+
+        One index read per value, no scan: sessions of other users, other
+        connections and other sign-ins of the same person are never touched.
+        """
+        found: dict[str, list[str]] = {}
+        for value in dict.fromkeys(idp_sessions):
+            index = _idp_index(user_id, connection, value)
+            for digest in await self._kv.members(index):
+                found.setdefault(digest, [_user_index(user_id)]).append(index)
+        return await self._revoke(found)
+
+    async def revoke_connection(self, user_id: str, connection: str, subject: str) -> int:
+        """End every session of this user signed in through `connection` as `subject` (a
+        LogoutRequest naming no SessionIndex); sessions through other connections stay."""
+        found: dict[str, list[str]] = {}
+        for digest in await self._kv.members(_user_index(user_id)):
+            raw = await self._kv.get(_key_of(digest))
+            if raw is None:
+                continue
+            session = Session.from_json("", raw)
+            if session.connection == connection and session.subject == subject:
+                found[digest] = _indexes(session)
+        return await self._revoke(found)
+
+    async def _revoke(self, found: dict[str, list[str]]) -> int:
+        """Delete each session (by digest) and its index entries; answer once no replica serves
+        any of them. Returns how many were live."""
         live = 0
-        digests = await self._kv.members(index)
-        for digest in digests:
+        for digest, indexes in found.items():
             live += await self._kv.delete(_key_of(digest), durable=True)
-            await self._kv.remove_member(index, digest)
-        await asyncio.gather(*(self._invalidate(d, revoked=True) for d in digests))
+            for index in indexes:
+                await self._kv.remove_member(index, digest)
+        await asyncio.gather(*(self._invalidate(d, revoked=True) for d in found))
         return live
 
     async def restamp_user(

@@ -191,17 +191,25 @@ async def slo(request: web.Request) -> web.StreamResponse:
 async def _idp_logout(
     request: web.Request, protocol: SamlProtocol, message: IncomingMessage
 ) -> web.StreamResponse:
-    """Federated sign-out: end the person's sessions on every replica, then answer the IdP."""
+    """Federated sign-out, on every replica, then answer the IdP: the sessions its
+    SessionIndex values name, or, when it names none, all of the NameID's sessions at this
+    connection (never those the person holds through another connection)."""
     st = state(request)
     data, reply = await protocol.logout_request(message)
-    user = await st.users.by_link(protocol.conn.id, data.name_id)
-    revoked = await st.sessions.revoke_user(user.id) if user is not None else 0
+    conn_id = protocol.conn.id
+    user = await st.users.by_link(conn_id, data.name_id)
+    revoked = 0
+    if user is not None and data.session_indexes:
+        revoked = await st.sessions.revoke_idp_sessions(user.id, conn_id, data.session_indexes)
+    elif user is not None:
+        revoked = await st.sessions.revoke_connection(user.id, conn_id, data.name_id)
     st.audit.emit(
         "session.logout",
-        connection=protocol.conn.id,
+        connection=conn_id,
         user_id=user.id if user is not None else None,
         subject=data.name_id,
         initiated_by="idp",
+        session_indexes=len(data.session_indexes),
         sessions=revoked,
         ip=request[CLIENT].ip,
         correlation_id=request[CID],
