@@ -4,9 +4,10 @@ One Keycloak serves the session (tests/keycloak.py, realm in
 tests/fixtures/keycloak/); authgate runs as a real server on Redis at the
 port the realm's clients name, with three connections to it: `kco` (OIDC,
 discovery from the realm's issuer), `kc` (SAML, signed AuthnRequests, signed
-responses and assertions) and `kce` (the same, assertions encrypted to the
-SP key). A plain HTTP client fills Keycloak's own login form and submits its
-SAML POST page, as a browser would.
+responses and assertions), `kce` (the same, assertions encrypted to the SP
+key) and `kcs` (the same, with Keycloak's back-channel logout over SOAP). A
+plain HTTP client fills Keycloak's own login form and submits its SAML POST
+page, as a browser would.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ async def gate(
                 },
                 saml_connection("kc", keycloak, sp_keys),
                 saml_connection("kce", keycloak, sp_keys),
+                saml_connection("kcs", keycloak, sp_keys),
             ],
         },
         "keycloak-interop.yaml",
@@ -166,3 +168,29 @@ async def test_saml_sign_in_with_encrypted_assertions(browser, keycloak, gate):
     response = saml_response(browser)
     assert child(response, SAML + "EncryptedAssertion") is not None
     assert next(response.iter(SAML + "Assertion"), None) is None
+
+
+async def test_keycloak_back_channel_logout_ends_only_that_sign_in(keycloak, gate):
+    """Two browsers sign in; one signs out at Keycloak, whose server then calls authgate's
+    SOAP endpoint with a signed LogoutRequest naming that sign-in's SessionIndex: its
+    session ends, the other browser's stays."""
+    browsers = [KeycloakBrowser(keycloak), KeycloakBrowser(keycloak)]
+    try:
+        for browser in browsers:
+            headers = await sign_in(browser, keycloak, "/_authgate/saml/kcs/login")
+            assert headers["X-Auth-Connection"] == "kcs"
+        st = gate[STATE]
+        user = await st.users.by_link("kcs", "alice@example.com")
+        assert user is not None and await st.sessions.count_for_user(user.id) == 2
+        leaving, staying = browsers
+        confirm = await leaving.follow(keycloak.issuer + "/protocol/openid-connect/logout")
+        done = await leaving.submit(confirm)
+        assert done.status == 200, (await done.text())[:2000]
+        assert await st.sessions.count_for_user(user.id) == 1
+        gone = await leaving.http.get(keycloak.sp_base + "/app/page", headers=JSON)
+        assert gone.status == 401
+        kept = await staying.http.get(keycloak.sp_base + "/app/page", headers=JSON)
+        assert kept.status == 200
+    finally:
+        for browser in browsers:
+            await browser.close()
