@@ -343,6 +343,7 @@ class SamlProtocol(Protocol):
             (True, f"SP entity ID (Identifier): {self.sp.entity_id}"),
             (True, f"ACS URL (Reply URL): {self.sp.acs_url}"),
             (True, f"SLO URL: {self.sp.slo_url if self.conn.slo else 'off'}"),
+            (True, f"SLO URL (SOAP): {self.sp.soap_slo_url if self.conn.slo else 'off'}"),
             (True, f"SP metadata URL: {self.sp.metadata_url}"),
         ]
         await self.metadata.refresh()
