@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from authgate.session.redis import RedisStore, connect
 from authgate.session.sessions import Session
 from authgate.settings import RedisSettings, Settings, parse_settings
 from authgate.web.state import STATE
+from tests.fronts import FRONTS, FrontServer
 from tests.servers import RedisCluster, RedisSentinel, RedisServer, free_port
 from tests.upstream_app import create_upstream
 
@@ -107,6 +108,15 @@ async def authgate(
     return await aiohttp_client(create_app(settings_factory(), MemoryStore()))
 
 
+@pytest.fixture(params=FRONTS)
+def serve(
+    request: pytest.FixtureRequest, aiohttp_client: Callable[..., Any]
+) -> Callable[[web.Application], Awaitable[TestClient]]:
+    """Parametrises a test over both front ends of the production listener (tests/fronts.py)."""
+    fast = request.param == "fast-path"
+    return lambda app: aiohttp_client(FrontServer(app, fast=fast))
+
+
 async def sign_in(
     client: TestClient, identity: Identity | None = None, **session_fields: Any
 ) -> Session:
@@ -129,7 +139,7 @@ async def sign_in(
         "email": identity.email,
         "name": identity.name,
         "groups": identity.groups,
-        "roles": roles_for(identity.groups, st.rules[identity.connection]),
+        "roles": roles_for(identity.groups, st.connections.rules(identity.connection)),
         "created_at": 0,
         "last_seen": 0,
         "expires_at": 0,

@@ -249,7 +249,8 @@ class TestOP:
         self.end_session_requests.append(dict(request.query))
         target = request.query.get("post_logout_redirect_uri")
         if target:
-            raise web.HTTPFound(target)
+            state = request.query.get("state")
+            raise web.HTTPFound(str(URL(target).update_query(state=state)) if state else target)
         return web.Response(text="signed out")
 
     async def graph_token(self, request: web.Request) -> web.Response:

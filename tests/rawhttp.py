@@ -9,6 +9,8 @@ from typing import Any
 
 from multidict import CIMultiDict
 
+_OWN = frozenset({"date", "server"})
+
 
 @dataclass
 class Raw:
@@ -22,6 +24,11 @@ class Raw:
     def upstream_headers(self) -> list[tuple[str, str]]:
         """The header lines the echo upstream received, in order, duplicates kept."""
         return [(k, v) for k, v in self.json()["headers"]]
+
+    def comparable(self) -> list[tuple[str, str]]:
+        """Every header line but `Date` and the `Server` aiohttp adds to its own answers, sorted:
+        what two front ends answering the same request must agree on."""
+        return sorted((k.lower(), v) for k, v in self.headers.items() if k.lower() not in _OWN)
 
     def seen(self) -> CIMultiDict[str]:
         """What reached the upstream, looked up by name."""

@@ -13,12 +13,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from authgate import assertion
 from authgate.audit import AuditLog
+from authgate.connection_store import CHANGED as CONNECTION_CHANGED
+from authgate.connection_store import ConnectionStore, Materialiser
+from authgate.connection_sync import ConnectionSync
+from authgate.connections import Connections
 from authgate.headers import IdentityHeaders
 from authgate.metrics import Metrics
-from authgate.policy import AccessRules
 from authgate.protocols.base import ProtocolContext
-from authgate.protocols.registry import build_protocol
 from authgate.provisioning import setup as setup_provisioning
+from authgate.secrets import SecretBox
 from authgate.session import redis as redis_store
 from authgate.session.cache import INVALIDATIONS, SessionCache
 from authgate.session.cookies import CookiePolicy
@@ -32,7 +35,7 @@ from authgate.status import ConnectionStatus
 from authgate.upstream import Upstream, create_client
 from authgate.urls import PublicPaths, RedirectPolicy
 from authgate.users import UserStore
-from authgate.web import admin, forward_auth, health, proxy, signin
+from authgate.web import admin, admin_ui, forward_auth, health, proxy, signin
 from authgate.web.client_info import TrustedProxies
 from authgate.web.fastpath import Front
 from authgate.web.listener import ConnectionHandlers
@@ -73,6 +76,9 @@ def build_store(settings: Settings) -> KeyValueStore:
 def build_state(settings: Settings, kv: KeyValueStore) -> State:
     sess = settings.session
     cache = SessionCache() if sess.cache and kv.shared else None
+    connections = Connections(settings.access, settings.connections)
+    box = SecretBox(settings.secrets)
+    sync = ConnectionSync(ConnectionStore(kv), connections, Materialiser(box))
     return State(
         settings=settings,
         kv=kv,
@@ -87,7 +93,9 @@ def build_state(settings: Settings, kv: KeyValueStore) -> State:
         cookies=CookiePolicy.from_settings(settings),
         redirects=RedirectPolicy.build(settings.public_url, settings.access.allowed_redirect_hosts),
         public_paths=PublicPaths.build(settings.access.public_paths),
-        rules={c.id: AccessRules.build(c, settings.access) for c in settings.connections},
+        connections=connections,
+        connection_sync=sync,
+        box=box,
         pages=Pages(settings.branding, settings.prefix + "/login"),
         trusted=TrustedProxies(settings.trusted_proxies),
     )
@@ -128,24 +136,33 @@ async def _reload_keys(st: State, resync: asyncio.Event, stop: asyncio.Event) ->
 
 
 class _Invalidations:
-    """The invalidation channel's subscriber: the session cache, and the key ring's resync."""
+    """The invalidation channel's subscriber: the session cache, the key ring's resync,
+    and the connections changed by another replica."""
 
-    def __init__(self, cache: SessionCache, resync: asyncio.Event) -> None:
+    def __init__(
+        self, cache: SessionCache | None, resync: asyncio.Event, connections: ConnectionSync
+    ) -> None:
         self._cache = cache
         self._resync = resync
+        self._connections = connections
 
     def received(self, message: str) -> None:
         if message == assertion.KEYS_CHANGED:
             self._resync.set()
-        else:
+        elif message.startswith(CONNECTION_CHANGED):
+            self._connections.received(message)
+        elif self._cache is not None:
             self._cache.received(message)
 
     def alive(self, since: float) -> None:
-        self._cache.alive(since)
+        if self._cache is not None:
+            self._cache.alive(since)
 
     def lost(self) -> None:
-        self._cache.lost()
+        if self._cache is not None:
+            self._cache.lost()
         self._resync.set()
+        self._connections.lost()
 
 
 async def _stop_listening(listener: asyncio.Task[None], stop: asyncio.Event) -> None:
@@ -169,8 +186,8 @@ def _resources(st: State):
         reloader = asyncio.create_task(_reload_keys(st, resync, stop)) if cfg.header else None
         flusher = asyncio.create_task(st.metrics.flush_every(METRICS_FLUSH_INTERVAL))
         listener = None
-        if st.sessions.cache is not None:
-            subscriber = _Invalidations(st.sessions.cache, resync)
+        if st.kv.shared:
+            subscriber = _Invalidations(st.sessions.cache, resync, st.connection_sync)
             listener = asyncio.create_task(st.kv.listen(INVALIDATIONS, subscriber, stop))
         yield
         flusher.cancel()
@@ -198,12 +215,18 @@ def _protocols(st: State):
             timeout=aiohttp.ClientTimeout(total=IDP_TIMEOUT),
         )
         ctx = ProtocolContext(settings=st.settings, http=http, kv=st.kv, replay=st.replay)
-        st.protocols = {c.id: build_protocol(c, ctx) for c in st.settings.connections if c.enabled}
-        for protocol in st.protocols.values():
-            await protocol.start()
+        st.connections.started(ctx)
+        for conn in st.settings.connections:
+            await st.connections.install(st.connections.describe(conn, "file", 0, True))
+        stop = asyncio.Event()
+        sync = asyncio.create_task(st.connection_sync.run(stop))
         yield
-        for protocol in st.protocols.values():
-            await protocol.stop()
+        stop.set()
+        st.connection_sync.lost()
+        await _stop_listening(sync, stop)
+        await st.connection_sync.drain()
+        await st.connections.stop()
+        st.connection_sync.materialiser.close()
         await http.close()
 
     return protocols
@@ -230,6 +253,7 @@ def create_app(
     app.router.add_routes(oidc_routes(p))
     app.router.add_routes(saml_routes(p))
     admin.setup(app, settings)
+    admin_ui.add_routes(app, p + "/admin", admin.admin_only)
     setup_provisioning(app, st, force_retire)
     app.router.add_route("*", p + "/{tail:.*}", _not_found)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)

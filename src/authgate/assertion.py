@@ -190,6 +190,7 @@ class AssertionSigner:
             session.name,
             session.groups,
             session.roles,
+            session.organization,
         )
         cached = self._cache.get(session.id)
         if cached and cached.facts == facts and cached.expires_at - now > self._lifetime / 2:
@@ -210,6 +211,8 @@ class AssertionSigner:
             claims["email"] = session.email
         if session.name is not None:
             claims["name"] = session.name
+        if session.organization is not None:
+            claims["organization"] = session.organization
         if self._audience:
             claims["aud"] = self._audience
         header = {"alg": "ES256", "kid": self.ring.current.kid}

@@ -9,11 +9,9 @@ from typing import Any
 
 import aiohttp
 
+from authgate.connections import build_engine
 from authgate.errors import LoginFailed
 from authgate.protocols.base import ProtocolContext
-from authgate.protocols.oidc import OidcProtocol
-from authgate.protocols.registry import build_protocol
-from authgate.protocols.saml import SamlProtocol
 from authgate.secrets import SecretBox
 from authgate.session.memory import MemoryStore
 from authgate.session.replay import ReplayCache
@@ -49,9 +47,7 @@ async def _probe(settings: Settings, conn: Any) -> list[tuple[bool, str]]:
     async with aiohttp.ClientSession(headers={"User-Agent": "authgate"}) as http:
         kv = MemoryStore()
         ctx = ProtocolContext(settings=settings, http=http, kv=kv, replay=ReplayCache(kv))
-        protocol = build_protocol(conn, ctx)
-        assert isinstance(protocol, OidcProtocol | SamlProtocol)
-        return await protocol.probe()
+        return await build_engine(conn, ctx).probe()
 
 
 def cmd_test(args: argparse.Namespace) -> int:

@@ -20,12 +20,18 @@ import aiohttp
 from authgate.app import build_store
 from authgate.audit import AuditLog
 from authgate.csv_import import CsvFileError, import_users
-from authgate.directory_sync import DirectorySync, DirectorySyncError, export
-from authgate.retirement import Lifecycle, check_admin_safety
+from authgate.directory_sync import DirectorySync, DirectorySyncError, Exported, export
+from authgate.retirement import Lifecycle, check_admin_safety, file_rules
 from authgate.scim.tokens import ScimTokens
 from authgate.session.kv import KeyValueStore
 from authgate.session.sessions import SessionStore
-from authgate.settings import ConfigError, Settings, default_config_path, load_settings
+from authgate.settings import (
+    ConfigError,
+    DirectorySyncSettings,
+    Settings,
+    default_config_path,
+    load_settings,
+)
 from authgate.tokens import AdminTokens, BearerTokens
 from authgate.users import UserStore
 
@@ -161,29 +167,65 @@ async def _users_retire(args: argparse.Namespace, settings: Settings, kv: KeyVal
     return 0
 
 
-async def _directory_sync(args: argparse.Namespace, settings: Settings, kv: KeyValueStore) -> int:
-    cfg = settings.directory_sync
-    if cfg is None:
+def _sync_configs(args: argparse.Namespace, settings: Settings) -> list[DirectorySyncSettings]:
+    """The configurations `--name` picks (all without it); `--export` needs exactly one."""
+    configs = settings.directory_sync
+    if not configs:
         raise ConfigError([f"{args.config}: directory_sync is not configured"])
-    lifecycle = _lifecycle(settings, kv)
-    async with aiohttp.ClientSession(headers={"User-Agent": "authgate"}) as http:
-        sync = DirectorySync(cfg, kv, lifecycle, lifecycle.audit, http)
-        try:
-            result = await sync.run_once()
-        except DirectorySyncError as exc:
-            last = await sync.allowlist.snapshot()
-            kept = f"{len(last.members)} members from {_stamp(last.synced_at)}" if last else "none"
-            print(f"error: directory sync failed: {exc}", file=sys.stderr)
-            print(f"the last good member list stays in force ({kept})", file=sys.stderr)
-            return EXIT_PARTIAL
-    print(
-        f"group {cfg.group_id}: {result.members} members ({result.added} added,"
-        f" {result.removed} removed); {result.sessions_revoked} session(s) revoked"
+    if args.name is not None:
+        configs = [c for c in configs if c.name == args.name]
+        if not configs:
+            names = ", ".join(c.name for c in settings.directory_sync)
+            raise ConfigError(
+                [f"{args.config}: no directory_sync is named {args.name!r} ({names})"]
+            )
+    if args.export and len(configs) > 1:
+        names = ", ".join(c.name for c in configs)
+        raise ConfigError([f"{args.config}: --export writes one list: add --name ({names})"])
+    return configs
+
+
+def _exported(exported: Exported, path: Path | str) -> str:
+    return (
+        f"exported {exported.lines} line(s) to {path};"
+        f" {exported.skipped} member(s) skipped (empty key field)"
     )
-    if args.export:
-        count = await asyncio.to_thread(export, result.snapshot.members, Path(args.export))
-        print(f"exported {count} line(s) to {args.export}")
-    return 0
+
+
+async def _directory_sync(args: argparse.Namespace, settings: Settings, kv: KeyValueStore) -> int:
+    configs = _sync_configs(args, settings)
+    lifecycle = _lifecycle(settings, kv)
+    failed = 0
+    async with aiohttp.ClientSession(headers={"User-Agent": "authgate"}) as http:
+        for cfg in configs:
+            sync = DirectorySync(
+                cfg, kv, lifecycle, lifecycle.audit, http, peers=settings.directory_sync
+            )
+            try:
+                result = await sync.run_once()
+            except DirectorySyncError as exc:
+                last = await sync.allowlist.snapshot()
+                kept = (
+                    f"{len(last.members)} members from {_stamp(last.synced_at)}" if last else "none"
+                )
+                print(f"error: directory sync {cfg.name} failed: {exc}", file=sys.stderr)
+                print(f"the last good member list stays in force ({kept})", file=sys.stderr)
+                failed += 1
+                continue
+            print(
+                f"{cfg.name}: group {cfg.group_id}: {result.members} members ({result.added}"
+                f" added, {result.removed} removed); {result.sessions_revoked} session(s) revoked"
+            )
+            exported = await sync.write_export()
+            if exported is not None:
+                print(_exported(exported, cfg.export_settings.path or ""))
+            if args.export:
+                members = result.snapshot.members
+                written = await asyncio.to_thread(
+                    export, members, cfg.export_settings, Path(args.export)
+                )
+                print(_exported(written, args.export))
+    return EXIT_PARTIAL if failed else 0
 
 
 async def _connection_retire(
@@ -198,7 +240,9 @@ async def _connection_retire(
             ]
         )
     lifecycle = _lifecycle(settings, kv)
-    await check_admin_safety(lifecycle.users, settings, {args.id}, args.force)
+    await check_admin_safety(
+        lifecycle.users, settings.admin.role, file_rules(settings), {args.id}, args.force
+    )
     count = await lifecycle.retire_connection(args.id, "cli")
     print(f"connection {args.id}: {count} user(s) retired, their sessions revoked")
     return 0
@@ -263,9 +307,12 @@ def add_commands(sub: Any) -> None:
     directory = sub.add_parser("directory", help="Entra ID group sync").add_subparsers(
         dest="directory_command", required=True, metavar="ACTION"
     )
-    sync = directory.add_parser("sync", help="sync the group's members now")
+    sync = directory.add_parser("sync", help="sync the groups' members now")
     sync.add_argument("--once", action="store_true", required=True, help="run one sync and exit")
-    sync.add_argument("--export", metavar="FILE", help="write email<TAB>mobilePhone lines")
+    sync.add_argument("--name", help="only the directory_sync configuration of this name")
+    sync.add_argument(
+        "--export", metavar="FILE", help="also write the configuration's export lines to FILE"
+    )
     _command(sync, _directory_sync)
 
     connections = sub.add_parser("connections", help="retire a connection").add_subparsers(

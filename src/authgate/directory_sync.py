@@ -1,18 +1,24 @@
-"""Entra ID group sync: one group's transitive members, read from Microsoft Graph, as an allowlist.
+"""Entra ID group sync: groups' transitive members, read from Microsoft Graph, as allowlists
+and export files. Each configuration (`directory_sync[]`, by name) syncs on its own.
 
 Graph is called app-only (`authgate.graph`): a client-credentials token, then
 `GET {graph_url}/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user?$select=...`
 page after page, with throttling and backoff handled there.
 
-The member list is kept in the shared store under a generation pointer, so a
-replica reads either the old or the new list, never half of one; a failed
-sync leaves the last good list in force and records the failure. After a
-good sync every session of a user of the configured connections who is not a
-member is revoked, and the login path refuses non-members (`not_a_member`).
+A configuration's member list is kept in the shared store under a generation
+pointer, so a replica reads either the old or the new list, never half of one;
+a failed sync leaves the last good list in force and records the failure.
+A connection named by several configurations admits the members of any of
+them: after a good sync every session of a user of those connections who is
+in none of their lists is revoked, and the login path refuses such people
+(`not_a_member`).
 
 Membership is matched case-insensitively on the member's object id, `mail`
 and `userPrincipalName` against the identity's email, username, subject and
 object id claim (`oid`, or Entra's SAML objectidentifier claim).
+
+The export (one line per member from the configuration's template) is written
+by every replica from the shared list, by rename, whenever a new list is out.
 """
 
 from __future__ import annotations
@@ -20,11 +26,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
+import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -37,7 +43,7 @@ from authgate.graph import Credentials, Graph, GraphError, Limits
 from authgate.identity import Identity
 from authgate.retirement import Lifecycle
 from authgate.session.kv import KeyValueStore
-from authgate.settings import DirectorySyncSettings
+from authgate.settings import LEGACY_SYNC_NAME, DirectoryExport, DirectorySyncSettings
 from authgate.users import User
 
 log = logging.getLogger("authgate.directory")
@@ -45,7 +51,6 @@ Sleep = Callable[[float], Awaitable[None]]
 MAX_PAGES = 10_000
 PAGE_SIZE = 999
 OBJECT_ID_CLAIMS = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class DirectorySyncError(Exception):
@@ -64,19 +69,21 @@ class Member:
     user_principal_name: str | None = None
     mobile_phone: str | None = None
     display_name: str | None = None
+    # Every selected property that came as text, by its Graph name (for export templates).
+    properties: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_graph(cls, item: dict[str, Any]) -> Member:
-        def text(name: str) -> str | None:
-            value = item.get(name)
-            return value if isinstance(value, str) and value else None
-
+        texts = {
+            k: v for k, v in item.items() if isinstance(v, str) and v and not k.startswith("@")
+        }
         return cls(
             id=str(item.get("id", "")),
-            mail=text("mail"),
-            user_principal_name=text("userPrincipalName"),
-            mobile_phone=text("mobilePhone"),
-            display_name=text("displayName"),
+            mail=texts.get("mail"),
+            user_principal_name=texts.get("userPrincipalName"),
+            mobile_phone=texts.get("mobilePhone"),
+            display_name=texts.get("displayName"),
+            properties=texts,
         )
 
     def keys(self) -> set[str]:
@@ -94,7 +101,7 @@ def user_keys(user: User) -> set[str]:
 
 
 def _first_page(cfg: DirectorySyncSettings) -> str:
-    fields = ",".join(dict.fromkeys(["id", *cfg.select]))
+    fields = ",".join(cfg.properties)
     return (
         f"{cfg.graph_url}/v1.0/groups/{quote(cfg.group_id, safe='')}"
         f"/transitiveMembers/microsoft.graph.user?$select={fields}&$top={PAGE_SIZE}"
@@ -127,18 +134,21 @@ class Snapshot:
 
 
 class Allowlist:
-    """The last good member list, shared by all replicas through the store.
+    """One configuration's last good member list, shared by all replicas through the store.
 
-    Keys: `dirsync:current` (generation, time, count), `dirsync:keys:{gen}`
-    (the match keys, read at login) and `dirsync:list:{gen}` (the members,
-    for export and auditing), `dirsync:status` (last success / failure).
+    Keys under `dirsync:{name}:` (`dirsync:` for the configuration named
+    `default`, as the single-configuration form always stored it): `current`
+    (generation, time, count), `keys:{gen}` (the match keys, read at login),
+    `list:{gen}` (the members, for export and auditing), `status` (last
+    success / failure) and `lock` (which replica syncs this interval).
     """
 
-    def __init__(self, kv: KeyValueStore) -> None:
+    def __init__(self, kv: KeyValueStore, name: str = LEGACY_SYNC_NAME) -> None:
         self._kv = kv
+        self.prefix = "dirsync:" if name == LEGACY_SYNC_NAME else f"dirsync:{name}:"
 
     async def _pointer(self) -> dict[str, Any] | None:
-        raw = await self._kv.get("dirsync:current")
+        raw = await self._kv.get(self.prefix + "current")
         return json.loads(raw) if raw else None
 
     async def keys(self) -> set[str] | None:
@@ -147,7 +157,7 @@ class Allowlist:
             pointer = await self._pointer()
             if pointer is None:
                 return None
-            raw = await self._kv.get("dirsync:keys:" + pointer["generation"])
+            raw = await self._kv.get(self.prefix + "keys:" + pointer["generation"])
             if raw is not None:
                 return set(json.loads(raw))
         return None
@@ -156,7 +166,7 @@ class Allowlist:
         pointer = await self._pointer()
         if pointer is None:
             return None
-        raw = await self._kv.get("dirsync:list:" + pointer["generation"])
+        raw = await self._kv.get(self.prefix + "list:" + pointer["generation"])
         if raw is None:
             return None
         members = [Member(**m) for m in json.loads(raw)]
@@ -167,32 +177,49 @@ class Allowlist:
         previous = await self._pointer()
         snapshot = Snapshot(secrets.token_hex(8), time.time(), members)
         gen = snapshot.generation
-        await self._kv.set("dirsync:list:" + gen, json.dumps([asdict(m) for m in members]).encode())
-        await self._kv.set("dirsync:keys:" + gen, json.dumps(sorted(snapshot.keys())).encode())
+        await self._kv.set(
+            self.prefix + "list:" + gen, json.dumps([asdict(m) for m in members]).encode()
+        )
+        await self._kv.set(
+            self.prefix + "keys:" + gen, json.dumps(sorted(snapshot.keys())).encode()
+        )
         pointer = {"generation": gen, "synced_at": snapshot.synced_at, "count": len(members)}
-        await self._kv.set("dirsync:current", json.dumps(pointer).encode())
+        await self._kv.set(self.prefix + "current", json.dumps(pointer).encode())
         if previous is not None:
             old = previous["generation"]
-            await self._kv.delete("dirsync:list:" + old, "dirsync:keys:" + old)
+            await self._kv.delete(self.prefix + "list:" + old, self.prefix + "keys:" + old)
         return snapshot
 
     async def record(self, **fields: str) -> None:
-        await self._kv.hset("dirsync:status", fields)
+        await self._kv.hset(self.prefix + "status", fields)
 
     async def status(self) -> dict[str, str]:
-        return await self._kv.hgetall("dirsync:status")
+        return await self._kv.hgetall(self.prefix + "status")
 
 
-async def check_member(kv: KeyValueStore, cfg: DirectorySyncSettings | None, who: Identity) -> None:
-    """Refuse a sign-in through a synced connection by someone outside the group."""
-    if cfg is None or who.connection not in cfg.connections:
+async def allowed_keys(
+    kv: KeyValueStore, cfgs: Sequence[DirectorySyncSettings], connection: str
+) -> set[str] | None:
+    """The members of every list that guards `connection`; None when none was synced yet."""
+    lists = [await Allowlist(kv, c.name).keys() for c in cfgs if connection in c.connections]
+    synced = [keys for keys in lists if keys is not None]
+    return set().union(*synced) if synced else None
+
+
+async def check_member(
+    kv: KeyValueStore, cfgs: Sequence[DirectorySyncSettings], who: Identity
+) -> None:
+    """Refuse a sign-in through a synced connection by someone in none of its groups."""
+    guarding = [c for c in cfgs if who.connection in c.connections]
+    if not guarding:
         return
-    keys = await Allowlist(kv).keys()
+    keys = await allowed_keys(kv, guarding, who.connection)
     if keys is None:
         raise PolicyDenied("not_a_member", "the directory group has not been synced yet")
     if not identity_keys(who) & keys:
+        groups = ", ".join(c.group_id for c in guarding)
         raise PolicyDenied(
-            "not_a_member", f"{who.email or who.subject} is not in directory group {cfg.group_id}"
+            "not_a_member", f"{who.email or who.subject} is not in directory group {groups}"
         )
 
 
@@ -216,9 +243,13 @@ class DirectorySync:
         audit: AuditLog,
         http: aiohttp.ClientSession,
         sleep: Sleep = asyncio.sleep,
+        peers: Sequence[DirectorySyncSettings] = (),
     ) -> None:
+        """`peers`: every configuration (this one included), for connections that share."""
         self.cfg = cfg
-        self.allowlist = Allowlist(kv)
+        self.peers = tuple(peers) or (cfg,)
+        self.allowlist = Allowlist(kv, cfg.name)
+        self._exported: str | None = None
         self._kv = kv
         self._lifecycle = lifecycle
         self._audit = audit
@@ -228,7 +259,7 @@ class DirectorySync:
 
     async def run_once(self) -> SyncResult:
         """Sync now; on failure the last good list stays in force and the failure is recorded."""
-        self._audit.emit("directory.sync.started", group_id=self.cfg.group_id)
+        self._audit.emit("directory.sync.started", name=self.cfg.name, group_id=self.cfg.group_id)
         try:
             members = await group_members(self._graph, self.cfg)
         except DirectorySyncError as exc:
@@ -242,11 +273,20 @@ class DirectorySync:
             if member.id not in new_ids:
                 self._audit.emit(
                     "directory.sync.member_removed",
+                    name=self.cfg.name,
                     group_id=self.cfg.group_id,
                     member_id=member.id,
                     email=member.mail or member.user_principal_name,
                 )
-        revoked = await self._revoke_non_members(snapshot.keys())
+        revoked = await self._revoke_non_members()
+        unnamed = sum(1 for m in members if m.user_principal_name is None)
+        if unnamed:
+            log.warning(
+                "directory sync %s: %d member(s) came without userPrincipalName: the app"
+                " needs User.Read.All (or User.ReadBasic.All) besides GroupMember.Read.All",
+                self.cfg.name,
+                unnamed,
+            )
         result = SyncResult(
             len(members), len(new_ids - old_ids), len(old_ids - new_ids), revoked, snapshot
         )
@@ -255,11 +295,13 @@ class DirectorySync:
         )
         self._audit.emit(
             "directory.sync.completed",
+            name=self.cfg.name,
             group_id=self.cfg.group_id,
             members=result.members,
             added=result.added,
             removed=result.removed,
             sessions_revoked=revoked,
+            without_user_principal_name=unnamed,
         )
         return result
 
@@ -272,17 +314,24 @@ class DirectorySync:
         )
         self._audit.emit(
             "directory.sync.failed",
+            name=self.cfg.name,
             group_id=self.cfg.group_id,
             reason=exc.reason,
             detail=exc.detail,
             kept_members=len(last.members) if last else None,
             kept_since=last.synced_at if last else None,
         )
-        log.error("directory sync failed (%s): %s; keeping the last good list", exc.reason, exc)
+        log.error(
+            "directory sync %s failed (%s): %s; keeping the last good list",
+            self.cfg.name,
+            exc.reason,
+            exc,
+        )
 
-    async def _revoke_non_members(self, keys: set[str]) -> int:
+    async def _revoke_non_members(self) -> int:
         revoked = 0
         for conn_id in self.cfg.connections:
+            keys = await allowed_keys(self._kv, self.peers, conn_id) or set()
             for user in await self._lifecycle.users.list_users(conn_id):
                 if user_keys(user) & keys:
                     continue
@@ -299,31 +348,79 @@ class DirectorySync:
         return revoked
 
     async def run_forever(self) -> None:
-        """Every interval, on the one replica that takes the lock for it."""
+        """Every interval: the sync on the one replica that takes the lock for it, then on
+        every replica the export file, when the configuration has one."""
         while True:
             try:
                 if await self._kv.set(
-                    "dirsync:lock", b"1", ttl=self.cfg.interval * 0.9, only_if_new=True
+                    self.allowlist.prefix + "lock",
+                    b"1",
+                    ttl=self.cfg.interval * 0.9,
+                    only_if_new=True,
                 ):
                     await self.run_once()
             except DirectorySyncError:
                 pass
             except Exception:
-                log.exception("directory sync crashed; trying again next interval")
+                log.exception(
+                    "directory sync %s crashed; trying again next interval", self.cfg.name
+                )
+            try:
+                await self.write_export()
+            except OSError as exc:
+                log.error("directory sync %s: cannot write its export: %s", self.cfg.name, exc)
             await asyncio.sleep(self.cfg.interval)
 
+    async def write_export(self) -> Exported | None:
+        """Write `export.path` from the list in force, unless this replica already wrote it."""
+        path = self.cfg.export_settings.path
+        snapshot = await self.allowlist.snapshot()
+        if path is None or snapshot is None or snapshot.generation == self._exported:
+            return None
+        settings = self.cfg.export_settings
+        exported = await asyncio.to_thread(export, snapshot.members, settings, path)
+        self._exported = snapshot.generation
+        log.info(
+            "directory sync %s: %d line(s) written to %s, %d member(s) skipped",
+            self.cfg.name,
+            exported.lines,
+            path,
+            exported.skipped,
+        )
+        return exported
 
-def _field(value: str | None) -> str:
-    """A value safe for one TSV cell: no tabs, newlines or other control characters."""
-    return _CONTROL.sub(" ", value or "").strip()
+
+@dataclass(frozen=True, slots=True)
+class Exported:
+    lines: int
+    skipped: int
 
 
-def export_lines(members: Iterable[Member]) -> list[str]:
-    """`email<TAB>mobilePhone` per member (mail, else the UPN)."""
-    return [f"{_field(m.mail or m.user_principal_name)}\t{_field(m.mobile_phone)}" for m in members]
+def export_lines(members: Iterable[Member], settings: DirectoryExport) -> tuple[list[str], int]:
+    """One line per member from the template, and how many were skipped for an empty key."""
+    template = settings.line_template
+    keys = template.key_fields(settings.key)
+    lines: list[str] = []
+    skipped = 0
+    for member in members:
+        line = template.render(member.properties, keys)
+        if line is None:
+            skipped += 1
+        else:
+            lines.append(line)
+    return lines, skipped
 
 
-def export(members: Iterable[Member], path: Path) -> int:
-    lines = export_lines(members)
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    return len(lines)
+def export(members: Iterable[Member], settings: DirectoryExport, path: Path) -> Exported:
+    """Write the lines beside `path`, then rename: a reader sees the old file or the new one."""
+    lines, skipped = export_lines(members, settings)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as out:
+            out.write("".join(line + "\n" for line in lines))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return Exported(len(lines), skipped)

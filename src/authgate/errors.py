@@ -34,6 +34,7 @@ LOGIN_REASONS: frozenset[str] = frozenset(
         "not_yet_valid",
         "state_mismatch",
         "state_expired",
+        "connection_changed",
         "nonce_mismatch",
         "email_unverified",
         "domain_not_allowed",

@@ -8,12 +8,13 @@ WSGI, PHP) fold `X_User` and `X-User` into the same variable.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from multidict import MultiMapping
 
 from authgate.session.sessions import Session
 from authgate.settings import HeaderSettings
+from authgate.upstream_pool import header_lines
 
 HOP_BY_HOP = frozenset(
     {
@@ -38,6 +39,7 @@ _ALWAYS_STRIPPED = (
     "X-Groups",
     "X-Roles",
     "X-Auth-Connection",
+    "X-Organization",
     "X-Authgate-Assertion",
     "X-Forwarded-User",
     "X-Forwarded-Email",
@@ -50,6 +52,8 @@ _ALWAYS_STRIPPED = (
 
 # oauth2-proxy's whole namespace: apps written for it trust any header under it.
 _STRIPPED_PREFIXES = ("x-auth-request-",)
+# Sessions whose identity headers are kept rendered; more than this and they are made afresh.
+RENDERED_SESSIONS = 4096
 
 
 @functools.lru_cache(maxsize=4096)
@@ -67,15 +71,32 @@ def connection_tokens(headers: MultiMapping[str]) -> set[str]:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionHeaders:
+    """The identity headers of one session and one signed assertion, as pairs and as lines.
+
+    Nothing of any request is in here (no request id, no forwarding headers,
+    no client header), so one rendering serves every request of the session.
+    """
+
+    session: Session
+    assertion: str | None
+    pairs: tuple[tuple[str, str], ...]
+    lines: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityHeaders:
     protected: frozenset[str]
     mapping: tuple[tuple[str, str], ...]
     compat: bool
     assertion_header: str | None
+    _rendered: dict[str, SessionHeaders] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_settings(cls, settings: HeaderSettings) -> IdentityHeaders:
-        fields = ("user", "email", "name", "user_id", "groups", "roles", "connection")
+        fields = (
+            "user", "email", "name", "user_id", "groups", "roles", "connection", "organization",
+        )  # fmt: skip
         mapping = tuple(
             (field, name) for field in fields if (name := getattr(settings, field)) is not None
         )
@@ -121,8 +142,13 @@ class IdentityHeaders:
             "groups": ",".join(session.groups),
             "roles": ",".join(session.roles),
             "connection": session.connection,
+            "organization": session.organization,
         }
-        out = [(name, _header_safe(values[field])) for field, name in self.mapping]
+        out = [
+            (name, _header_safe(value))
+            for field, name in self.mapping
+            if (value := values[field]) is not None
+        ]
         if self.compat:
             out += [
                 ("X-Auth-Request-User", _header_safe(session.username)),
@@ -133,6 +159,24 @@ class IdentityHeaders:
         if assertion and self.assertion_header:
             out.append((self.assertion_header, assertion))
         return out
+
+    def rendered(self, session: Session, assertion: str | None) -> SessionHeaders:
+        """`identity`, rendered once per session rather than once per request.
+
+        Kept by session id, and used only for the very same `Session` object
+        and assertion string it was made from: a touch, a refresh or a renewal
+        on another replica (each a new `Session`) and a re-signed assertion
+        all render anew, so a kept rendering can never be another's identity.
+        """
+        kept = self._rendered.get(session.id)
+        if kept is not None and kept.session is session and kept.assertion is assertion:
+            return kept
+        pairs = tuple(self.identity(session, assertion))
+        kept = SessionHeaders(session, assertion, pairs, header_lines(pairs))
+        if len(self._rendered) >= RENDERED_SESSIONS:
+            self._rendered.clear()
+        self._rendered[session.id] = kept
+        return kept
 
 
 def _header_safe(value: str) -> str:

@@ -10,8 +10,10 @@ from typing import Any
 class Identity:
     """Who the IdP says signed in; built by SAML or OIDC code and nothing else.
 
-    `subject` is the IdP's stable identifier (NameID or `sub`), which together
-    with `connection` links the person to an authgate user record.
+    `subject` is the IdP's stable identifier (NameID or `sub`). What links the
+    person to an authgate user record, together with `connection`, is the value
+    of the connection's match key (`match_value`), which is the subject unless
+    the connection names email or an attribute.
     """
 
     connection: str
@@ -24,8 +26,13 @@ class Identity:
     attributes: dict[str, Any] = field(default_factory=dict)
     session_not_after: float | None = None
     protocol_data: dict[str, Any] = field(default_factory=dict)
+    match_value: str | None = None
     # The IdP's id for this sign-in (SAML SessionIndex), by which its logout names the session.
     idp_session: str | None = None
+
+    @property
+    def link_value(self) -> str:
+        return self.match_value or self.subject
 
     @property
     def email_domain(self) -> str | None:

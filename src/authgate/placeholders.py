@@ -28,6 +28,7 @@ EXAMPLE_IDS = (
     "72f988bf-86f1-41af-91ab-2d7cd011db47",
     "6731de76-14a6-49ae-97bc-6eba6914391e",
     "02bd9fd6-8f93-4758-87c3-1fb73740a315",
+    "fe6a70bc-00f4-4b60-8576-81bfae175578",
     "0oa1example2AbCdE3f4g5",
     "0oa1fabrikam2AbCdE3f4",
 )

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from authgate.errors import PolicyDenied
 from authgate.identity import Identity
-from authgate.settings import AccessSettings, ConnectionBase
+from authgate.settings import AccessSettings, ConnectionBase, ConnectionRoleMapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,17 +29,21 @@ class AccessRules:
 
     @classmethod
     def build(cls, conn: ConnectionBase, access: AccessSettings) -> AccessRules:
+        """A connection's own `role_mappings` replace the global ones (those for all
+        connections and those naming it); its `default_role` replaces the global default."""
+        mappings: list[ConnectionRoleMapping] = list(conn.role_mappings) or [
+            m for m in access.role_mappings if m.connection in (None, conn.id)
+        ]
         role_map: dict[str, tuple[str, ...]] = {}
-        for mapping in access.role_mappings:
-            if mapping.connection in (None, conn.id):
-                role_map[mapping.group] = role_map.get(mapping.group, ()) + tuple(mapping.roles)
+        for mapping in mappings:
+            role_map[mapping.group] = role_map.get(mapping.group, ()) + tuple(mapping.roles)
         lists = (access.allowed_domains, conn.allowed_domains)
         return cls(
             connection=conn.id,
             require_email_verified=conn.require_email_verified,
             domain_lists=tuple(frozenset(d) for d in lists if d),
             role_map=role_map,
-            default_role=access.default_role,
+            default_role=conn.default_role or access.default_role,
         )
 
 

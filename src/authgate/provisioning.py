@@ -1,7 +1,7 @@
 """Wiring of provisioning into the application: SCIM sub-app, connection retirement, group sync.
 
 At start-up the connections that left the config are retired (after the admin
-safety check); the directory sync then runs every interval in the background.
+safety check); each directory sync configuration then runs every interval in the background.
 """
 
 from __future__ import annotations
@@ -28,18 +28,26 @@ def _background(st: State, force_retire: bool) -> Callable[[web.Application], As
     async def background(app: web.Application) -> AsyncIterator[None]:
         lifecycle = lifecycle_of(st)
         await reconcile_connections(st.kv, lifecycle, st.settings, force_retire)
-        cfg = st.settings.directory_sync
-        if cfg is None:
+        configs = st.settings.directory_sync
+        if not configs:
             yield
             return
         async with aiohttp.ClientSession(headers={"User-Agent": "authgate"}) as http:
-            task = asyncio.create_task(
-                DirectorySync(cfg, st.kv, lifecycle, st.audit, http).run_forever()
-            )
+            tasks = [
+                asyncio.create_task(
+                    DirectorySync(
+                        cfg, st.kv, lifecycle, st.audit, http, peers=configs
+                    ).run_forever(),
+                    name=f"directory-sync-{cfg.name}",
+                )
+                for cfg in configs
+            ]
             yield
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     return background
 
@@ -49,6 +57,6 @@ def setup(app: web.Application, st: State, force_retire: bool = False) -> None:
     app.cleanup_ctx.append(_background(st, force_retire))
     if st.settings.scim.enabled:
         scim_app = create_scim_app(
-            st.settings, st.users, lifecycle_of(st), ScimTokens(st.kv), st.audit
+            st.settings, st.connections, st.users, lifecycle_of(st), ScimTokens(st.kv), st.audit
         )
         app.add_subapp(st.settings.scim_path, scim_app)

@@ -13,10 +13,12 @@ connection able to sign in an admin is refused unless forced.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, replace
 from typing import Any
 
 from authgate.audit import AuditLog
+from authgate.policy import AccessRules
 from authgate.scim.tokens import ScimTokens
 from authgate.session.kv import KeyValueStore
 from authgate.session.sessions import SessionStore
@@ -85,55 +87,55 @@ class Lifecycle:
         return count
 
 
-def _mapping_grants_admin(settings: Settings, conn_id: str, role: str) -> bool:
-    access = settings.access
-    if access.default_role == role:
-        return True
-    return any(role in m.roles and m.connection in (None, conn_id) for m in access.role_mappings)
+def file_rules(settings: Settings) -> list[AccessRules]:
+    """The access rules of the enabled connections in the config file (for the CLI)."""
+    return [AccessRules.build(c, settings.access) for c in settings.connections if c.enabled]
+
+
+def _grants_admin(rules: AccessRules, role: str) -> bool:
+    return rules.default_role == role or any(role in r for r in rules.role_map.values())
 
 
 async def admin_connections(
-    users: UserStore, settings: Settings, excluding: frozenset[str] = frozenset()
+    users: UserStore, role: str, rules: Iterable[AccessRules], excluding: Set[str] = frozenset()
 ) -> list[str]:
-    """Enabled connections through which someone can still sign in with the admin role."""
-    role = settings.admin.role
+    """Connections (of `rules`) through which someone can still sign in with the admin role."""
     able = []
-    for conn in settings.connections:
-        if not conn.enabled or conn.id in excluding:
+    for conn in rules:
+        if conn.connection in excluding:
             continue
-        if _mapping_grants_admin(settings, conn.id, role) or any(
-            u.active and role in u.roles for u in await users.list_users(conn.id)
+        if _grants_admin(conn, role) or any(
+            u.active and role in u.roles for u in await users.list_users(conn.connection)
         ):
-            able.append(conn.id)
+            able.append(conn.connection)
     return able
 
 
 async def check_admin_safety(
-    users: UserStore, settings: Settings, retiring: set[str], force: bool
+    users: UserStore, role: str, rules: Iterable[AccessRules], retiring: Set[str], force: bool
 ) -> None:
     """Refuse to retire `retiring` if no admin could sign in afterwards, unless forced."""
-    if force or await admin_connections(users, settings, frozenset(retiring)):
+    if force or await admin_connections(users, role, rules, retiring):
         return
     raise RetirementRefused(
         [
             f"retiring {', '.join(sorted(retiring))} would leave no enabled connection able to"
-            f" sign in a user with the {settings.admin.role!r} role (map an IdP group to it in"
+            f" sign in a user with the {role!r} role (map an IdP group to it in"
             " access.role_mappings, or pass --force to retire anyway)"
         ]
     )
 
 
-async def check_user_retirement(users: UserStore, settings: Settings, user: User) -> None:
+async def check_user_retirement(
+    users: UserStore, role: str, rules: Iterable[AccessRules], user: User
+) -> None:
     """Refuse to retire the last user through whom anyone can sign in with the admin role."""
-    role = settings.admin.role
     if not user.active or role not in user.roles:
         return
-    for conn in settings.connections:
-        if not conn.enabled:
-            continue
-        if _mapping_grants_admin(settings, conn.id, role):
+    for conn in rules:
+        if _grants_admin(conn, role):
             return
-        others = await users.list_users(conn.id)
+        others = await users.list_users(conn.connection)
         if any(u.active and role in u.roles and u.id != user.id for u in others):
             return
     raise RetirementRefused(
@@ -152,7 +154,8 @@ async def reconcile_connections(
     current = {c.id for c in settings.connections}
     removed = sorted(await kv.members(KNOWN) - current)
     if removed:
-        await check_admin_safety(lifecycle.users, settings, set(removed), force)
+        role, rules = settings.admin.role, file_rules(settings)
+        await check_admin_safety(lifecycle.users, role, rules, set(removed), force)
         for conn_id in removed:
             await lifecycle.retire_connection(conn_id, "connection_removed")
             await kv.remove_member(KNOWN, conn_id)

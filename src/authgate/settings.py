@@ -16,9 +16,10 @@ import ipaddress
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -36,7 +37,9 @@ from pydantic import (
 )
 
 from authgate import placeholders
+from authgate.line_template import LineTemplate
 from authgate.placeholders import Placeholder
+from authgate.urls import RedirectPolicy
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -219,14 +222,20 @@ class HeaderSettings(_Model):
     groups: HeaderName = "X-Groups"
     roles: HeaderName = "X-Roles"
     connection: HeaderName = "X-Auth-Connection"
+    organization: HeaderName = "X-Organization"
     assertion: AssertionSettings = AssertionSettings()
     oauth2_proxy_compat: bool = False
     extra_strip: list[Annotated[str, AfterValidator(_header_name)]] = []
 
 
-class RoleMapping(_Model):
+class ConnectionRoleMapping(_Model):
+    """IdP group (name or id) -> authgate roles, inside one connection's settings."""
+
     group: str
     roles: list[str] = Field(min_length=1)
+
+
+class RoleMapping(ConnectionRoleMapping):
     connection: str | None = None
 
 
@@ -251,8 +260,32 @@ class AccessSettings(_Model):
         return [d.lower().lstrip("@") for d in domains]
 
 
+def _slug(kind: str) -> Callable[[str], str]:
+    """A check for a short lower-case identifier, worded for what it names (`id`, `name`)."""
+
+    def check(value: str) -> str:
+        if not _CONN_ID.match(value):
+            raise ValueError(f"expected a short lower-case {kind}: letters, digits, '-' and '_'")
+        return value
+
+    return check
+
+
+def _return_url(value: str | None) -> str | None:
+    """A local path (`/login`) or an absolute http(s) URL; the allowlist is checked in Settings."""
+    if value is None or (value.startswith("/") and not value.startswith("//")):
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected a local path such as /login or an https:// URL")
+    return value
+
+
+ReturnUrl = Annotated[str | None, AfterValidator(_return_url)]
+
+
 class ConnectionBase(_Model):
-    id: str
+    id: Annotated[str, AfterValidator(_slug("id"))]
     name: str
     organization: str | None = None
     domains: list[str] = []
@@ -260,13 +293,32 @@ class ConnectionBase(_Model):
     provisioning: Literal["jit", "preprovisioned"] = "jit"
     require_email_verified: bool = True
     enabled: bool = True
+    # Where the browser lands after signing out (OIDC: the post_logout_redirect_uri).
+    post_logout_url: ReturnUrl = None
+    # Which value links a sign-in to its user: the subject (NameID / sub, the default),
+    # email, or attribute:<name> (a SAML attribute or an OIDC claim).
+    match_key: str | None = None
+    subject_key: ClassVar[str] = "subject"
+    # Override access.default_role / access.role_mappings for this connection's users.
+    default_role: str | None = Field(default=None, min_length=1)
+    role_mappings: list[ConnectionRoleMapping] = []
 
-    @field_validator("id")
+    @field_validator("match_key")
     @classmethod
-    def _slug(cls, value: str) -> str:
-        if not _CONN_ID.match(value):
-            raise ValueError("expected a short lower-case id: letters, digits, '-' and '_'")
-        return value
+    def _match_key(cls, value: str | None) -> str | None:
+        if value is None or value in (cls.subject_key, "email"):
+            return value
+        if value.startswith("attribute:") and value.removeprefix("attribute:").strip():
+            return value
+        raise ValueError(
+            f"expected {cls.subject_key}, email or attribute:<name>"
+            " (for example attribute:eduPersonPrincipalName)"
+        )
+
+    @property
+    def link_key(self) -> str:
+        """The match key in force: the one configured, else the protocol's subject."""
+        return self.match_key or self.subject_key
 
     @field_validator("domains", "allowed_domains")
     @classmethod
@@ -292,6 +344,22 @@ SigningAlg = Literal[
 ]  # fmt: skip
 ClientAuthMethod = Literal["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
 ENTRA_TENANT_SEGMENTS = ("common", "organizations")
+# Where Entra ID issues tokens (global, US Government, China; `sts.windows.net` for v1.0).
+ENTRA_LOGIN_HOSTS = (
+    "login.microsoftonline.com",
+    "login.microsoftonline.us",
+    "login.partner.microsoftonline.cn",
+    "sts.windows.net",
+)
+
+
+def entra_issuer(issuer: str) -> bool:
+    """Whether `issuer` is Entra ID's: its claims (`xms_edov`) mean what Microsoft documents.
+
+    The whole authority (host and port) must match, so a look-alike host or a path
+    naming Microsoft never qualifies.
+    """
+    return urlsplit(issuer).netloc.lower() in ENTRA_LOGIN_HOSTS
 
 
 class OidcClaims(_Model):
@@ -334,6 +402,7 @@ class GraphSettings(_Model):
 
 class OidcConnection(ConnectionBase):
     type: Literal["oidc"]
+    subject_key: ClassVar[str] = "sub"
     issuer: Issuer
     client_id: str = Field(min_length=1)
     client_secret: str | None = None
@@ -489,6 +558,7 @@ class SamlConnection(ConnectionBase):
     """SAML 2.0 SP settings. IdP metadata from exactly one of a file, a URL or `idp`."""
 
     type: Literal["saml"]
+    subject_key: ClassVar[str] = "name_id"
     idp_metadata_file: ReadableFile | None = None
     idp_metadata_url: HttpUrl | None = None
     idp: SamlIdp | None = None
@@ -574,18 +644,44 @@ class ScimSettings(_Model):
         return value
 
 
+def _template(value: str) -> str:
+    LineTemplate.parse(value)
+    return value
+
+
+class DirectoryExport(_Model):
+    """One line per member from `template`; `path` makes the server write it after each sync."""
+
+    path: Path | None = None
+    template: Annotated[str, AfterValidator(_template)] = "{mail|userPrincipalName}\t{mobilePhone}"
+    # Properties that must not be empty for a member to get a line; default the first field.
+    key: list[str] | None = None
+
+    @property
+    def line_template(self) -> LineTemplate:
+        return LineTemplate.parse(self.template)
+
+
+# Always read: members are matched on them, whatever `select` says.
+DIRECTORY_KEY_PROPERTIES = ("id", "userPrincipalName")
+LEGACY_SYNC_NAME = "default"
+
+
 class DirectorySyncSettings(_Model):
-    """Members of one Entra ID group (read from Microsoft Graph) become an allowlist.
+    """Members of one Entra ID group (read from Microsoft Graph): an allowlist, an export, or both.
 
     The URLs exist for national clouds and tests.
     """
 
+    name: Annotated[str, AfterValidator(_slug("name"))] = LEGACY_SYNC_NAME
     tenant_id: str = Field(min_length=1)
     client_id: str = Field(min_length=1)
     client_secret: str = Field(min_length=1)
     group_id: str = Field(min_length=1)
-    connections: list[str] = Field(min_length=1)
+    # Sign-ins through these connections must be members; none: the sync only exports.
+    connections: list[str] = []
     select: list[str] = ["mail", "userPrincipalName", "mobilePhone", "displayName"]
+    export: DirectoryExport | None = None
     interval: Duration = 900.0
     login_url: HttpUrl = "https://login.microsoftonline.com"
     graph_url: HttpUrl = "https://graph.microsoft.com"
@@ -601,6 +697,39 @@ class DirectorySyncSettings(_Model):
             if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", name):
                 raise ValueError(f"{name!r} is not a Graph user property name such as mail")
         return names
+
+    @model_validator(mode="after")
+    def _export_reads_what_is_selected(self) -> DirectorySyncSettings:
+        if self.export is None:
+            return self
+        template = self.export.line_template
+        missing = sorted(template.properties - set(self.properties))
+        if missing:
+            raise ValueError(
+                f"export.template uses {', '.join(missing)}, which select does not read"
+                f" (add {', '.join(missing)} to select)"
+            )
+        unknown = sorted(set(self.export.key or ()) - template.properties)
+        if unknown:
+            raise ValueError(f"export.key names {', '.join(unknown)}, which the template lacks")
+        return self
+
+    @property
+    def export_settings(self) -> DirectoryExport:
+        """The configured export, else `mail` (or the UPN) and `mobilePhone`, tab-separated."""
+        return self.export or DirectoryExport()
+
+    @property
+    def properties(self) -> list[str]:
+        """The `$select` sent: `id` and `userPrincipalName` first, then `select`."""
+        return list(dict.fromkeys([*DIRECTORY_KEY_PROPERTIES, *self.select]))
+
+
+def _sync_list(value: Any) -> Any:
+    """The single-mapping form of older configs is one configuration named `default`."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, dict) else value
 
 
 class AuditSettings(_Model):
@@ -773,7 +902,7 @@ class Settings(_Model):
     admin: AdminSettings = AdminSettings()
     secrets: SecretsSettings = SecretsSettings()
     scim: ScimSettings = ScimSettings()
-    directory_sync: DirectorySyncSettings | None = None
+    directory_sync: Annotated[list[DirectorySyncSettings], BeforeValidator(_sync_list)] = []
     workers: int = Field(default=1, ge=1, le=256)
     branding: BrandingSettings = BrandingSettings()
 
@@ -794,14 +923,33 @@ class Settings(_Model):
         return self
 
     @model_validator(mode="after")
-    def _directory_connections(self) -> Settings:
-        if self.directory_sync is not None:
-            known = {c.id for c in self.connections}
-            for conn_id in self.directory_sync.connections:
+    def _post_logout_urls_allowed(self) -> Settings:
+        """Sign-out may only lead where sign-in may: no open redirect from a config typo."""
+        policy = RedirectPolicy.build(self.public_url, self.access.allowed_redirect_hosts)
+        for conn in self.connections:
+            url = conn.post_logout_url
+            if url is not None and policy.safe(url, "") != url:
+                raise ValueError(
+                    f"connection {conn.id!r}: post_logout_url is on a host that is neither"
+                    " public_url's nor in access.allowed_redirect_hosts (add it there)"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _directory_syncs(self) -> Settings:
+        known = {c.id for c in self.connections}
+        names: set[str] = set()
+        single = len(self.directory_sync) == 1
+        for index, cfg in enumerate(self.directory_sync):
+            where = "directory_sync" if single else f"directory_sync[{index}]"
+            if cfg.name in names:
+                raise ValueError(
+                    f"{where}.name: {cfg.name!r} is used twice (give each configuration its own)"
+                )
+            names.add(cfg.name)
+            for conn_id in cfg.connections:
                 if conn_id not in known:
-                    raise ValueError(
-                        f"directory_sync.connections: no connection has id {conn_id!r}"
-                    )
+                    raise ValueError(f"{where}.connections: no connection has id {conn_id!r}")
         return self
 
     @model_validator(mode="after")
@@ -862,9 +1010,12 @@ def _interpolate(
     return node
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
+def _location(loc: tuple[int | str, ...], single_sync: bool = False) -> str:
+    """`a.b[0].c`; the single-mapping `directory_sync` is named as written, without `[0]`."""
     out = ""
     for part in loc:
+        if isinstance(part, int) and single_sync and out == "directory_sync":
+            continue
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in ("oidc", "saml") and out.endswith("]"):
@@ -912,11 +1063,12 @@ def parse_config(raw: Any, source: str = "<config>") -> LoadedConfig:
     data = _interpolate(raw, "", missing, given)
     if missing:
         raise ConfigError([f"{source}: {m}" for m in missing])
+    single_sync = isinstance(data.get("directory_sync"), dict)
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(
-            [f"{source}: {_location(e['loc'])}: {_describe(e)}" for e in exc.errors()]
+            [f"{source}: {_location(e['loc'], single_sync)}: {_describe(e)}" for e in exc.errors()]
         ) from None
     return LoadedConfig(settings, source, tuple(placeholders.find(data, given)))
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -41,6 +41,8 @@ _WS_HANDSHAKE = frozenset(
         "sec-websocket-protocol",
     }
 )
+
+_REQUEST_ID = "x-request-id"
 
 # Close codes a peer may report but must never put in a close frame (RFC 6455 §7.4.1).
 _UNSENDABLE_CLOSE = frozenset({1004, 1005, 1006, 1015})
@@ -95,8 +97,12 @@ def failure_reason(exc: BaseException) -> AuthgateError:
     return UpstreamError(detail=str(exc))
 
 
-def response_headers(received: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The upstream's header lines for the client: no hop-by-hop ones, nor those it named so."""
+def response_headers(received: list[tuple[str, str]], cid: str) -> list[tuple[str, str]]:
+    """The upstream's header lines for the client, and authgate's request id.
+
+    No hop-by-hop lines, nor those the upstream named so; its own `X-Request-Id`
+    gives way to the one authgate logged, on every answer either front relays.
+    """
     named = {
         normalise(token)
         for name, value in received
@@ -104,11 +110,13 @@ def response_headers(received: list[tuple[str, str]]) -> list[tuple[str, str]]:
         for token in value.split(",")
         if token.strip()
     }
-    return [
+    kept = [
         (name, value)
         for name, value in received
-        if (key := normalise(name)) not in HOP_BY_HOP and key not in named
+        if (key := normalise(name)) not in HOP_BY_HOP and key not in named and key != _REQUEST_ID
     ]
+    kept.append(("X-Request-Id", cid))
+    return kept
 
 
 def _client_gone(request: web.Request) -> None:
@@ -136,14 +144,15 @@ class Upstream:
         await self._pool.close()
 
     async def forward(
-        self, request: web.Request, headers: list[tuple[str, str]]
+        self, request: web.Request, headers: list[tuple[str, str]], cid: str, extra: bytes = b""
     ) -> web.StreamResponse:
+        """aiohttp's request upstream and the answer back; `extra` as in `send`."""
         body = request.content.iter_chunked(CHUNK) if request.body_exists else None
         exchange = await self.send(
-            request.method, request.raw_path, headers, body, request.content_length
+            request.method, request.raw_path, headers, body, request.content_length, extra
         )
         try:
-            return await _respond(request, exchange.response)
+            return await _respond(request, exchange.response, cid)
         finally:
             exchange.release()
 
@@ -172,26 +181,6 @@ class Upstream:
             raise failure_reason(exc) from exc
         self.answered(started)
         return exchange
-
-    def send_now(
-        self,
-        method: str,
-        raw_path: str,
-        headers: list[tuple[str, str]],
-        extra: bytes,
-        listener: Callable[[], None],
-    ) -> Exchange | None:
-        """`send` for a request without a body, on an idle connection, without waiting.
-
-        The listener is called once the answer is complete, failed (see
-        `failure_reason`) or must be streamed; None if no connection is idle.
-        """
-        if not self._pass_host:
-            headers = [(name, value) for name, value in headers if name.lower() != "host"]
-        try:
-            return self._pool.send_now(method, origin_form(raw_path), headers, extra, listener)
-        except UnsafeHead as exc:
-            raise failure_reason(exc) from exc
 
     def answered(self, started: float) -> None:
         """The application answered a request sent at `started` (`time.perf_counter`)."""
@@ -242,9 +231,9 @@ class Upstream:
         return client
 
 
-async def _respond(request: web.Request, upstream: Response) -> web.StreamResponse:
+async def _respond(request: web.Request, upstream: Response, cid: str) -> web.StreamResponse:
     """The upstream's answer to the client: in one write when complete, else streamed."""
-    headers = CIMultiDict(response_headers(upstream.headers))
+    headers = CIMultiDict(response_headers(upstream.headers, cid))
     if upstream.complete and request.method != "HEAD":
         body = upstream.take_body()
         if body:

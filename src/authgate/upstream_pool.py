@@ -22,7 +22,7 @@ import asyncio
 import collections
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
@@ -67,14 +67,9 @@ class Origin:
 
 
 class Response:
-    """One answer: status line and headers first, then the body in chunks as it arrives.
+    """One answer: status line and headers first, then the body in chunks as it arrives."""
 
-    It is awaited (`send`), or it calls its listener once (`send_now`): when
-    it is complete, when it failed, or when its body outgrew memory and must
-    be streamed; the listener then reads `complete` and `error`.
-    """
-
-    def __init__(self, conn: _Connection, awaited: bool = True) -> None:
+    def __init__(self, conn: _Connection) -> None:
         self._conn = conn
         self.status = 0
         self.reason = ""
@@ -82,11 +77,7 @@ class Response:
         self.keep_alive = False
         self.complete = False
         self.started = False
-        self._listener: Callable[[], None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._head: asyncio.Future[None] | None = (
-            asyncio.get_running_loop().create_future() if awaited else None
-        )
+        self._head: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._error: BaseException | None = None
@@ -95,18 +86,6 @@ class Response:
     @property
     def error(self) -> BaseException | None:
         return self._error
-
-    def listen(self, listener: Callable[[], None], timeout: float) -> None:
-        """Call `listener` once; a timeout unless it has been called within `timeout` seconds."""
-        self._listener = listener
-        self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
-
-    def _announce(self) -> None:
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            if self._timer is not None:
-                self._timer.cancel()
-            listener()
 
     def take_body(self) -> bytes:
         """Everything received so far (the whole body once `complete`)."""
@@ -146,7 +125,7 @@ class Response:
     ) -> None:
         self.status, self.reason, self.headers, self.keep_alive = status, reason, headers, keep
         self.started = True
-        if self._head is not None and not self._head.done():
+        if not self._head.done():
             self._head.set_result(None)
 
     def _feed(self, data: bytes) -> None:
@@ -156,13 +135,11 @@ class Response:
         self._buffered += len(data)
         if self._buffered > HIGH_WATER:
             self._conn.pause_reading()
-            self._announce()
         self._wake()
 
     def _finish(self) -> None:
         self.complete = True
         self._wake()
-        self._announce()
 
     def _expire(self) -> None:
         self._fail(UpstreamTimedOut("the application did not answer in time"))
@@ -171,11 +148,10 @@ class Response:
         if self.complete:
             return
         self._error = error
-        if self._head is not None and not self._head.done():
+        if not self._head.done():
             self._head.set_exception(error)
             self._head.exception()
         self._wake()
-        self._announce()
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -291,9 +267,9 @@ class _Connection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    def begin(self, head: bytes, head_only: bool, awaited: bool = True) -> Response:
+    def begin(self, head: bytes, head_only: bool) -> Response:
         assert self.transport is not None
-        response = self.response = Response(self, awaited)
+        response = self.response = Response(self)
         self.received = False
         self._head_only = head_only
         self._close_delimited = False
@@ -379,20 +355,15 @@ def request_head(
 
 
 class _Slots:
-    """At most `limit` requests in flight; `take_now` never waits (asyncio.Semaphore always may)."""
+    """At most `limit` requests in flight, the longest waiting served first."""
 
     def __init__(self, limit: int) -> None:
         self._free = limit
         self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
 
-    def take_now(self) -> bool:
+    async def take(self) -> None:
         if self._free > 0 and not self._waiters:
             self._free -= 1
-            return True
-        return False
-
-    async def take(self) -> None:
-        if self.take_now():
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -424,20 +395,6 @@ class Exchange:
         self._conn = conn
         self._writer: asyncio.Task[None] | None = None
         self._released = False
-
-    @property
-    def retryable(self) -> bool:
-        """A reused connection closed before any answer: safe to send once more (no body).
-
-        A timeout is not: the application may have the request and be working on it.
-        """
-        error = self.response.error
-        return (
-            isinstance(error, UpstreamFailure)
-            and not isinstance(error, UpstreamTimedOut)
-            and self._conn.reused
-            and not self._conn.received
-        )
 
     def release(self) -> None:
         if self._released:
@@ -552,7 +509,6 @@ class UpstreamPool:
             if writer in done and writer.exception() is not None:
                 raise writer.exception()  # type: ignore[misc]
         timer = asyncio.get_running_loop().call_later(self.read_timeout, response._expire)
-        assert response._head is not None
         try:
             await response._head
         finally:
@@ -572,40 +528,6 @@ class UpstreamPool:
             await conn.drain()
         if chunked:
             conn.write(b"0\r\n\r\n")
-
-    def send_now(
-        self,
-        method: str,
-        target: str,
-        headers: Sequence[tuple[str, str]],
-        extra: bytes,
-        listener: Callable[[], None],
-    ) -> Exchange | None:
-        """A request without a body, sent at once on an idle kept-alive connection.
-
-        Nothing waits: the answer calls `listener` (see `Response`), which must
-        `release()` the exchange. None when no idle connection or no slot is at
-        hand, or the connection was found closed; `send` then waits for one. A
-        reused connection that the application closes before answering fails
-        the answer; the caller may then `send` once more.
-        """
-        if not self._idle or not self._slots.take_now():
-            return None
-        conn = self._idle_connection()
-        if conn is None:
-            self._slots.give()
-            return None
-        try:
-            head = request_head(method, self.origin.base_path + target, headers, None, extra)
-        except UnsafeHead:
-            self._give_back(conn, True)
-            raise
-        response = conn.begin(head, method == "HEAD", awaited=False)
-        if response.error is not None:
-            self._give_back(conn, False)
-            return None
-        response.listen(listener, self.read_timeout)
-        return Exchange(self, conn, response)
 
     def _idle_connection(self) -> _Connection | None:
         now = time.monotonic()

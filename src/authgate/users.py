@@ -44,6 +44,7 @@ class User:
     attributes: dict[str, Any] = field(default_factory=dict)
     updated_at: float | None = None
     retired: bool = False
+    organization: str | None = None
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), separators=(",", ":")).encode()
@@ -258,23 +259,42 @@ class UserStore:
         await self.save(updated)
         return updated
 
-    async def admit(self, identity: Identity, provisioning: Provisioning) -> User:
-        """The user record a login maps to, creating or linking it as the mode allows."""
-        user = await self.by_link(identity.connection, identity.subject)
+    async def admit(
+        self, identity: Identity, provisioning: Provisioning, organization: str | None = None
+    ) -> User:
+        """The user record a login maps to, creating or linking it as the mode allows;
+        it is stamped with the connection's `organization`."""
+        value = identity.link_value
+        user = await self.by_link(identity.connection, value)
+        if user is None:
+            user = await self._provisioned_match(identity.connection, value)
         if user is None:
             if provisioning == "preprovisioned":
                 raise PolicyDenied(
                     "user_not_provisioned",
-                    f"no provisioned user for {identity.connection}:{identity.subject}",
+                    f"no provisioned user for {identity.connection}:{value}",
                 )
             if not identity.email:
                 raise PolicyDenied("email_unverified", "a new user needs an email address")
-            user = await self.create(
-                identity.connection, identity.subject, identity.email, identity.name
-            )
-        return await self._record_login(user.id, identity)
+            user = await self.create(identity.connection, value, identity.email, identity.name)
+        return await self._record_login(user.id, identity, organization)
 
-    async def _record_login(self, user_id: str, identity: Identity) -> User:
+    async def _provisioned_match(self, connection: str, value: str) -> User | None:
+        """A user this connection provisioned (SCIM, CSV) whose userName or email is `value`.
+
+        Entra's default SCIM mapping puts mailNickname in externalId while its
+        sign-ins name the person by UPN or mail, which SCIM sent as userName and
+        email. The same IdP vouches for both sides, so they are the same person;
+        a user of another connection, or one made at sign-in, never matches.
+        """
+        for user in (await self.by_username(connection, value), await self.by_email(value)):
+            if user is not None and user.connection == connection and user.source != "jit":
+                return user
+        return None
+
+    async def _record_login(
+        self, user_id: str, identity: Identity, organization: str | None
+    ) -> User:
         """Mark the login with compare-and-set, so a concurrent retire is never undone."""
         for _ in range(8):
             raw = await self._kv.get("user:" + user_id)
@@ -290,6 +310,7 @@ class UserStore:
                 linked=True,
                 last_login_at=time.time(),
                 display_name=identity.name or user.display_name,
+                organization=organization,
             )
             if await self._kv.replace("user:" + user_id, raw, user.to_json()):
                 return user

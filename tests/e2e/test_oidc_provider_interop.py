@@ -325,7 +325,7 @@ async def test_refresh_renews_the_session_with_a_rotated_refresh_token(browser, 
     assert (await upstream_view(resp))["X-User"] == "erin@example.com"
     renewed = await st.sessions.load(sid)
     assert renewed is not None
-    box = st.protocols["corp"].box
+    box = st.connections.engine("corp").box
     rotated = box.open(renewed.protocol_data["refresh_token"], "refresh_token")
     assert rotated != box.open(sealed, "refresh_token")
     assert renewed.protocol_data["refresh_at"] > 0

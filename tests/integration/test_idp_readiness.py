@@ -91,13 +91,13 @@ def silent_port() -> Iterator[int]:
 
 
 def oidc_protocol(gate: TestClient, conn_id: str = "corp") -> OidcProtocol:
-    protocol = gate.app[STATE].protocols[conn_id]
+    protocol = gate.app[STATE].connections.engine(conn_id)
     assert isinstance(protocol, OidcProtocol)
     return protocol
 
 
 def saml_protocol(gate: TestClient, conn_id: str = "corp") -> SamlProtocol:
-    protocol = gate.app[STATE].protocols[conn_id]
+    protocol = gate.app[STATE].connections.engine(conn_id)
     assert isinstance(protocol, SamlProtocol)
     return protocol
 

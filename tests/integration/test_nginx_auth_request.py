@@ -111,8 +111,10 @@ class Stack:
 
 @pytest.fixture
 def stack_factory(
-    aiohttp_client: Callable[..., Any], redis_url: str, upstream: TestServer
+    serve: Callable[..., Any], redis_url: str, upstream: TestServer
 ) -> Callable[..., Any]:
+    """nginx in front of authgate, over each of authgate's two front ends."""
+
     @asynccontextmanager
     async def start(site: str = MAIN_SITE, **overrides: Any) -> AsyncIterator[Stack]:
         upstream_url = str(upstream.make_url("")).rstrip("/")
@@ -120,7 +122,7 @@ def stack_factory(
         settings = make_settings(
             upstream_url, session={"store": "redis", "redis": {"url": redis_url}}, **overrides
         )
-        client: TestClient = await aiohttp_client(create_app(settings))
+        client: TestClient = await serve(create_app(settings))
         assert upstream.port is not None
         nginx = Nginx(shipped_site(site, client.port, upstream.port)).start()
         try:
@@ -186,6 +188,7 @@ async def test_session_identity_reaches_upstream_and_client_copies_do_not(stack:
         "X-User-Id": "admin",
         "X-User-Name": "admin",
         "X-Auth-Connection": "admin",
+        "X-Organization": "admin",
         "X-Authgate-Assertion": "admin",
         "X-Auth-Request-User": "admin",
         "Remote-User": "admin",
@@ -206,6 +209,7 @@ async def test_session_identity_reaches_upstream_and_client_copies_do_not(stack:
     assert headers["X-Auth-Connection"] == "corp"
     assert headers["X-Real-IP"] == "127.0.0.1", "nginx's own view of the peer"
     assert "X-Auth-Request-User" not in headers
+    assert "X-Organization" not in headers, "the connection has no organization"
     assert body["raw_path"] == "/hello?x=1"
     jwks = await (await stack.get("/_authgate/jwks.json")).json()
     token = jwt.decode(headers["X-Authgate-Assertion"], KeySet.import_key_set(jwks))

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from authgate import settings as settings_module
 from authgate.web.state import STATE
 from tests.conftest import UPSTREAM_HITS
 from tests.oidc_op import TestOP
@@ -109,6 +110,40 @@ async def test_v2_token_without_email_verified_is_accepted_with_the_opt_out(oidc
     headers = await x_headers(browser)
     assert headers["X-User"] == "abeli@contoso.com"
     assert headers["X-User-Name"] == "Abe Lincoln"
+
+
+@pytest.fixture
+def entra_host(monkeypatch, oidc_op):
+    """The loopback test provider counted as Entra's login host, as its real issuer would be."""
+    hosts = (*settings_module.ENTRA_LOGIN_HOSTS, f"127.0.0.1:{oidc_op.port}")
+    monkeypatch.setattr(settings_module, "ENTRA_LOGIN_HOSTS", hosts)
+
+
+@pytest.mark.parametrize("edov", [True, "1", "true", "True"])
+async def test_entra_token_with_xms_edov_counts_as_verified(oidc_gate, oidc_op, entra_host, edov):
+    """The default check stays on: the domain-owner-verified claim is the verification."""
+    oidc_op.user["xms_edov"] = edov
+    browser = await oidc_gate()
+    assert (await browser.login()).status == 302
+    assert (await x_headers(browser))["X-Email"] == "abeli@contoso.com"
+
+
+@pytest.mark.parametrize("edov", [False, "0", "false", None])
+async def test_entra_token_with_xms_edov_not_true_is_unverified(
+    oidc_gate, oidc_op, entra_host, counted_upstream, edov
+):
+    if edov is None:
+        oidc_op.user.pop("xms_edov", None)
+    else:
+        oidc_op.user["xms_edov"] = edov
+    await login_refused(await oidc_gate(), "email_unverified", counted_upstream)
+
+
+async def test_xms_edov_from_an_issuer_that_is_not_entra_is_ignored(
+    oidc_gate, oidc_op, counted_upstream
+):
+    oidc_op.user["xms_edov"] = True
+    await login_refused(await oidc_gate(), "email_unverified", counted_upstream)
 
 
 async def test_v2_token_from_another_tenant_is_refused(oidc_gate, oidc_op, counted_upstream):
@@ -234,3 +269,19 @@ async def test_graph_throttling_that_goes_on_fails_the_sign_in_with_groups_overa
     browser = await oidc_gate(require_email_verified=False, graph=graph(oidc_op))
     await login_refused(browser, "groups_overage", counted_upstream)
     assert oidc_op.graph_throttled == 3, "one try and one retry, no more"
+
+
+async def test_oid_match_key_links_a_precreated_user(oidc_gate, oidc_op):
+    """Entra's object id names the person the same way in SCIM, SAML and OIDC."""
+    browser = await oidc_gate(
+        require_email_verified=False, provisioning="preprovisioned", match_key="attribute:oid"
+    )
+    st = browser.gate.app[STATE]
+    made = await st.users.create("corp", OID, "abeli@contoso.com", source="csv")
+    assert (await browser.login()).status == 302
+    assert (await x_headers(browser))["X-User-Id"] == made.id
+
+
+async def test_a_token_without_the_match_key_claim_is_refused(oidc_gate, oidc_op, counted_upstream):
+    browser = await oidc_gate(require_email_verified=False, match_key="attribute:employeeid")
+    await login_refused(browser, "user_not_provisioned", counted_upstream)

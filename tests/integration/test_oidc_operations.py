@@ -46,7 +46,7 @@ async def test_last_good_discovery_document_is_kept_while_the_provider_is_down(o
     await oidc_op.stop()
     await asyncio.sleep(0.01)
     assert (await browser.start()).startswith(oidc_op.url("/authorize"))
-    protocol = browser.gate.app[STATE].protocols["corp"]
+    protocol = browser.gate.app[STATE].connections.engine("corp")
     assert protocol.discovery.freshness.failure == "unreachable"
     status, body = await json_get(browser, "/_authgate/readyz")
     assert (status, check(body)) == (200, "ok"), "the last good copy is within its grace"

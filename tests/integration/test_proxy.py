@@ -3,6 +3,7 @@
 A client library would normalise paths, merge duplicate headers or refuse odd
 names, which is exactly what an attacker does not do; so the hostile requests
 here are written byte by byte, and the upstream reports what reached it.
+Every test runs over both front ends of the production listener (`serve`).
 """
 
 from __future__ import annotations
@@ -53,13 +54,18 @@ async def raw_request(
 
 
 @pytest.fixture
-def gate(aiohttp_client: Callable[..., Any], settings_factory: Callable[..., Settings]) -> Gate:
+def gate(serve: Callable[..., Any], settings_factory: Callable[..., Settings]) -> Gate:
     """authgate over a fresh memory store, with settings overridden per test."""
 
     async def start(**overrides: Any) -> TestClient:
-        return await aiohttp_client(create_app(settings_factory(**overrides), MemoryStore()))
+        return await serve(create_app(settings_factory(**overrides), MemoryStore()))
 
     return start
+
+
+@pytest.fixture
+async def authgate(gate: Gate) -> TestClient:
+    return await gate()
 
 
 # -- methods, status, bodies -------------------------------------------------------------------
@@ -523,8 +529,8 @@ def _refused_settings(**overrides: Any) -> Settings:
     return make_settings(f"http://127.0.0.1:{free_port()}", **overrides)
 
 
-async def test_refused_connection_is_a_502_page_for_browsers(aiohttp_client: Callable[..., Any]):
-    client = await aiohttp_client(create_app(_refused_settings(), MemoryStore()))
+async def test_refused_connection_is_a_502_page_for_browsers(serve: Callable[..., Any]):
+    client = await serve(create_app(_refused_settings(), MemoryStore()))
     await sign_in(client)
     resp = await client.get("/page", headers={"Accept": "text/html"})
     assert resp.status == 502
@@ -536,10 +542,8 @@ async def test_refused_connection_is_a_502_page_for_browsers(aiohttp_client: Cal
     assert "Traceback" not in html and "ClientConnectorError" not in html
 
 
-async def test_refused_connection_is_a_502_json_for_api_clients(
-    aiohttp_client: Callable[..., Any],
-):
-    client = await aiohttp_client(create_app(_refused_settings(), MemoryStore()))
+async def test_refused_connection_is_a_502_json_for_api_clients(serve: Callable[..., Any]):
+    client = await serve(create_app(_refused_settings(), MemoryStore()))
     await sign_in(client)
     resp = await client.post("/api/things", json={"a": 1})
     assert resp.status == 502

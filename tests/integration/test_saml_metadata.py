@@ -72,7 +72,7 @@ async def metadata_server(saml_idp: TestIdp) -> AsyncIterator[MetadataServer]:
 
 
 def protocol_of(browser) -> SamlProtocol:
-    protocol = browser.state.protocols["corp"]
+    protocol = browser.state.connections.engine("corp")
     assert isinstance(protocol, SamlProtocol)
     return protocol
 

@@ -37,6 +37,14 @@ HANDSHAKE = {
 }
 
 
+@pytest.fixture
+async def authgate(
+    serve: Callable[..., Any], settings_factory: Callable[..., Settings]
+) -> TestClient:
+    """authgate behind either front end of the production listener (an upgrade is aiohttp's)."""
+    return await serve(create_app(settings_factory(), MemoryStore()))
+
+
 async def _hello(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
     return json.loads(await ws.receive_str(timeout=5))
 
@@ -175,10 +183,10 @@ async def test_identity_headers_sent_by_the_client_are_stripped_on_upgrade(authg
 
 
 async def test_identity_headers_are_stripped_on_a_public_websocket(
-    aiohttp_client: Callable[..., Any], settings_factory: Callable[..., Settings]
+    serve: Callable[..., Any], settings_factory: Callable[..., Settings]
 ):
     settings = settings_factory(access={"public_paths": ["/__ws/"]})
-    client = await aiohttp_client(create_app(settings, MemoryStore()))
+    client = await serve(create_app(settings, MemoryStore()))
     target = URL("/__ws/probe?x=%2F&y=%2e", encoded=True)
     async with client.ws_connect(target, headers=_spoofed()) as ws:
         report = await _hello(ws)
@@ -189,10 +197,10 @@ async def test_identity_headers_are_stripped_on_a_public_websocket(
 
 
 async def test_unreachable_upstream_refuses_the_upgrade_with_502(
-    aiohttp_client: Callable[..., Any],
+    serve: Callable[..., Any],
 ):
     settings = make_settings(f"http://127.0.0.1:{free_port()}")
-    client = await aiohttp_client(create_app(settings, MemoryStore()))
+    client = await serve(create_app(settings, MemoryStore()))
     await sign_in(client)
     resp = await client.get("/__ws/probe", headers=HANDSHAKE)
     assert resp.status == 502
@@ -204,7 +212,9 @@ async def test_client_vanishing_without_close_frame_closes_the_upstream(
     authgate: TestClient, upstream: TestServer
 ):
     """A dropped TCP connection has no close frame; the upstream socket must still be closed
-    with a code that may legally be sent (aiohttp reads the EOF as 1000, never 1006)."""
+    with a code that may legally be sent. The production listener does not cancel the
+    handler, so the relay reads the drop as 1006 and sends 1001 (`_close_code`); aiohttp's
+    TestServer, which cancels it, used to make this 1000."""
     session = await sign_in(authgate)
     reader, writer = await asyncio.open_connection(authgate.host, authgate.port)
     cookie = f"{authgate.app[STATE].cookies.session_name}={session.id}"
@@ -214,7 +224,7 @@ async def test_client_vanishing_without_close_frame_closes_the_upstream(
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101")
     writer.transport.abort()
-    assert await _upstream_closes(upstream, 1) == [1000]
+    assert await _upstream_closes(upstream, 1) == [1001]
 
 
 @pytest.mark.parametrize(

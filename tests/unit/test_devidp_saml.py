@@ -51,7 +51,14 @@ DS = "{http://www.w3.org/2000/09/xmldsig#}"
 class Sp:
     """One authgate SAML connection's SP, as the demo configures it."""
 
-    def __init__(self, tmp: Path, conn_id: str, public_url: str = "http://127.0.0.1:4180"):
+    def __init__(
+        self,
+        tmp: Path,
+        conn_id: str,
+        public_url: str = "http://127.0.0.1:4180",
+        idp_base: str = IDP_BASE,
+    ):
+        self.idp_base = idp_base
         key, cert = tmp / f"{conn_id}.key", tmp / f"{conn_id}.crt"
         write_pair(key, cert, conn_id, bits=2048)
         settings = parse_settings(
@@ -63,7 +70,7 @@ class Sp:
                         "id": conn_id,
                         "name": conn_id,
                         "type": "saml",
-                        "idp_metadata_url": IDP_BASE + "/saml/metadata",
+                        "idp_metadata_url": idp_base + "/saml/metadata",
                         "sp_keys": [{"key_file": str(key), "cert_file": str(cert)}],
                         "sign_requests": True,
                         "name_id_format": "persistent",
@@ -80,7 +87,7 @@ class Sp:
 
     def authn_request(self, acs_url: str | None = None, sign: bool = False) -> str:
         _, request = self.client.create_authn_request(
-            IDP_BASE + "/saml/sso",
+            self.idp_base + "/saml/sso",
             binding=BINDING_HTTP_POST,
             nameid_format=NAMEID_FORMAT_PERSISTENT,
             assertion_consumer_service_url=acs_url,
@@ -94,7 +101,7 @@ class Sp:
         info = self.client.apply_binding(
             BINDING_HTTP_REDIRECT,
             xml,
-            IDP_BASE + "/saml/sso",
+            self.idp_base + "/saml/sso",
             relay_state=relay,
             sign=True,
             sigalg=RSA_SHA256,

@@ -265,7 +265,7 @@ def test_a_broken_yaml_block_would_be_refused(
     broken = block.text.replace("interval:", "intervall:")
     path = write_config(broken, stand_ins, tmp_path, monkeypatch)
     assert main(["check-config", str(path)]) == 2
-    assert "directory_sync.intervall: unknown key" in capsys.readouterr().err
+    assert "directory_sync[0].intervall: unknown key" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("block", doc_blocks("nginx"), ids=where)

@@ -23,6 +23,11 @@ REQUIRED = {
     "conf/okta-oidc.yaml",
     "conf/google-saml.yaml",
     "conf/multi-connection.yaml",
+    "conf/entra-saml-scim.yaml",
+    "conf/per-organization-sso.yaml",
+    "conf/entra-graph-sync.yaml",
+    "conf/saml-csv-preprovisioned.yaml",
+    "conf/entra-saml-eppn.yaml",
     "conf/nginx/authgate-auth-request.conf",
 }
 ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)")

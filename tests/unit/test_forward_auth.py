@@ -1,4 +1,7 @@
-"""`/auth`, `/userinfo` and `/jwks.json`: what a front proxy and an upstream can rely on."""
+"""`/auth`, `/userinfo` and `/jwks.json`: what a front proxy and an upstream can rely on.
+
+Every test runs over both front ends of the production listener (`serve`).
+"""
 
 from __future__ import annotations
 
@@ -34,11 +37,11 @@ IDENTITY_HEADERS = (
 
 @pytest.fixture
 def make_client(
-    aiohttp_client: Callable[..., Any], settings_factory: Callable[..., Settings]
+    serve: Callable[..., Any], settings_factory: Callable[..., Settings]
 ) -> Callable[..., Any]:
     async def make(**overrides: Any) -> TestClient:
         overrides.setdefault("access", PUBLIC)
-        return await aiohttp_client(create_app(settings_factory(**overrides), MemoryStore()))
+        return await serve(create_app(settings_factory(**overrides), MemoryStore()))
 
     return make
 
@@ -223,6 +226,7 @@ async def test_userinfo(client: TestClient):
         "groups": ["Engineering"],
         "roles": ["viewer"],
         "connection": "corp",
+        "organization": None,
         "expires_at": int(session.expires_at),
     }
 

@@ -61,7 +61,7 @@ PROTECTED = [
     "X-Auth-Request-Groups", "X-Auth-Request-Preferred-Username", "X-Auth-Request-Access-Token",
     "X-Auth-Request-Whatever", "x_auth_request_redirect", "X-Forwarded-User",
     "X-Forwarded-Email", "X-Forwarded-Groups", "X-Forwarded-Preferred-Username", "Remote-User",
-    "remote_user", "X-Remote-User", "x_remote_user",
+    "remote_user", "X-Remote-User", "x_remote_user", "X-Organization", "x_organization",
 ]  # fmt: skip
 
 
@@ -146,6 +146,12 @@ def test_identity_headers_from_a_session(headers: IdentityHeaders):
     ]
 
 
+def test_the_connections_organization_is_sent_only_when_set(headers: IdentityHeaders):
+    out = headers.identity(make_session(organization="Contoso Ltd"), None)
+    assert out[-2:] == [("X-Auth-Connection", "corp"), ("X-Organization", "Contoso Ltd")]
+    assert "X-Organization" not in dict(headers.identity(make_session(), None))
+
+
 def test_disabled_and_renamed_headers_and_compat():
     settings = HeaderSettings(
         user="X-Remote-User", name=None, oauth2_proxy_compat=True, assertion={"header": None}
@@ -191,3 +197,20 @@ def test_idp_values_cannot_break_out_of_their_header_line(
     assert out["X-Roles"] == expected
     for rendered in out.values():
         assert not any(ch in rendered for ch in "\r\n\x00\u2028\x85")
+
+
+def test_a_rendering_serves_only_the_very_session_and_assertion_it_was_made_from(
+    headers: IdentityHeaders,
+):
+    """Kept per session id, but never for a renewed session or a re-signed assertion."""
+    first = make_session()
+    kept = headers.rendered(first, "a.b.c")
+    assert headers.rendered(first, "a.b.c") is kept
+    assert kept.pairs == tuple(headers.identity(first, "a.b.c"))
+    assert kept.lines == b"".join(b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in kept.pairs)
+    renewed = make_session(groups=("Finance",))
+    assert dict(headers.rendered(renewed, "a.b.c").pairs)["X-Groups"] == "Finance"
+    resigned = headers.rendered(renewed, "d.e.f")
+    assert dict(resigned.pairs)["X-Authgate-Assertion"] == "d.e.f"
+    names = {name.lower() for name, _ in resigned.pairs}
+    assert not names & {"x-request-id", "x-forwarded-for", "x-real-ip", "cookie"}

@@ -110,3 +110,27 @@ def test_group_names_match_exactly():
 def test_assigned_roles_are_kept_and_deduplicated():
     r = rules(AccessSettings(role_mappings=[{"group": "Admins", "roles": ["admin"]}]))
     assert roles_for(("Admins",), r, ("admin", "billing")) == ("admin", "billing")
+
+
+def test_a_connections_default_role_replaces_the_global_one():
+    access = AccessSettings(default_role="guest")
+    assert roles_for((), rules(access)) == ("guest",)
+    assert roles_for((), rules(access, default_role="reader")) == ("reader",)
+
+
+def test_a_connections_role_mappings_replace_the_global_ones():
+    access = AccessSettings(
+        role_mappings=[
+            {"group": "Admins", "roles": ["admin"]},
+            {"group": "Ops", "roles": ["operator"], "connection": "corp"},
+        ]
+    )
+    assert roles_for(("Admins", "Ops"), rules(access)) == ("admin", "operator")
+    own = rules(access, role_mappings=[{"group": "Sec-Admins", "roles": ["admin"]}])
+    assert roles_for(("Admins", "Ops"), own) == ("viewer",)
+    assert roles_for(("Sec-Admins",), own) == ("admin",)
+
+
+def test_a_connections_role_mapping_cannot_name_a_connection():
+    with pytest.raises(ValueError, match="connection"):
+        conn(role_mappings=[{"group": "A", "roles": ["x"], "connection": "other"}])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from authgate.settings import ConfigError, load_settings, parse_settings
+from authgate.settings import ConfigError, entra_issuer, load_settings, parse_settings
 
 BASE = {"public_url": "https://app.example.com", "upstream": {"url": "http://127.0.0.1:8080"}}
 
@@ -164,3 +164,75 @@ def test_unreadable_file(tmp_path: Path):
 
 def test_top_level_must_be_a_mapping():
     assert problems(["a"]) == ["conf.yaml: the file must hold a YAML mapping of settings"]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("issuer", "entra"),
+    [
+        ("https://login.microsoftonline.com/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0", True),
+        ("https://LOGIN.microsoftonline.com/organizations/v2.0", True),
+        ("https://login.microsoftonline.us/72f988bf-86f1-41af-91ab-2d7cd011db47/v2.0", True),
+        ("https://sts.windows.net/72f988bf-86f1-41af-91ab-2d7cd011db47/", True),
+        ("https://login.microsoftonline.com.evil.example/tenant/v2.0", False),
+        ("https://evil.example/login.microsoftonline.com/v2.0", False),
+        ("https://login.microsoftonline.com:8443/tenant/v2.0", False),
+        ("https://contoso.okta.com", False),
+    ],
+)
+def test_entra_issuer_is_recognised_by_its_whole_authority(issuer, entra):
+    assert entra_issuer(issuer) is entra
+
+
+SYNC = {"tenant_id": "t", "client_id": "c", "client_secret": "s", "group_id": "g"}
+
+
+def sync_settings(directory_sync):
+    return parse_settings(
+        {"public_url": "https://a.example.com", "upstream": {"url": "http://127.0.0.1:1"},
+         "directory_sync": directory_sync},
+        "test.yaml",
+    )  # fmt: skip
+
+
+def sync_problems(directory_sync) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        sync_settings(directory_sync)
+    return err.value.problems
+
+
+def test_the_single_directory_sync_mapping_still_loads_as_default():
+    (cfg,) = sync_settings(SYNC).directory_sync
+    assert cfg.name == "default" and cfg.connections == []
+    assert cfg.properties == ["id", "userPrincipalName", "mail", "mobilePhone", "displayName"]
+
+
+def test_a_problem_in_the_single_mapping_is_named_without_an_index():
+    assert sync_problems({**SYNC, "intervall": "1m"}) == [
+        "test.yaml: directory_sync.intervall: unknown key (check the spelling; unknown keys are"
+        " refused)"
+    ]
+
+
+def test_several_directory_syncs_need_distinct_names():
+    assert sync_problems([{**SYNC, "name": "a"}, {**SYNC, "name": "a"}]) == [
+        "test.yaml: (top level): directory_sync[1].name: 'a' is used twice"
+        " (give each configuration its own)"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("export", "problem"),
+    [
+        ({"template": "{mail} {mobilePhone}"},
+         "directory_sync[0]: export.template uses mobilePhone, which select does not read"
+         " (add mobilePhone to select)"),
+        ({"template": "{mail!r}"}, "directory_sync[0].export.template: {mail} is not a field"),
+        ({"template": "* <reg> - 0"}, "the template names no property, such as {mail}"),
+        ({"template": "{mail"}, "unbalanced { or } (write {{ or }} for a literal brace)"),
+        ({"template": "{mail}", "key": ["mobilePhone"]},
+         "export.key names mobilePhone, which the template lacks"),
+    ],
+)  # fmt: skip
+def test_export_templates_are_checked_at_start_up(export, problem):
+    (found,) = sync_problems([{**SYNC, "select": ["mail"], "export": export}])
+    assert problem in found

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import pytest
 
 from authgate.upstream_pool import (
-    Exchange,
     UnsafeHead,
     UpstreamFailure,
     UpstreamPool,
@@ -249,73 +248,6 @@ async def test_a_stale_connection_is_not_used_for_a_body(serve):
     assert await fetch(p) == b"ok"
     assert await fetch(p, "POST", b"data") == b"ok"
     assert fake.connections == 2
-    await p.close()
-
-
-# -- sent at once on an idle connection (the fast path's `send_now`) -------------------------
-
-
-async def send_now(p: UpstreamPool) -> tuple[Exchange | None, asyncio.Future[None]]:
-    heard: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    exchange = p.send_now("GET", "/x", [("Host", "app")], b"", lambda: heard.set_result(None))
-    return exchange, heard
-
-
-async def test_send_now_needs_an_idle_connection_and_calls_back_once_complete(serve):
-    fake = await serve(lambda *_: OK)
-    p = pool(fake)
-    exchange, _ = await send_now(p)
-    assert exchange is None, "nothing idle yet: the caller waits in `send` instead"
-    assert await fetch(p) == b"ok"
-    exchange, heard = await send_now(p)
-    assert exchange is not None
-    await asyncio.wait_for(heard, 2)
-    assert exchange.response.complete and exchange.response.error is None
-    assert exchange.response.take_body() == b"ok"
-    exchange.release()
-    assert await fetch(p) == b"ok"
-    assert fake.connections == 1
-    await p.close()
-
-
-async def test_send_now_silence_is_a_timeout(serve):
-    fake = await serve(lambda _, n: OK if n == 1 else None)
-    p = pool(fake, read_timeout=0.2)
-    assert await fetch(p) == b"ok"
-    exchange, heard = await send_now(p)
-    assert exchange is not None
-    await asyncio.wait_for(heard, 2)
-    assert isinstance(exchange.response.error, UpstreamTimedOut)
-    assert not exchange.retryable, "the application had the request: it is not sent twice"
-    exchange.release()
-    await p.close()
-
-
-async def test_send_now_on_a_connection_closed_unanswered_may_be_retried(serve):
-    fake = await serve(lambda _, n: OK if n == 1 else b"")
-    p = pool(fake)
-    assert await fetch(p) == b"ok"
-    exchange, heard = await send_now(p)
-    assert exchange is not None
-    await asyncio.wait_for(heard, 2)
-    assert isinstance(exchange.response.error, UpstreamFailure)
-    assert exchange.retryable
-    exchange.release()
-    await p.close()
-
-
-async def test_send_now_hands_a_large_body_over_to_streaming(serve):
-    big = b"x" * (3 * 1024 * 1024)
-    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%b" % (len(big), big)
-    fake = await serve(lambda *_: answer)
-    p = pool(fake)
-    assert await fetch(p) == big
-    exchange, heard = await send_now(p)
-    assert exchange is not None
-    await asyncio.wait_for(heard, 2)
-    assert not exchange.response.complete and exchange.response.error is None
-    assert b"".join([chunk async for chunk in exchange.response.chunks()]) == big
-    exchange.release()
     await p.close()
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from authgate.errors import PolicyDenied
@@ -101,3 +103,38 @@ async def test_a_retire_racing_a_login_is_never_undone(users):
     assert exc.value.reason == "user_disabled"
     assert stale is not None and reads == 2
     assert (await users.get(user.id)).active is False, "the login must not re-activate the user"
+
+
+async def test_match_value_links_instead_of_the_subject(users):
+    made = await users.create("corp", "b.simon@contoso.com", "b.simon@contoso.com", source="csv")
+    persistent = replace(ident("AbPairwise0"), match_value="b.simon@contoso.com")
+    user = await users.admit(persistent, "preprovisioned")
+    assert user.id == made.id
+
+
+async def test_a_provisioned_users_username_links_a_sign_in_of_its_own_connection(users):
+    made = await users.create(
+        "corp", "mailnick", "alice@example.com", source="scim", username="alice@contoso.com"
+    )
+    user = await users.admit(ident("alice@contoso.com"), "preprovisioned")
+    assert user.id == made.id
+
+
+async def test_a_provisioned_user_of_another_connection_is_never_merged(users):
+    await users.create(
+        "corp", "mailnick", "alice@example.com", source="scim", username="alice@example.com"
+    )
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(ident("alice@example.com", conn="partner"), "jit")
+    assert exc.value.reason == "email_conflict"
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(ident("alice@example.com", conn="partner"), "preprovisioned")
+    assert exc.value.reason == "user_not_provisioned"
+    assert len(await users.all_ids()) == 1
+
+
+async def test_a_user_made_at_sign_in_is_not_linked_by_its_email(users):
+    await users.admit(ident("s1"), "jit")
+    with pytest.raises(PolicyDenied) as exc:
+        await users.admit(replace(ident("s2"), match_value="alice@example.com"), "jit")
+    assert exc.value.reason == "email_conflict"

@@ -11,6 +11,17 @@ class NotLoopback(ValueError):
     """The development IdP was asked to listen where others could reach it."""
 
 
+def is_loopback(host: str) -> bool:
+    """A loopback address literal (bracketed or not) or the name `localhost`, nothing else."""
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
 def require_loopback(host: str, force: bool = False) -> None:
     """Refuse any bind address but loopback: this IdP signs anyone in with a public password."""
     if force:
@@ -20,14 +31,7 @@ def require_loopback(host: str, force: bool = False) -> None:
             host,
         )
         return
-    name = host.strip("[]")
-    if name == "localhost":
-        return
-    try:
-        loopback = ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback:
+    if not is_loopback(host):
         raise NotLoopback(
             f"the development IdP refuses to listen on {host!r}: only a loopback address"
             " (127.0.0.1, ::1, localhost) is allowed, because its users and password are public"

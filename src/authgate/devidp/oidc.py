@@ -119,6 +119,17 @@ class OidcProvider:
     def url(self, path: str) -> str:
         return self.issuer + path
 
+    def register(self, redirect_uri: str, logout_uri: str = "") -> OidcClient:
+        """A new client with generated credentials, accepted from the next request on."""
+        client = OidcClient(
+            client_id="dev-" + secrets.token_hex(8),
+            client_secret=secrets.token_urlsafe(32),
+            redirect_uris=(redirect_uri,),
+            post_logout_redirect_uris=(logout_uri,) if logout_uri else (),
+        )
+        self.clients[client.client_id] = client
+        return client
+
     def discovery(self) -> dict[str, Any]:
         return {
             "issuer": self.issuer,

@@ -3,8 +3,9 @@
 Nothing here builds XML by hand: requests are parsed and their signatures
 checked by pysaml2, responses and assertions are built and signed by it
 (RSA-SHA256, SHA-256 digests). It knows only the service providers whose
-metadata it was given, and answers only at the ACS and SLO URLs that
-metadata lists. Every call may run xmlsec1: call them from an executor.
+metadata it was given (at creation, or registered later on its page), and
+answers only at the ACS and SLO URLs that metadata lists. Every call may run
+xmlsec1: call them from an executor.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, SAMLError
 from saml2.config import IdPConfig
+from saml2.mdstore import InMemoryMetaData
 from saml2.metadata import entity_descriptor
 from saml2.request import AuthnRequest, LogoutRequest
 from saml2.s_utils import SamlException
@@ -43,6 +45,19 @@ SESSION_SECONDS = 8 * 3600
 
 class SamlRequestError(Exception):
     """A SAML message the development IdP refuses; the text is shown on its error page."""
+
+
+class SpMetadataError(Exception):
+    """SP metadata the development IdP will not trust; the text (never the input) is shown."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisteredSp:
+    """A service provider trusted from now on; `replaced` when it was known before."""
+
+    entity_id: str
+    acs_urls: tuple[str, ...]
+    replaced: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +121,7 @@ class SamlIdp:
             self._config(key_file, cert_file, service_providers, require_signed_requests)
         )
         self.server = Server(config=config)
+        self.want_signed = require_signed_requests
         self._lock = threading.Lock()
 
     def _config(
@@ -150,6 +166,24 @@ class SamlIdp:
     @_serialised
     def metadata(self) -> bytes:
         return entity_descriptor(self.server.config).to_string()
+
+    @_serialised
+    def register_sp(self, xml: str) -> RegisteredSp:
+        """Trust one more SP from now on; metadata for a known entity ID replaces the old."""
+        candidate = _sp_metadata(self.server.metadata.attrc, xml)
+        entity_id = next(iter(candidate.keys()))
+        if self.want_signed and not candidate.certs(entity_id, "spsso", "signing"):
+            raise SpMetadataError(
+                "The SP metadata has no signing certificate, and this IdP accepts only signed"
+                " AuthnRequests."
+            )
+        replaced = False
+        for source in self.server.metadata.metadata.values():
+            if entity_id in source:
+                del source[entity_id]
+                replaced = True
+        self.server.metadata.metadata[f"registered {entity_id}"] = candidate
+        return RegisteredSp(entity_id, _post_acs(candidate, entity_id), replaced)
 
     def _parse(self, kind: str, binding: str, message: str, params: dict[str, str]) -> Any:
         """Decode, verify the signature (redirect query or XML) and schema-check one request."""
@@ -274,6 +308,34 @@ class SamlIdp:
             reply = {"url": dict(info["headers"])["Location"], "fields": None}
         name_id = request.name_id.text.strip() if request.name_id is not None else ""
         return SamlLogout(sp_entity_id=sp, name_id=name_id, reply=reply)
+
+
+def _sp_metadata(attributes: Any, xml: str) -> InMemoryMetaData:
+    """Exactly one SAML 2.0 SP with an ACS, parsed (defusedxml) apart from the trusted store."""
+    candidate = InMemoryMetaData(attributes, xml)
+    try:
+        candidate.load()
+    except Exception:
+        raise SpMetadataError("This is not SAML metadata: it does not parse as XML.") from None
+    if candidate.to_old:
+        raise SpMetadataError("The metadata's validUntil has passed.")
+    sps = [key for key, entity in candidate.items() if "spsso_descriptor" in entity]
+    if len(sps) != 1 or len(candidate) != 1:
+        raise SpMetadataError(
+            "The metadata must describe exactly one SAML 2.0 service provider"
+            " (an EntityDescriptor with an SPSSODescriptor)."
+        )
+    if not _post_acs(candidate, sps[0]):
+        raise SpMetadataError(
+            "The SP metadata lists no AssertionConsumerService with the HTTP-POST binding,"
+            " the only one this IdP answers with."
+        )
+    return candidate
+
+
+def _post_acs(metadata: InMemoryMetaData, entity_id: str) -> tuple[str, ...]:
+    services = metadata.service(entity_id, "spsso_descriptor", "assertion_consumer_service")
+    return tuple(srv["location"] for srv in (services or {}).get(BINDING_HTTP_POST, []))
 
 
 def _post_form(xml: str, url: str, relay_state: str) -> PostForm:

@@ -32,15 +32,20 @@ from authgate.devidp.users import PROTOCOL_NAMES, DevUser, authenticate, find, o
 
 
 async def index(request: web.Request) -> web.Response:
+    """The IdP's front page; its registration forms need the browser to send our `Origin`,
+    which it does for same-origin POSTs only under a `same-origin` referrer policy."""
     idp = idp_of(request)
-    return idp.pages.render(
+    response = idp.pages.render(
         "index.html",
         issuer=idp.oidc.issuer,
         discovery=idp.oidc.issuer + "/.well-known/openid-configuration",
         saml_metadata=idp.saml.entity_id,
         users=idp.config.users,
         protocol_names=PROTOCOL_NAMES,
+        form_token=idp.form_token,
     )
+    response.headers["Referrer-Policy"] = "same-origin"
+    return response
 
 
 def _login_page(

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+import aiohttp
 from aiohttp import web
 
 from authgate.devidp.oidc import AuthorizationRequest, OidcClient, OidcProvider
@@ -61,7 +62,10 @@ class SsoSession:
 
 @dataclass
 class DevIdp:
-    """Everything the handlers share; keys and temporary files are made once at creation."""
+    """Everything the handlers share; keys and temporary files are made once at creation.
+
+    `form_token` is this process's token for the registration forms on its own page.
+    """
 
     config: DevIdpConfig
     oidc: OidcProvider
@@ -69,6 +73,7 @@ class DevIdp:
     pages: Pages = field(default_factory=Pages)
     pending: ExpiringMap[Pending] = field(default_factory=ExpiringMap)
     sessions: ExpiringMap[SsoSession] = field(default_factory=ExpiringMap)
+    form_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @classmethod
     def create(cls, config: DevIdpConfig, key_dir: Path) -> DevIdp:
@@ -84,6 +89,7 @@ class DevIdp:
 
 
 IDP: web.AppKey[DevIdp] = web.AppKey("devidp", DevIdp)
+HTTP: web.AppKey[aiohttp.ClientSession] = web.AppKey("devidp_http", aiohttp.ClientSession)
 
 
 def idp_of(request: web.Request) -> DevIdp:

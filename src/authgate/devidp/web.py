@@ -7,12 +7,15 @@ signing in there completes whichever protocol started it.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from authgate.devidp import routes_oidc, routes_saml, signin
+from authgate.devidp import routes_oidc, routes_register, routes_saml, signin
 from authgate.devidp.pages import MARK
-from authgate.devidp.state import IDP, MAX_FORM, DevIdp, idp_of
+from authgate.devidp.state import HTTP, IDP, MAX_FORM, DevIdp, idp_of
 
 # What aiohttp's own refusals (no such route, wrong method, form too large) say as a page.
 HTTP_MESSAGES = {
@@ -44,10 +47,20 @@ def _refusal_page(request: web.Request, exc: web.HTTPException) -> web.StreamRes
     return response
 
 
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    """One client for the app's life: it fetches SP metadata registered on the index page."""
+    async with aiohttp.ClientSession(headers={"User-Agent": "authgate development IdP"}) as http:
+        app[HTTP] = http
+        yield
+
+
 def create_app(idp: DevIdp) -> web.Application:
     app = web.Application(middlewares=[marked], client_max_size=MAX_FORM)
     app[IDP] = idp
+    app.cleanup_ctx.append(_http_client)
     app.router.add_get("/", signin.index)
+    app.router.add_post("/register/saml", routes_register.register_saml)
+    app.router.add_post("/register/oidc", routes_register.register_oidc)
     app.router.add_get("/login", signin.login_form)
     app.router.add_post("/login", signin.login_submit)
     app.router.add_get("/oidc/.well-known/openid-configuration", routes_oidc.discovery)

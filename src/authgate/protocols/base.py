@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 
+from authgate.identity import Identity
 from authgate.session.kv import KeyValueStore
 from authgate.session.replay import ReplayCache
 from authgate.session.sessions import Session
@@ -26,6 +27,22 @@ class ProtocolContext:
     def endpoint(self, path: str) -> str:
         """Absolute URL of one of authgate's own endpoints (ACS, redirect URI, ...)."""
         return self.settings.public_url + self.settings.prefix + path
+
+    def absolute(self, url: str) -> str:
+        """A configured return URL as the IdP needs it: a local path gets the public origin."""
+        return self.settings.public_url + url if url.startswith("/") else url
+
+
+class RefreshDeferred(Exception):
+    """The provider could not be asked now; keep the session and try again later."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    """Renewed claims (None when the provider sent none) and the new `protocol_data`."""
+
+    identity: Identity | None
+    protocol_data: dict[str, Any]
 
 
 class Protocol(ABC):
@@ -48,5 +65,15 @@ class Protocol(ABC):
         return None
 
     @abstractmethod
-    async def logout_url(self, session: Session) -> str | None:
-        """Where to send the browser after local logout (SLO / end-session), if anywhere."""
+    async def logout_url(self, session: Session, return_to: str | None) -> str | None:
+        """Where to send the browser after local logout (SLO / end-session), if anywhere;
+        `return_to` (already checked) is where it should end up once the IdP is done."""
+
+    @abstractmethod
+    async def probe(self) -> list[tuple[bool, str]]:
+        """Checks made now against the IdP (metadata or discovery, keys, certificate dates),
+        each with whether it passed: for `authgate test` and the admin's test button."""
+
+    async def refresh(self, data: dict[str, Any]) -> Refreshed:
+        """Renew a session's claims at the IdP; a protocol without renewal keeps them."""
+        return Refreshed(None, data)

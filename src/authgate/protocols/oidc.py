@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from authgate.errors import LoginFailed, ProtocolError
+from authgate.errors import LoginFailed, PolicyDenied, ProtocolError
 from authgate.identity import Identity
-from authgate.protocols.base import Protocol, ProtocolContext
+from authgate.protocols.base import Protocol, ProtocolContext, RefreshDeferred, Refreshed
 from authgate.protocols.freshness import retry_delay
 from authgate.protocols.oidc_client import (
     TokenClient,
@@ -45,7 +45,7 @@ from authgate.protocols.oidc_tokens import (
 )
 from authgate.secrets import SecretBox
 from authgate.session.sessions import Session
-from authgate.settings import ENTRA_TENANT_SEGMENTS, OidcConnection
+from authgate.settings import ENTRA_TENANT_SEGMENTS, OidcConnection, entra_issuer
 
 log = logging.getLogger("authgate.oidc")
 CODE_REPLAY_TTL = 600.0
@@ -68,10 +68,6 @@ RESERVED_AUTH_PARAMS = frozenset(
 )
 
 
-class RefreshDeferred(Exception):
-    """The provider could not be asked now; keep the session and try again later."""
-
-
 @dataclass(frozen=True, slots=True)
 class LoginStart:
     """Where to send the browser, and what to keep server-side until it comes back."""
@@ -79,14 +75,6 @@ class LoginStart:
     url: str
     state: str
     pending: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Refreshed:
-    """Renewed claims (None when the provider sent none) and the new `protocol_data`."""
-
-    identity: Identity | None
-    protocol_data: dict[str, Any]
 
 
 def expected_discovery_issuer(conn: OidcConnection) -> str:
@@ -113,12 +101,31 @@ def _truthy(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
 
+def _domain_owner_verified(value: Any) -> bool:
+    """Entra's `xms_edov`: a JSON boolean, or the string "1" or "true"."""
+    if isinstance(value, bool):
+        return value
+    return isinstance(value, str) and value.strip().lower() in ("1", "true")
+
+
+def email_verified(claims: Mapping[str, Any], entra: bool) -> bool:
+    """`email_verified`, or for Entra ID (which never sends it) the `xms_edov` optional claim.
+
+    `xms_edov` says the tenant owns the email's domain and has verified it; only
+    Entra defines it, so from any other issuer it counts for nothing.
+    """
+    if _truthy(claims.get("email_verified")):
+        return True
+    return entra and _domain_owner_verified(claims.get("xms_edov"))
+
+
 class OidcProtocol(Protocol):
     conn: OidcConnection
 
     def __init__(self, conn: OidcConnection, ctx: ProtocolContext) -> None:
         super().__init__(conn, ctx)
         self.redirect_uri = ctx.endpoint(f"/oidc/{conn.id}/callback")
+        self.entra = entra_issuer(conn.issuer)
         self.discovery = Discovery(
             ctx.http,
             conn.issuer,
@@ -358,11 +365,19 @@ class OidcProtocol(Protocol):
             value = claims.get(name) if name else None
             return value if isinstance(value, str) and value else None
 
+        key = self.conn.link_key
+        claim = {"sub": "sub", "email": mapping.email}.get(key) or key.removeprefix("attribute:")
+        match_value = text(claim)
+        if match_value is None:
+            raise PolicyDenied(
+                "user_not_provisioned", f"the ID token has no {claim}, the connection's match key"
+            )
         return Identity(
             connection=self.conn.id,
             subject=claims["sub"],
+            match_value=match_value,
             email=text(mapping.email),
-            email_verified=_truthy(claims.get("email_verified")),
+            email_verified=email_verified(claims, self.entra),
             name=text(mapping.name),
             username=text(mapping.username),
             groups=groups,
@@ -407,8 +422,13 @@ class OidcProtocol(Protocol):
         new_data.update(id_token=identity.protocol_data["id_token"])
         return Refreshed(identity, new_data)
 
-    async def logout_url(self, session: Session) -> str | None:
-        """RP-initiated logout at the provider's end_session_endpoint, when it has one."""
+    async def logout_url(self, session: Session, return_to: str | None) -> str | None:
+        """RP-initiated logout at the provider's end_session_endpoint, when it has one.
+
+        The provider returns the browser to the connection's `post_logout_url` (which
+        must be registered there), else to authgate's own sign-out page, carrying
+        `return_to` in `state` for that page to follow.
+        """
         if not self.conn.end_session:
             return None
         try:
@@ -417,10 +437,13 @@ class OidcProtocol(Protocol):
             return None
         if not info.end_session_endpoint:
             return None
-        params = {
-            "client_id": self.conn.client_id,
-            "post_logout_redirect_uri": self.ctx.endpoint("/logout"),
-        }
+        params = {"client_id": self.conn.client_id}
+        if self.conn.post_logout_url is not None:
+            params["post_logout_redirect_uri"] = self.ctx.absolute(self.conn.post_logout_url)
+        else:
+            params["post_logout_redirect_uri"] = self.ctx.endpoint("/logout")
+            if return_to:
+                params["state"] = return_to
         id_token = session.protocol_data.get("id_token")
         if isinstance(id_token, str):
             params["id_token_hint"] = id_token

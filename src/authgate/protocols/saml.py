@@ -202,7 +202,7 @@ class SamlProtocol(Protocol):
             )
 
     def identity(self, data: AssertionData) -> Identity:
-        return to_identity(self.conn.id, data, self.conn.attributes)
+        return to_identity(self.conn.id, data, self.conn.attributes, self.conn.link_key)
 
     def _logout_policy(self, idp: IdpMetadata) -> LogoutPolicy:
         return LogoutPolicy(
@@ -214,8 +214,11 @@ class SamlProtocol(Protocol):
             max_size=self.conn.max_response_size,
         )
 
-    async def logout_url(self, session: Session) -> str | None:
-        """SP-initiated SLO: a LogoutRequest for the session's NameID and SessionIndex."""
+    async def logout_url(self, session: Session, return_to: str | None) -> str | None:
+        """SP-initiated SLO: a LogoutRequest for the session's NameID and SessionIndex.
+
+        `return_to` travels as RelayState, which the IdP echoes in its LogoutResponse.
+        """
         data = session.protocol_data
         idp = self.metadata.current
         endpoint = idp.slo_endpoint() if idp is not None else None
@@ -223,7 +226,8 @@ class SamlProtocol(Protocol):
             return None
         assert idp is not None and endpoint is not None
         binding, url, _ = endpoint
-        request_id, outgoing = await self._blocking(self._logout_request, data, binding, url)
+        relay = return_to if return_to and len(return_to) <= MAX_RELAY_STATE else None
+        request_id, outgoing = await self._blocking(self._logout_request, data, binding, url, relay)
         await self.ctx.kv.set(
             "saml-logout:" + request_id,
             json.dumps(
@@ -235,7 +239,9 @@ class SamlProtocol(Protocol):
             return outgoing.url
         return self.ctx.settings.prefix + f"/saml/{self.conn.id}/slo?send={request_id}"
 
-    def _logout_request(self, data: dict[str, Any], binding: str, url: str) -> tuple[str, Outgoing]:
+    def _logout_request(
+        self, data: dict[str, Any], binding: str, url: str, relay: str | None
+    ) -> tuple[str, Outgoing]:
         name_id = NameID(
             text=data["name_id"],
             format=data.get("name_id_format"),
@@ -253,7 +259,7 @@ class SamlProtocol(Protocol):
             digest_alg=SHA256,
         )
         return request_id, self._outgoing(
-            str(request), binding, url, None, self._signs, "SAMLRequest"
+            str(request), binding, url, relay, self._signs, "SAMLRequest"
         )
 
     async def pending_logout_form(self, request_id: str) -> Outgoing | None:

@@ -7,7 +7,7 @@ names the one attribute to use for a field instead.
 
 from __future__ import annotations
 
-from authgate.errors import ProtocolError
+from authgate.errors import PolicyDenied, ProtocolError
 from authgate.identity import Identity
 from authgate.protocols.saml_validate import AssertionData
 from authgate.protocols.saml_xml import NAMEID_FORMATS
@@ -117,7 +117,22 @@ def _groups(data: AssertionData, override: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(g for g in groups if g))
 
 
-def to_identity(connection: str, data: AssertionData, mapping: SamlAttributes) -> Identity:
+def _match_value(data: AssertionData, email: str | None, match_key: str) -> str:
+    """The value of the connection's match key; without it the person cannot be linked."""
+    if match_key == "name_id":
+        return data.name_id
+    name = "email" if match_key == "email" else match_key.removeprefix("attribute:")
+    value = email if match_key == "email" else _first(data.attributes, (name,))
+    if not value:
+        raise PolicyDenied(
+            "user_not_provisioned", f"the assertion has no {name}, the connection's match key"
+        )
+    return value
+
+
+def to_identity(
+    connection: str, data: AssertionData, mapping: SamlAttributes, match_key: str = "name_id"
+) -> Identity:
     """The identity an assertion proves. A SAML IdP vouches for the address it asserts."""
     fields = {field: _field(data, field, mapping) for field in CANDIDATES}
     email = _email(data, mapping.email)
@@ -136,6 +151,7 @@ def to_identity(connection: str, data: AssertionData, mapping: SamlAttributes) -
         groups=_groups(data, mapping.groups),
         attributes={**extra, "name_id_format": data.name_id_format, "idp": data.issuer},
         session_not_after=data.session_not_on_or_after,
+        match_value=_match_value(data, email, match_key),
         idp_session=data.session_index,
         protocol_data={
             "name_id": data.name_id,

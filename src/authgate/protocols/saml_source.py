@@ -21,6 +21,7 @@ from functools import partial
 
 import aiohttp
 
+from authgate.bodies import read_capped
 from authgate.errors import ProtocolError, StoreUnavailable
 from authgate.protocols.freshness import Freshness, retry_delay, span
 from authgate.protocols.saml_crypto import XmlSec
@@ -173,7 +174,7 @@ class MetadataSource:
                         f"GET {url} answered HTTP {response.status}",
                         reason=f"HTTP {response.status}",
                     )
-                body = await response.content.read(MAX_METADATA_BYTES + 1)
+                body = await read_capped(response.content, MAX_METADATA_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
             reason = "timed out" if isinstance(exc, TimeoutError) else "unreachable"
             raise MetadataError(

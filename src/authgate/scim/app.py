@@ -10,6 +10,7 @@ users and groups of its own connection. Every failure is a SCIM Error body
 from __future__ import annotations
 
 import logging
+from collections.abc import Container
 from typing import Any
 
 from aiohttp import web
@@ -104,7 +105,7 @@ async def bearer_token(request: web.Request, handler: Handler) -> web.StreamResp
     ctx = scim(request)
     scheme, _, secret = request.headers.get("Authorization", "").partition(" ")
     info = await ctx.tokens.verify(secret.strip()) if scheme.lower() == "bearer" else None
-    if info is None or ctx.settings.connection(info.connection) is None:
+    if info is None or info.connection not in ctx.connections:
         ctx.audit.emit("scim.auth.failed", path=request.path, **audit_fields(request))
         raise UnauthorizedException(detail="a valid SCIM bearer token is required")
     request[TOKEN] = info
@@ -193,7 +194,12 @@ async def search_everything(request: web.Request) -> web.Response:
 
 
 def create_scim_app(
-    settings: Settings, users: UserStore, lifecycle: Lifecycle, tokens: ScimTokens, audit: AuditLog
+    settings: Settings,
+    connections: Container[str],
+    users: UserStore,
+    lifecycle: Lifecycle,
+    tokens: ScimTokens,
+    audit: AuditLog,
 ) -> web.Application:
     """The sub-application; mount it at `settings.scim_path` before any catch-all route."""
     base = settings.scim_url
@@ -201,6 +207,7 @@ def create_scim_app(
     app = web.Application(middlewares=[scim_errors, bearer_token])
     app[SCIM] = ScimContext(
         settings=settings,
+        connections=connections,
         users=users,
         lifecycle=lifecycle,
         tokens=tokens,

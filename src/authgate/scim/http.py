@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,8 @@ MAX_DEPTH = 32
 @dataclass(frozen=True)
 class ScimContext:
     settings: Settings
+    # The connections in force now (config file and admin-made): a token of any other is refused.
+    connections: Container[str]
     users: UserStore
     lifecycle: Lifecycle
     tokens: ScimTokens

@@ -3,12 +3,13 @@
 The store key is a SHA-256 of the id, so a dump of Redis does not hand out
 live cookies. A per-user index of those digests (never the ids themselves)
 lets every session of a user be revoked at once (logout everywhere, SCIM
-deactivation, retirement); a per-sign-in index, keyed by the id the IdP gave
-its own session (SAML SessionIndex), lets an IdP's logout end exactly the
-sessions it names. Each index is one key of its own, so every store call
-stays single-key (Redis Cluster). Every removal or change of a session is published
-by its digest, so the processes that cache sessions (`session.cache`) drop
-their copy at once.
+deactivation, retirement); per-subject and per-sign-in indexes, keyed by the
+IdP's own names (SAML NameID, SessionIndex) and hashed, let an IdP's logout
+end exactly the sessions it names, whichever user record they belong to.
+Each index is one key of its own, so every store call stays single-key
+(Redis Cluster). Every removal or change of a session is published by its
+digest, so the processes that cache sessions (`session.cache`) drop their
+copy at once.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class Session:
     last_seen: float
     expires_at: float
     protocol_data: dict[str, Any] = field(default_factory=dict)
+    organization: str | None = None
     # The IdP's id for the sign-in this session came from (SAML SessionIndex), if it gave one.
     idp_session: str | None = None
     id: str = ""
@@ -83,17 +85,26 @@ def _user_index(user_id: str) -> str:
     return "user-sessions:" + user_id
 
 
-def _idp_index(user_id: str, connection: str, idp_session: str) -> str:
-    """The sessions one IdP sign-in began; the IdP's value is hashed into a fixed-size key."""
-    scope = "\0".join((user_id, connection, idp_session)).encode()
-    return "idp-sessions:" + hashlib.sha256(scope).hexdigest()
+def _scope(*parts: str) -> str:
+    """Values the IdP chose (NameID, SessionIndex), hashed into a fixed-size key part."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _subject_index(connection: str, subject: str) -> str:
+    """The sessions of one IdP subject (SAML NameID) at one connection."""
+    return "subject-sessions:" + _scope(connection, subject)
+
+
+def _idp_index(connection: str, subject: str, idp_session: str) -> str:
+    """The sessions one IdP sign-in (SAML SessionIndex) of that subject began."""
+    return "idp-sessions:" + _scope(connection, subject, idp_session)
 
 
 def _indexes(session: Session) -> list[str]:
     """Every index that lists `session`."""
-    found = [_user_index(session.user_id)]
+    found = [_user_index(session.user_id), _subject_index(session.connection, session.subject)]
     if session.idp_session:
-        found.append(_idp_index(session.user_id, session.connection, session.idp_session))
+        found.append(_idp_index(session.connection, session.subject, session.idp_session))
     return found
 
 
@@ -224,47 +235,50 @@ class SessionStore:
         concurrent login stays indexed and can still be revoked later.
         """
         index = _user_index(user_id)
-        return await self._revoke({d: [index] for d in await self._kv.members(index)})
+        live = 0
+        digests = await self._kv.members(index)
+        for digest in digests:
+            live += await self._kv.delete(_key_of(digest), durable=True)
+            await self._kv.remove_member(index, digest)
+        await asyncio.gather(*(self._invalidate(d, revoked=True) for d in digests))
+        return live
 
     async def revoke_idp_sessions(
-        self, user_id: str, connection: str, idp_sessions: Iterable[str]
-    ) -> int:
-        """End the sessions that the IdP sign-ins named by `idp_sessions` (SAML SessionIndex
-        values of a LogoutRequest) began for this user at this connection; how many were live.
+        self, connection: str, subject: str, idp_sessions: Iterable[str]
+    ) -> list[Session]:
+        """End the sessions that the IdP sign-ins named by `idp_sessions` (the SessionIndex
+        values of a SAML LogoutRequest for `subject`) began at `connection`; the live ones.
 
-        One index read per value, no scan: sessions of other users, other
-        connections and other sign-ins of the same person are never touched.
+        One index read per value, no scan. The subject is part of the key, as
+        a SessionIndex counts only with its NameID: other people's sessions,
+        other connections and the subject's other sign-ins are never touched.
         """
-        found: dict[str, list[str]] = {}
+        found: dict[str, str] = {}
         for value in dict.fromkeys(idp_sessions):
-            index = _idp_index(user_id, connection, value)
-            for digest in await self._kv.members(index):
-                found.setdefault(digest, [_user_index(user_id)]).append(index)
+            index = _idp_index(connection, subject, value)
+            found.update(dict.fromkeys(await self._kv.members(index), index))
         return await self._revoke(found)
 
-    async def revoke_connection(self, user_id: str, connection: str, subject: str) -> int:
-        """End every session of this user signed in through `connection` as `subject` (a
-        LogoutRequest naming no SessionIndex); sessions through other connections stay."""
-        found: dict[str, list[str]] = {}
-        for digest in await self._kv.members(_user_index(user_id)):
+    async def revoke_subject(self, connection: str, subject: str) -> list[Session]:
+        """End every session signed in through `connection` as `subject` (a LogoutRequest that
+        names no SessionIndex); the person's sessions through other connections stay."""
+        index = _subject_index(connection, subject)
+        return await self._revoke(dict.fromkeys(await self._kv.members(index), index))
+
+    async def _revoke(self, found: dict[str, str]) -> list[Session]:
+        """Delete each session (digest -> the index it was found in) with every index entry it
+        has, read from the session itself so the user index stays exact; answer once no
+        replica serves any of them. Returns the sessions that were live."""
+        ended: list[Session] = []
+        for digest, index in found.items():
             raw = await self._kv.get(_key_of(digest))
-            if raw is None:
-                continue
-            session = Session.from_json("", raw)
-            if session.connection == connection and session.subject == subject:
-                found[digest] = _indexes(session)
-        return await self._revoke(found)
-
-    async def _revoke(self, found: dict[str, list[str]]) -> int:
-        """Delete each session (by digest) and its index entries; answer once no replica serves
-        any of them. Returns how many were live."""
-        live = 0
-        for digest, indexes in found.items():
-            live += await self._kv.delete(_key_of(digest), durable=True)
-            for index in indexes:
-                await self._kv.remove_member(index, digest)
+            session = Session.from_json("", raw) if raw is not None else None
+            if await self._kv.delete(_key_of(digest), durable=True) and session is not None:
+                ended.append(session)
+            for entry in _indexes(session) if session is not None else [index]:
+                await self._kv.remove_member(entry, digest)
         await asyncio.gather(*(self._invalidate(d, revoked=True) for d in found))
-        return live
+        return ended
 
     async def restamp_user(
         self, user_id: str, change: Callable[[Session], Awaitable[Session]]

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from functools import partial
 from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -21,18 +22,20 @@ import yaml
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from authgate.bodies import read_capped
 from authgate.csv_import import CsvFileError, import_users
+from authgate.policy import AccessRules
 from authgate.retirement import Lifecycle, RetirementRefused, check_user_retirement
 from authgate.scim.tokens import ScimTokens
-from authgate.session.sessions import Session
 from authgate.settings import Settings
 from authgate.tokens import TokenInfo
-from authgate.users import User
-from authgate.web.admin_access import ADMIN, Actor, AdminAccess, authorize
+from authgate.users import User, UserStore
+from authgate.web import admin_connections
+from authgate.web.admin_access import ADMIN, Actor, AdminAccess, audit_admin, authorize
 from authgate.web.admin_changes import read_token_request, read_user_change
-from authgate.web.client_info import CID, CLIENT
+from authgate.web.client_info import CID
 from authgate.web.middlewares import wants_html
-from authgate.web.signin import grants
+from authgate.web.signin import restamp
 from authgate.web.state import State, state
 
 AdminHandler = Callable[[web.Request, Actor], Awaitable[web.StreamResponse]]
@@ -46,23 +49,11 @@ NOTICES = {
 }
 
 
-def _iso(timestamp: float | str | None) -> str | None:
+def iso(timestamp: float | str | None) -> str | None:
     if timestamp in (None, ""):
         return None
     moment = dt.datetime.fromtimestamp(float(timestamp), dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _audit(request: web.Request, actor: Actor, event: str, **fields: Any) -> None:
-    state(request).audit.emit(
-        event,
-        actor=actor.name,
-        actor_kind=actor.kind,
-        actor_user_id=actor.user_id,
-        ip=request[CLIENT].ip,
-        correlation_id=request[CID],
-        **fields,
-    )
 
 
 def admin_only(handler: AdminHandler) -> Handler:
@@ -82,19 +73,18 @@ def admin_only(handler: AdminHandler) -> Handler:
 async def connection_report(st: State) -> list[dict[str, Any]]:
     """Each configured connection with readiness (metadata freshness) and its last outcomes."""
     rows = []
-    for conn in st.settings.connections:
+    for conn in st.connections:
         info = await st.status.get(conn.id)
-        protocol = st.protocols.get(conn.id)
-        if not conn.enabled:
+        if conn.engine is None:
             problem: str | None = "disabled in the configuration"
-        elif protocol is None:
-            problem = "protocol engine not started"
+        elif not conn.active:
+            problem = "not active: test it, then activate it"
         else:
-            problem = protocol.readiness_problem()
+            problem = conn.engine.readiness_problem()
         failure = None
         if info.get("last_failure_at"):
             failure = {
-                "at": _iso(info["last_failure_at"]),
+                "at": iso(info["last_failure_at"]),
                 "reason": info.get("last_failure_reason"),
                 "correlation_id": info.get("last_failure_correlation_id"),
             }
@@ -103,10 +93,12 @@ async def connection_report(st: State) -> list[dict[str, Any]]:
                 "id": conn.id,
                 "name": conn.name,
                 "type": conn.type,
-                "enabled": conn.enabled,
+                "enabled": conn.active,
+                "url": st.url("/admin/connections/" + quote(conn.id, safe="")),
+                "managed_by": "config file" if conn.source == "file" else "admin",
                 "ready": problem is None,
                 "problem": problem,
-                "last_success_at": _iso(info.get("last_success_at")),
+                "last_success_at": iso(info.get("last_success_at")),
                 "last_failure": failure,
             }
         )
@@ -139,8 +131,8 @@ async def user_json(st: State, user: User) -> dict[str, Any]:
         "roles": list(user.roles),
         "active": user.active,
         "source": user.source,
-        "created_at": _iso(user.created_at),
-        "last_login_at": _iso(user.last_login_at),
+        "created_at": iso(user.created_at),
+        "last_login_at": iso(user.last_login_at),
         "sessions": await st.sessions.count_for_user(user.id),
     }
 
@@ -173,7 +165,7 @@ def _limit(request: web.Request) -> int | None:
 
 async def api_status(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
-    _audit(request, actor, "admin.status.viewed")
+    audit_admin(request, actor, "admin.status.viewed")
     all_users = await _all_users(st)
     return web.json_response(
         {
@@ -195,7 +187,7 @@ async def api_users(request: web.Request, actor: Actor) -> web.StreamResponse:
         return _bad_request(request, f"limit must be a whole number from 1 to {MAX_LIMIT}")
     if len(query) > MAX_QUERY:
         return _bad_request(request, f"q must be at most {MAX_QUERY} characters")
-    _audit(request, actor, "admin.users.searched", query=query)
+    audit_admin(request, actor, "admin.users.searched", query=query)
     st = state(request)
     return web.json_response(await search_users(st, await _all_users(st), query, limit))
 
@@ -220,7 +212,7 @@ async def api_user(request: web.Request, actor: Actor) -> web.StreamResponse:
     user = await _target(request)
     if user is None:
         return _unknown_user(request)
-    _audit(request, actor, "admin.user.viewed", user_id=user.id)
+    audit_admin(request, actor, "admin.user.viewed", user_id=user.id)
     return web.json_response({"user": await user_json(state(request), user)})
 
 
@@ -251,14 +243,16 @@ async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
     if user is None:
         return _unknown_user(request)
     try:
-        await check_user_retirement(st.users, st.settings, user)
+        await check_user_retirement(*admin_rules(st), user)
     except RetirementRefused as exc:
-        _audit(request, actor, "admin.user.retire_refused", user_id=user.id, reason="last_admin")
+        audit_admin(
+            request, actor, "admin.user.retire_refused", user_id=user.id, reason="last_admin"
+        )
         return _last_admin(request, exc.problems[0])
     revoked = await st.sessions.count_for_user(user.id)
     lifecycle = Lifecycle(st.users, st.sessions, st.audit, ScimTokens(st.kv))
     user = await lifecycle.retire(user, "admin", actor=actor.name)
-    _audit(
+    audit_admin(
         request,
         actor,
         "admin.user.retired",
@@ -270,6 +264,42 @@ async def retire(request: web.Request, actor: Actor) -> web.StreamResponse:
     return await _after_action(request, user, "retired", revoked)
 
 
+async def apply_user_change(
+    st: State,
+    audit: Callable[..., None],
+    user: User,
+    roles: list[str] | None,
+    active: bool | None,
+) -> tuple[User, int, int]:
+    """A user's own roles and activity changed; live sessions follow at once.
+
+    Returns the saved user and how many sessions were revoked and restamped;
+    raises RetirementRefused when no one could sign in as admin afterwards.
+    """
+    wanted = replace(
+        user,
+        roles=tuple(dict.fromkeys(roles)) if roles is not None else user.roles,
+        active=active if active is not None else user.active,
+    )
+    if st.settings.admin.role not in wanted.roles or not wanted.active:
+        await check_user_retirement(*admin_rules(st), user)
+    saved = await st.users.update(user, wanted)
+    revoked = updated = 0
+    if user.active and not saved.active:
+        revoked = await st.sessions.revoke_user(saved.id)
+    elif saved.roles != user.roles and (rules := st.connections.rules(saved.connection)):
+        updated = await restamp(st, saved, rules)
+    audit(
+        "admin.user.updated",
+        user_id=saved.id,
+        roles=[list(user.roles), list(saved.roles)],
+        active=[user.active, saved.active],
+        revoked_sessions=revoked,
+        updated_sessions=updated,
+    )
+    return saved, revoked, updated
+
+
 async def change_user(request: web.Request, actor: Actor) -> web.StreamResponse:
     """Set a user's own roles or switch the user off or on; live sessions follow at once."""
     st = state(request)
@@ -279,38 +309,12 @@ async def change_user(request: web.Request, actor: Actor) -> web.StreamResponse:
     change = await read_user_change(request)
     if isinstance(change, str):
         return _bad_request(request, change)
-    wanted = replace(
-        user,
-        roles=tuple(dict.fromkeys(change.roles)) if change.roles is not None else user.roles,
-        active=change.active if change.active is not None else user.active,
-    )
-    if st.settings.admin.role not in wanted.roles or not wanted.active:
-        try:
-            await check_user_retirement(st.users, st.settings, user)
-        except RetirementRefused as exc:
-            return _last_admin(request, exc.problems[0])
-    saved = await st.users.update(user, wanted)
-    revoked = updated = 0
-    if user.active and not saved.active:
-        revoked = await st.sessions.revoke_user(saved.id)
-    elif saved.roles != user.roles and saved.connection in st.rules:
-        rules = st.rules[saved.connection]
-
-        async def regrant(session: Session) -> Session:
-            _, roles = await grants(st, rules, saved, session.groups)
-            return replace(session, roles=roles)
-
-        updated = await st.sessions.restamp_user(saved.id, regrant)
-    _audit(
-        request,
-        actor,
-        "admin.user.updated",
-        user_id=saved.id,
-        roles=[list(user.roles), list(saved.roles)],
-        active=[user.active, saved.active],
-        revoked_sessions=revoked,
-        updated_sessions=updated,
-    )
+    try:
+        saved, revoked, updated = await apply_user_change(
+            st, partial(audit_admin, request, actor), user, change.roles, change.active
+        )
+    except RetirementRefused as exc:
+        return _last_admin(request, exc.problems[0])
     return web.json_response(
         {
             "user": await user_json(st, saved),
@@ -326,7 +330,7 @@ async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamRespo
     if user is None:
         return _unknown_user(request)
     revoked = await st.sessions.revoke_user(user.id)
-    _audit(
+    audit_admin(
         request,
         actor,
         "admin.user.sessions_revoked",
@@ -337,26 +341,31 @@ async def revoke_sessions(request: web.Request, actor: Actor) -> web.StreamRespo
     return await _after_action(request, user, "revoked", revoked)
 
 
+def admin_rules(st: State) -> tuple[UserStore, str, list[AccessRules]]:
+    """What the lock-out guard weighs: the users, the admin role, the active connections."""
+    return st.users, st.settings.admin.role, [c.rules for c in st.connections.active()]
+
+
 def _unknown_connection(request: web.Request) -> web.Response:
     body = {"error": "unknown_connection", "correlation_id": request[CID]}
     return web.json_response(body, status=404)
 
 
 def _token_json(info: TokenInfo) -> dict[str, Any]:
-    return {"id": info.id, "description": info.description, "created_at": _iso(info.created_at)}
+    return {"id": info.id, "description": info.description, "created_at": iso(info.created_at)}
 
 
 async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamResponse:
     """A SCIM bearer token for one connection; its secret is in this answer and nowhere else."""
     st = state(request)
     conn_id = request.match_info["conn_id"]
-    if st.settings.connection(conn_id) is None:
+    if conn_id not in st.connections:
         return _unknown_connection(request)
     wanted = await read_token_request(request)
     if isinstance(wanted, str):
         return _bad_request(request, wanted)
     info, secret = await ScimTokens(st.kv).create(conn_id, wanted.description)
-    _audit(request, actor, "admin.scim_token.created", connection=conn_id, token_id=info.id)
+    audit_admin(request, actor, "admin.scim_token.created", connection=conn_id, token_id=info.id)
     return web.json_response(
         {
             **_token_json(info),
@@ -371,10 +380,10 @@ async def create_scim_token(request: web.Request, actor: Actor) -> web.StreamRes
 async def list_scim_tokens(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
     conn_id = request.match_info["conn_id"]
-    if st.settings.connection(conn_id) is None:
+    if conn_id not in st.connections:
         return _unknown_connection(request)
     tokens = [t for t in await ScimTokens(st.kv).list() if t.connection == conn_id]
-    _audit(request, actor, "admin.scim_tokens.listed", connection=conn_id)
+    audit_admin(request, actor, "admin.scim_tokens.listed", connection=conn_id)
     return web.json_response({"tokens": [_token_json(t) for t in tokens]})
 
 
@@ -387,7 +396,7 @@ async def revoke_scim_token(request: web.Request, actor: Actor) -> web.StreamRes
         body = {"error": "unknown_token", "correlation_id": request[CID]}
         return web.json_response(body, status=404)
     await tokens.revoke(token_id)
-    _audit(request, actor, "admin.scim_token.revoked", connection=conn_id, token_id=token_id)
+    audit_admin(request, actor, "admin.scim_token.revoked", connection=conn_id, token_id=token_id)
     return web.Response(status=204)
 
 
@@ -395,9 +404,9 @@ async def import_csv(request: web.Request, actor: Actor) -> web.StreamResponse:
     """The CLI's `users import` over HTTP: the body is the CSV file, the report is JSON."""
     st = state(request)
     conn_id = request.match_info["conn_id"]
-    if st.settings.connection(conn_id) is None:
+    if conn_id not in st.connections:
         return _unknown_connection(request)
-    data = await request.content.read(MAX_CSV_BYTES + 1)
+    data = await read_capped(request.content, MAX_CSV_BYTES)
     if len(data) > MAX_CSV_BYTES:
         return web.json_response(
             {"error": "too_large", "limit_bytes": MAX_CSV_BYTES, "correlation_id": request[CID]},
@@ -406,12 +415,14 @@ async def import_csv(request: web.Request, actor: Actor) -> web.StreamResponse:
     try:
         report = await import_users(data, conn_id, st.users, st.audit, actor=actor.name)
     except CsvFileError as exc:
-        _audit(request, actor, "admin.users.import_refused", connection=conn_id, reason=str(exc))
+        audit_admin(
+            request, actor, "admin.users.import_refused", connection=conn_id, reason=str(exc)
+        )
         return web.json_response(
             {"error": "invalid_csv", "detail": str(exc), "correlation_id": request[CID]},
             status=400,
         )
-    _audit(
+    audit_admin(
         request,
         actor,
         "admin.users.imported",
@@ -443,7 +454,7 @@ def _notice(request: web.Request) -> str | None:
 async def page(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
     query = request.query.get("q", "")[:MAX_QUERY]
-    _audit(request, actor, "admin.page.viewed", query=query or None)
+    audit_admin(request, actor, "admin.page.viewed", query=query or None)
     all_users = await _all_users(st)
     found = await search_users(st, all_users, query, DEFAULT_LIMIT)
     back = urlencode({"q": query}) if query else ""
@@ -462,6 +473,7 @@ async def page(request: web.Request, actor: Actor) -> web.StreamResponse:
         found=found,
         query=query,
         search_url=st.url("/admin/"),
+        new_url=st.url("/admin/connections/new"),
         logout_url=st.url("/logout"),
     )
 
@@ -503,6 +515,7 @@ def setup(app: web.Application, settings: Settings) -> None:
     app.router.add_post(base + "/api/users/{user_id}/retire", admin_only(retire))
     app.router.add_post(base + "/api/users/{user_id}/revoke-sessions", admin_only(revoke_sessions))
     app.router.add_post(base + "/api/connections/{conn_id}/users/import", admin_only(import_csv))
+    admin_connections.add_routes(app, base, admin_only)
     tokens = base + "/api/connections/{conn_id}/scim-tokens"
     app.router.add_get(tokens, admin_only(list_scim_tokens))
     app.router.add_post(tokens, admin_only(create_scim_token))

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -136,3 +136,16 @@ async def authorize(request: web.Request) -> Actor | web.Response:
         _deny(request, "cross_origin_request", actor)
         raise Forbidden("cross_origin_request", "admin write without a same-origin Origin")
     return actor
+
+
+def audit_admin(request: web.Request, actor: Actor, event: str, **fields: Any) -> None:
+    """An `admin.*` event: who (name, kind, user), from where, and what."""
+    state(request).audit.emit(
+        event,
+        actor=actor.name,
+        actor_kind=actor.kind,
+        actor_user_id=actor.user_id,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+        **fields,
+    )

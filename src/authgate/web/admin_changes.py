@@ -14,6 +14,8 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, StringConstraints, ValidationError
 from pydantic_core import ErrorDetails
 
+from authgate.bodies import read_capped
+
 MAX_BODY = 64 * 1024
 M = TypeVar("M", bound=BaseModel)
 ROLE_RULE = "1-64 letters, digits, '.', '_', ':' or '-', starting with a letter or digit"
@@ -73,7 +75,7 @@ async def read_token_request(request: web.Request) -> TokenRequest | str:
 async def _read(request: web.Request, model: type[M], example: str) -> M | str:
     if request.content_length is not None and request.content_length > MAX_BODY:
         return f"the body is larger than {MAX_BODY} bytes"
-    raw = await request.content.read(MAX_BODY + 1)
+    raw = await read_capped(request.content, MAX_BODY)
     if len(raw) > MAX_BODY:
         return f"the body is larger than {MAX_BODY} bytes"
     try:

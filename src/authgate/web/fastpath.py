@@ -1,24 +1,25 @@
-"""The hot path without aiohttp's web layer: signed-in page requests and forward-auth.
+"""The hot path without aiohttp's web layer: a codec around `decision.decide`.
 
 aiohttp's server spends more CPU per request (request and response objects,
 router, middleware chain) than forwarding the request does, and SPEC §11
 wants authgate within a small factor of nginx. So every connection starts in
-this protocol, which takes a request only when it is plainly one of the two
-hot shapes and ordinary in every respect, and answers it with the steps and
-functions the aiohttp handlers use: client info, correlation id, session,
-policy, header stripping and injection, the upstream exchange.
+this protocol, which parses a request head into `decision.Facts`, finds the
+session, calls the same `decide` aiohttp's handlers call, and writes the
+`Decision` out: the /auth yes, or the request forwarded with the identity
+and the application's answer relayed. It decides nothing itself.
 
 Everything else hands the connection to aiohttp, with every byte not yet
 answered, and aiohttp serves it from there as if it had had it from the
-start. So every challenge, refusal and page comes from one implementation;
-this module only ever says yes. The only answers it renders itself are the
-failures of a request it had taken (store or upstream down), through the
-same `error_response`.
+start: a request that is not plainly ordinary, one without a usable session
+cookie, a public path, a session due for its refresh, and every decision
+other than those two (challenges, refusals, redirects), so every page comes
+from one implementation. The only answers rendered here besides those are
+the failures of a request it had taken (store or upstream down), through the
+same `error_response`. An unexpected error closes the connection.
 
-When the session is in the cache, neither hot shape needs a task: the
-forward-auth answer is written at once, and a page request goes out on an
-idle upstream connection whose answer calls back to be relayed (a body too
-large to hold is streamed from a task; a timeout is the pool's timer).
+A /auth question whose session is in the cache is answered at once, without
+a task; every other request taken runs as one task, and the next pipelined
+head waits for it.
 
 A request is taken only if all of these hold:
 - aiohttp's own parser reads its head as one complete HTTP/1.1 message
@@ -30,8 +31,8 @@ A request is taken only if all of these hold:
 - it is `{prefix}/auth`, or a GET or HEAD of a path outside `{prefix}/` that
   is not public;
 - it carries exactly one unquoted session cookie whose session is valid (in
-  the cache, else in the store), has no claims refresh due yet, and for /auth passes
-  `allowed_groups` / `allowed_roles`.
+  the cache, else in the store) and has no claims refresh due yet;
+- the decision is the /auth yes or a forward with the identity.
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -51,19 +51,18 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.http_parser import HttpRequestParser
 from aiohttp.http_writer import HttpVersion11
 from aiohttp.streams import EMPTY_PAYLOAD
-from multidict import CIMultiDictProxy, MultiDict, MultiMapping
-from yarl import URL
+from multidict import CIMultiDictProxy, MultiMapping
 
 from authgate.errors import AuthgateError
 from authgate.session.sessions import Session
-from authgate.upstream import failure_reason, response_headers
-from authgate.upstream_pool import Exchange, Response, UpstreamFailure, header_lines, http_head
-from authgate.web.client_info import ClientInfo, correlation_id_from
-from authgate.web.forward_auth import NO_STORE, original_from, permitted
-from authgate.web.gate import from_store
+from authgate.upstream import response_headers
+from authgate.upstream_pool import Response, UpstreamFailure, header_lines, http_head
+from authgate.web.client_info import correlation_id_from
+from authgate.web.decision import Action, Decision, Endpoint, Facts, decide, facts
+from authgate.web.gate import lookup
 from authgate.web.listener import ConnectionHandlers
 from authgate.web.middlewares import error_response
-from authgate.web.proxy import forward_headers
+from authgate.web.proxy import upstream_headers
 from authgate.web.state import STATE, State
 
 log = logging.getLogger("authgate")
@@ -83,8 +82,8 @@ _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _NOT_ORDINARY = frozenset({"upgrade", "expect", "transfer-encoding"})
 _PAGE_METHODS = frozenset({"GET", "HEAD"})
 _NO_BODY = frozenset({204, 304})
-# Sessions whose rendered header lines are kept; more than this and they are made afresh.
-RENDERED_SESSIONS = 4096
+# Rendered lines of a decision's fixed headers; only module constants ever get here.
+_RENDERED_HEADERS = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,52 +178,6 @@ def response_head(
     return http_head(f"HTTP/1.1 {status} {reason}", headers, framing)
 
 
-def _query(raw: str) -> MultiMapping[str]:
-    """The query as aiohttp's `request.query` reads it."""
-    if not raw:
-        return MultiDict()
-    return URL.build(path="/", query_string=raw, encoded=True).query
-
-
-class SessionLines:
-    """Header lines that follow from the session alone, rendered once per session.
-
-    The identity headers change only when the session does (a touch or a
-    refresh makes a new `Session`) or when its signed assertion is renewed,
-    so a kept rendering is used only for the very same two objects.
-    """
-
-    def __init__(self, st: State, prefix: list[tuple[str, str]]) -> None:
-        self._st = st
-        self._prefix = prefix
-        self._kept: dict[str, tuple[Session, str | None, bytes]] = {}
-
-    def get(self, session: Session) -> bytes:
-        signer = self._st.signer
-        assertion = signer.sign(session) if signer else None
-        kept = self._kept.get(session.id)
-        if kept is not None and kept[0] is session and kept[1] is assertion:
-            return kept[2]
-        lines = header_lines([*self._prefix, *self._st.headers.identity(session, assertion)])
-        if len(self._kept) >= RENDERED_SESSIONS:
-            self._kept.clear()
-        self._kept[session.id] = (session, assertion, lines)
-        return lines
-
-
-Step = Callable[["FrontProtocol", Head], Awaitable[bool]]
-
-
-@dataclass(frozen=True, slots=True)
-class InFlight:
-    """A request sent upstream without a task; the answer's listener takes it from here."""
-
-    head: Head
-    exchange: Exchange
-    cid: str
-    started: float
-
-
 class Front:
     """The protocol factory for the main listener; knows where to hand connections over."""
 
@@ -236,9 +189,8 @@ class Front:
         self._own = self.st.settings.prefix + "/"
         self._scim = self.st.settings.scim_path
         self._sweeper: asyncio.Task[None] | None = None
+        self._lines: dict[tuple[tuple[str, str], ...], bytes] = {}
         self.served = 0
-        self.upstream_identity = SessionLines(self.st, [])
-        self.allowed = SessionLines(self.st, [*NO_STORE.items()])
 
     def __call__(self) -> FrontProtocol:
         return FrontProtocol(self)
@@ -256,21 +208,28 @@ class Front:
                 if conn.idle_since is not None and conn.idle_since < stale:
                     conn.close()
 
-    def route(self, head: Head) -> Step | None:
-        """Which fast step serves this request, if any."""
+    def route(self, head: Head) -> Endpoint | None:
+        """Which question an ordinary request asks, if the fast path may take it."""
         if not ordinary(head):
             return None
         if head.path == self._auth_path:
-            return FrontProtocol.auth
+            return Endpoint.AUTH
         if head.method not in _PAGE_METHODS:
             return None
         if head.path.startswith(self._own) or head.path == self.st.settings.prefix:
             return None
         if head.path == self._scim or head.path.startswith(self._scim + "/"):
             return None
-        if self.st.public_paths.match(head.target):
-            return None
-        return FrontProtocol.proxy
+        return Endpoint.PROXY
+
+    def lines(self, headers: tuple[tuple[str, str], ...]) -> bytes:
+        """A decision's fixed headers as lines, rendered once per distinct set."""
+        rendered = self._lines.get(headers)
+        if rendered is None:
+            if len(self._lines) >= _RENDERED_HEADERS:
+                self._lines.clear()
+            rendered = self._lines[headers] = header_lines(headers)
+        return rendered
 
     def close_all(self) -> None:
         if self._sweeper is not None:
@@ -290,13 +249,11 @@ class FrontProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._peer = ""
         self._task: asyncio.Task[None] | None = None
-        self._inflight: InFlight | None = None
         self._closed = False
         self._writing_paused = False
         self._reading_paused = False
         self._drained: asyncio.Future[None] | None = None
         self.idle_since: float | None = None
-        self._answered = False
 
     # -- asyncio callbacks -------------------------------------------------------------------
 
@@ -312,7 +269,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
-        if self._task is None and self._inflight is None:
+        if self._task is None:
             self._next()
         elif len(self._buffer) > READ_AHEAD and not self._reading_paused:
             self._reading_paused = True
@@ -324,9 +281,6 @@ class FrontProtocol(asyncio.Protocol):
         self._front.connections.discard(self)
         if self._task is not None:
             self._task.cancel()
-        flight, self._inflight = self._inflight, None
-        if flight is not None:
-            flight.exchange.release()
         self._wake_writer()
 
     def pause_writing(self) -> None:
@@ -339,71 +293,72 @@ class FrontProtocol(asyncio.Protocol):
     # -- one request after the other ---------------------------------------------------------
 
     def _next(self) -> None:
-        """Answer the request heads in the buffer in turn, or give the connection to aiohttp.
-
-        A forward-auth question whose session is in the cache is answered right
-        here, and a page request whose session is in the cache is sent on an
-        idle upstream connection right here (its answer's listener goes on);
-        everything else runs as a task, and the next head waits for it.
-        """
-        while self._task is None and self._inflight is None and not self._closed:
-            buffer = self._buffer
-            end = buffer.find(b"\r\n\r\n")
-            if end < 0:
-                if len(buffer) > HEAD_LIMIT or not _crlf_only(buffer):
-                    self._hand_over()
+        """Take the request heads in the buffer in turn, or give the connection to aiohttp."""
+        while self._task is None and not self._closed:
+            head = self._complete_head()
+            if head is None:
                 return
-            scope = bytes(buffer) if end + 4 == len(buffer) else bytes(buffer[: end + 4])
-            head = self._reader.read(scope) if len(scope) <= HEAD_LIMIT else None
-            step = self._front.route(head) if head is not None else None
-            if head is None or step is None:
+            sid = session_cookie(head.headers, self._st.cookies.session_name)
+            request = self._facts(head) if sid is not None else None
+            if request is None or sid is None:
                 self._hand_over()
                 return
-            answered = self._now(step, head)
-            if answered is None:
+            session = self._st.sessions.cached(sid)
+            if session is None or request.endpoint is Endpoint.PROXY:
                 self.idle_since = None
                 self._task = asyncio.get_running_loop().create_task(
-                    self._serve(step(self, head), head)
+                    self._serve(head, request, sid, session)
                 )
                 return
-            if self._inflight is not None:
+            if not self._answer(request, session):
+                self._hand_over()
                 return
-            self._done(head, answered)
+            self._done(head)
 
-    async def _serve(self, work: Awaitable[bool], head: Head, answered: bool = False) -> None:
-        self._answered = answered
+    def _complete_head(self) -> Head | None:
+        """The next whole request head; None to wait for more bytes, or once handed over."""
+        buffer = self._buffer
+        end = buffer.find(b"\r\n\r\n")
+        if end < 0:
+            if len(buffer) > HEAD_LIMIT or not _crlf_only(buffer):
+                self._hand_over()
+            return None
+        scope = bytes(buffer) if end + 4 == len(buffer) else bytes(buffer[: end + 4])
+        head = self._reader.read(scope) if len(scope) <= HEAD_LIMIT else None
+        if head is None:
+            self._hand_over()
+        return head
+
+    def _facts(self, head: Head) -> Facts | None:
+        """The request's facts, or None for one the fast path leaves to aiohttp."""
+        endpoint = self._front.route(head)
+        if endpoint is None:
+            return None
+        headers = head.headers
+        client = self._st.trusted.describe(self._peer, "http", headers["Host"], headers)
+        cid = correlation_id_from(headers, client.via_trusted_proxy)
+        request = facts(self._st, endpoint, head.method, head.target, headers, client, cid)
+        return None if request.public else request
+
+    async def _serve(self, head: Head, request: Facts, sid: str, session: Session | None) -> None:
         try:
-            taken = await work
+            taken = await self._take(head, request, sid, session)
         except (ConnectionResetError, UpstreamFailure):
             self.close()
             return
         except Exception:
-            if self._answered:
-                log.exception("fast path failed mid-answer; closing the connection")
-                self.close()
-                return
-            log.exception("fast path failed; aiohttp takes the request over")
-            taken = False
+            log.exception("fast path failed (correlation id %s); connection closed", request.cid)
+            self.close()
+            return
         self._task = None
-        self._done(head, taken)
-        self._next()
-
-    def _now(self, step: Step, head: Head) -> bool | None:
-        """Serve the request without a task if it can be; None if it needs one."""
-        self._answered = False
-        try:
-            return self.auth_now(head) if step is FrontProtocol.auth else self.proxy_now(head)
-        except Exception:
-            if self._answered:
-                raise
-            log.exception("fast path failed; aiohttp takes the request over")
-            return False
-
-    def _done(self, head: Head, taken: bool) -> None:
-        """Past one request: drop its bytes, or (not taken) hand everything to aiohttp."""
         if not taken:
             self._hand_over()
             return
+        self._done(head)
+        self._next()
+
+    def _done(self, head: Head) -> None:
+        """Past one request: drop its bytes and wait for the next."""
         del self._buffer[: head.size]
         self._front.served += 1
         self.idle_since = asyncio.get_running_loop().time()
@@ -433,216 +388,81 @@ class FrontProtocol(asyncio.Protocol):
             self._transport.close()
         self._closed = True
 
-    # -- the two fast steps ------------------------------------------------------------------
+    # -- the decision, served ----------------------------------------------------------------
 
-    async def proxy(self, head: Head) -> bool:
-        """A signed-in page request: forwarded with the identity, answered with the page."""
+    def _decided(self, request: Facts, session: Session) -> Decision | None:
+        """The decision if the fast path serialises it; None leaves the request to aiohttp."""
+        if session.refresh_due(time.time()):
+            return None
+        decision = decide(self._st, request, session)
+        if decision.action is Action.FORWARD or (
+            decision.action is Action.ANSWER and decision.status == 200
+        ):
+            self._st.metrics.count(request.endpoint.value, decision.reason)
+            return decision
+        return None
+
+    def _answer(self, request: Facts, session: Session) -> bool:
+        """A /auth question of a cached session, answered at once; False for aiohttp to."""
+        decision = self._decided(request, session)
+        if decision is None:
+            return False
+        self._write_answer(decision, request.cid)
+        return True
+
+    async def _take(self, head: Head, request: Facts, sid: str, session: Session | None) -> bool:
+        """The request served from its decision; False leaves it to aiohttp."""
         st = self._st
-        client, cid = self._client(head)
         try:
-            session = await self._session(head)
             if session is None:
+                session = await lookup(st, sid)
+            decision = self._decided(request, session) if session is not None else None
+            if decision is None:
                 return False
-            st.metrics.count("proxy", "forwarded")
+            if decision.action is Action.ANSWER:
+                self._write_answer(decision, request.cid)
+                return True
             assert st.upstream is not None
-            headers = forward_headers(st, head.headers, client, cid, None)
-            identity = self._front.upstream_identity.get(session)
+            identity = decision.identity.lines if decision.identity is not None else b""
             length = 0 if "Content-Length" in head.headers else None
+            headers = upstream_headers(st, head.headers, decision)
             exchange = await st.upstream.send(
                 head.method, head.target, headers, None, length, identity
             )
         except AuthgateError as exc:
-            self._write_error(head, cid, exc)
+            self._write_error(head, request.cid, exc)
             return True
         try:
-            await self._relay(head, exchange.response, cid)
+            await self._relay(head, exchange.response, request.cid)
         finally:
             exchange.release()
         return True
 
-    def proxy_now(self, head: Head) -> bool | None:
-        """A page request of a cached session, sent on an idle upstream connection at once.
-
-        None when the session is not cached or no upstream connection is idle:
-        `proxy` then does the same with waiting.
-        """
-        session = self._cached(head)
-        if session is None or session.refresh_due(time.time()) or "Content-Length" in head.headers:
-            return None
-        st = self._st
-        assert st.upstream is not None
-        client, cid = self._client(head)
-        headers = forward_headers(st, head.headers, client, cid, None)
-        identity = self._front.upstream_identity.get(session)
-        started = time.perf_counter()
-        try:
-            exchange = st.upstream.send_now(
-                head.method, head.target, headers, identity, self._upstream_answered
-            )
-        except AuthgateError as exc:
-            self._write_error(head, cid, exc)
-            return True
-        if exchange is None:
-            return None
-        st.metrics.count("proxy", "forwarded")
-        self.idle_since = None
-        self._inflight = InFlight(head, exchange, cid, started)
-        return True
-
-    def _upstream_answered(self) -> None:
-        """The listener of a request sent by `proxy_now`: relay, stream, retry or report."""
-        flight, self._inflight = self._inflight, None
-        if flight is None:
-            return
-        response = flight.exchange.response
-        try:
-            if self._closed:
-                flight.exchange.release()
-                return
-            if response.error is not None:
-                self._upstream_failed(flight, response.error)
-                return
-            assert self._st.upstream is not None
-            self._st.upstream.answered(flight.started)
-            if not response.complete:
-                self._task = asyncio.get_running_loop().create_task(
-                    self._serve(self._stream(flight), flight.head, answered=True)
-                )
-                return
-            try:
-                self._relay_whole(flight.head, response, self._answer_headers(response, flight.cid))
-            finally:
-                flight.exchange.release()
-        except Exception:
-            log.exception("fast path failed mid-answer; closing the connection")
-            self.close()
-            return
-        self._settled(flight.head)
-
-    def _upstream_failed(self, flight: InFlight, error: BaseException) -> None:
-        """A failed answer: sent once more if that is safe, else the 502 or 504 page."""
-        flight.exchange.release()
-        if flight.exchange.retryable:
-            self._task = asyncio.get_running_loop().create_task(
-                self._serve(self.proxy(flight.head), flight.head)
-            )
-            return
-        self._write_error(flight.head, flight.cid, failure_reason(error))
-        self._settled(flight.head)
-
-    def _settled(self, head: Head) -> None:
-        """Past a request answered from a listener; the next head waits for the loop.
-
-        The listener runs inside the upstream connection's parser, which must
-        finish before that connection can carry another request.
-        """
-        self._done(head, True)
-        if self._buffer:
-            asyncio.get_running_loop().call_soon(self._next)
-
-    async def _stream(self, flight: InFlight) -> bool:
-        try:
-            await self._relay(flight.head, flight.exchange.response, flight.cid)
-        finally:
-            flight.exchange.release()
-        return True
-
-    def auth_now(self, head: Head) -> bool | None:
-        """The forward-auth answer from the session cache alone; None to ask the store."""
-        session = self._cached(head)
-        if session is None:
-            return None
-        asked = self._auth_question(head)
-        return asked is not None and self._auth_answer(head, *asked, session)
-
-    async def auth(self, head: Head) -> bool:
-        """nginx asking whether a request may pass: yes, with the identity headers."""
-        asked = self._auth_question(head)
-        if asked is None:
-            return False
-        client, cid = asked
-        try:
-            session = await self._session(head)
-        except AuthgateError as exc:
-            self._write_error(head, cid, exc)
-            return True
-        return self._auth_answer(head, client, cid, session)
-
-    def _auth_question(self, head: Head) -> tuple[ClientInfo, str] | None:
-        """Who asks, and the correlation id; None when a trusted proxy names a public path."""
-        client, cid = self._client(head)
-        original = original_from(client, head.headers, "X-Original-URI", "X-Forwarded-Uri")
-        if original and self._st.public_paths.match(original):
-            return None
-        return client, cid
-
-    def _auth_answer(
-        self, head: Head, client: ClientInfo, cid: str, session: Session | None
-    ) -> bool:
-        """Yes, if this session may pass here; False leaves the answer to aiohttp."""
-        if session is None or session.refresh_due(time.time()):
-            return False
-        if not permitted(_query(head.query), session):
-            return False
+    def _write_answer(self, decision: Decision, cid: str) -> None:
+        """A 200 decided here (the /auth yes): its headers, the identity, the request id."""
+        assert decision.status == 200
+        identity = decision.identity.lines if decision.identity is not None else b""
         self._write(
-            b"HTTP/1.1 200 OK\r\n%bX-Request-Id: %b\r\nContent-Length: 0\r\n\r\n"
-            % (self._front.allowed.get(session), cid.encode())
+            b"HTTP/1.1 200 OK\r\n%b%bX-Request-Id: %b\r\nContent-Length: 0\r\n\r\n"
+            % (self._front.lines(decision.headers), identity, cid.encode())
         )
-        self._st.metrics.count("auth", "allowed")
-        return True
-
-    # -- steps shared by both ----------------------------------------------------------------
-
-    def _client(self, head: Head) -> tuple[ClientInfo, str]:
-        client = self._st.trusted.describe(self._peer, "http", head.headers["Host"], head.headers)
-        return client, correlation_id_from(head.headers, client.via_trusted_proxy)
-
-    def _cached(self, head: Head) -> Session | None:
-        """The cookie's session, if the in-process cache has it."""
-        sid = session_cookie(head.headers, self._st.cookies.session_name)
-        return self._st.sessions.cached(sid) if sid is not None else None
-
-    async def _session(self, head: Head) -> Session | None:
-        """A valid session needing no refresh, or None (aiohttp then decides what to say)."""
-        sid = session_cookie(head.headers, self._st.cookies.session_name)
-        if sid is None:
-            return None
-        session = self._st.sessions.cached(sid) or await from_store(self._st, sid)
-        if session is None or session.refresh_due(time.time()):
-            return None
-        return session
-
-    @staticmethod
-    def _answer_headers(upstream: Response, cid: str) -> list[tuple[str, str]]:
-        return [*response_headers(upstream.headers), ("X-Request-Id", cid)]
-
-    def _relay_whole(self, head: Head, upstream: Response, headers: list[tuple[str, str]]) -> bool:
-        """The upstream's answer in one write, if it is all here; False if it must be streamed."""
-        status, reason = upstream.status, upstream.reason
-        if head.method == "HEAD" or status in _NO_BODY:
-            self._write(response_head(status, reason, headers, None))
-            return True
-        if not upstream.complete:
-            return False
-        sized = [(name, value) for name, value in headers if name.lower() != "content-length"]
-        body = upstream.take_body()
-        framing = f"Content-Length: {len(body)}"
-        self._write(response_head(status, reason, sized, framing) + body)
-        return True
 
     async def _relay(self, head: Head, upstream: Response, cid: str) -> None:
         """The upstream's answer: in one write when complete, else streamed as it comes."""
-        headers = self._answer_headers(upstream, cid)
-        if self._relay_whole(head, upstream, headers):
-            return
+        headers = response_headers(upstream.headers, cid)
         status, reason = upstream.status, upstream.reason
+        if head.method == "HEAD" or status in _NO_BODY:
+            self._write(response_head(status, reason, headers, None))
+            return
         sized = [(name, value) for name, value in headers if name.lower() != "content-length"]
+        if upstream.complete:
+            body = upstream.take_body()
+            framing = f"Content-Length: {len(body)}"
+            self._write(response_head(status, reason, sized, framing) + body)
+            return
         chunked = len(sized) == len(headers)
-        self._write(
-            response_head(
-                status, reason, headers, "Transfer-Encoding: chunked" if chunked else None
-            )
-        )
+        framing = "Transfer-Encoding: chunked" if chunked else None
+        self._write(response_head(status, reason, headers, framing))
         async for chunk in upstream.chunks():
             self._write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
             await self._drain()
@@ -662,7 +482,6 @@ class FrontProtocol(asyncio.Protocol):
     def _write(self, data: bytes) -> None:
         if self._closed or self._transport is None:
             raise ConnectionResetError("the client went away")
-        self._answered = True
         self._transport.write(data)
 
     async def _drain(self) -> None:

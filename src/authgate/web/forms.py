@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from authgate.errors import AuthgateError, ProtocolError
 
@@ -52,3 +52,39 @@ async def read_form(
     if len(names) != len(set(names)):
         raise refuse("invalid_request", "a form field is repeated")
     return dict(pairs)
+
+
+MULTIPART_TYPE = "multipart/form-data"
+
+
+async def read_multipart(
+    request: web.Request, limit: int, refuse: type[AuthgateError] = ProtocolError
+) -> dict[str, str]:
+    """A form with file uploads (admin pages): text fields and files, as text, up to `limit`.
+
+    Files are read as UTF-8 text (metadata XML, CSV); the whole body stays
+    under `limit` however it is split into parts.
+    """
+    if request.content_type == FORM_TYPE:
+        return await read_form(request, limit, refuse)
+    if request.content_type != MULTIPART_TYPE:
+        raise refuse("invalid_request", f"expected {MULTIPART_TYPE}")
+    too_large = f"the request body is larger than {limit} bytes"
+    if request.content_length is not None and request.content_length > limit:
+        raise refuse("invalid_request", too_large)
+    reader = await request.multipart()
+    fields: dict[str, str] = {}
+    used = 0
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader) or part.name is None or part.name in fields:
+            raise refuse("invalid_request", "a form field is nested, unnamed or repeated")
+        if len(fields) >= MAX_FIELDS:
+            raise refuse("invalid_request", "too many form fields")
+        data = bytearray()
+        while chunk := await part.read_chunk(65536):
+            data += chunk
+            used += len(chunk)
+            if used > limit:
+                raise refuse("invalid_request", too_large)
+        fields[part.name] = data.decode("utf-8", "replace")
+    return fields

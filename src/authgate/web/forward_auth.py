@@ -3,87 +3,31 @@
 The front proxy asks "may this request in?" and acts on the status: 200 (copy
 the identity headers from the answer), 401 (send the browser to sign in), 403.
 It names the original request in headers that only a trusted proxy may set:
-from anyone else they could turn a protected path into a public one.
+from anyone else they could turn a protected path into a public one
+(`decision.facts`). The answer itself is `decision.decide`'s, as on the fast path.
 """
 
 from __future__ import annotations
 
 from aiohttp import web
-from multidict import MultiMapping
 
 from authgate.errors import Forbidden
-from authgate.session.sessions import Session
-from authgate.web.client_info import CLIENT, ClientInfo
-from authgate.web.gate import current_session, login_url, should_redirect, unauthenticated
+from authgate.web.client_info import CLIENT
+from authgate.web.decision import (
+    NO_STORE,
+    Endpoint,
+    login_url,
+    not_signed_in,
+    original_from,
+    unauthenticated,
+)
+from authgate.web.gate import current_session, decided, request_facts, respond
 from authgate.web.middlewares import REASON_HEADER
-from authgate.web.state import State, state
-
-NO_STORE = {"Cache-Control": "no-store"}
-LOGIN_HEADER = "X-Authgate-Login"
-REDIRECT_HEADER = "X-Authgate-Redirect"
-
-
-def original_from(client: ClientInfo, headers: MultiMapping[str], *names: str) -> str | None:
-    """A header naming the original request, believed only from a trusted proxy."""
-    if not client.via_trusted_proxy:
-        return None
-    return next((value for name in names if (value := headers.get(name))), None)
-
-
-def _original(request: web.Request, *names: str) -> str | None:
-    return original_from(request[CLIENT], request.headers, *names)
-
-
-def _wanted(query: MultiMapping[str], name: str) -> set[str]:
-    return {v.strip() for v in query.get(name, "").split(",") if v.strip()}
-
-
-def permitted(query: MultiMapping[str], session: Session) -> bool:
-    """oauth2-proxy style `?allowed_groups=a,b` / `?allowed_roles=` narrowing per location."""
-    groups, roles = _wanted(query, "allowed_groups"), _wanted(query, "allowed_roles")
-    if groups and not groups & set(session.groups):
-        return False
-    return not (roles and not roles & set(session.roles))
-
-
-def allowed_headers(st: State, session: Session) -> list[tuple[str, str]]:
-    """The headers of a 200: who is signed in, and the signed assertion saying so."""
-    assertion = st.signer.sign(session) if st.signer else None
-    return [*NO_STORE.items(), *st.headers.identity(session, assertion)]
-
-
-def _unauthenticated(request: web.Request, original_uri: str | None) -> web.Response:
-    """401 with the sign-in URL (rd escaped here, not by the proxy's config language).
-
-    `X-Authgate-Redirect` is present only when the original request was a
-    browser navigation, so nginx can redirect browsers and answer APIs with 401.
-    """
-    target = login_url(state(request), original_uri)
-    headers = {LOGIN_HEADER: target}
-    method = _original(request, "X-Original-Method", "X-Forwarded-Method") or "GET"
-    if should_redirect(request, method.upper()):
-        headers[REDIRECT_HEADER] = target
-    return unauthenticated(request, target, **headers)
+from authgate.web.state import state
 
 
 async def auth(request: web.Request) -> web.Response:
-    st = state(request)
-    original_uri = _original(request, "X-Original-URI", "X-Forwarded-Uri")
-    if original_uri and st.public_paths.match(original_uri):
-        st.metrics.count("auth", "public")
-        return web.Response(status=200, headers=NO_STORE)
-    session = await current_session(request)
-    if session is None:
-        st.metrics.count("auth", "unauthenticated")
-        return _unauthenticated(request, original_uri)
-    if not permitted(request.query, session):
-        st.metrics.count("auth", "forbidden")
-        raise Forbidden(detail="not in the location's allowed_groups / allowed_roles")
-    response = web.Response(status=200)
-    for name, value in allowed_headers(st, session):
-        response.headers[name] = value
-    st.metrics.count("auth", "allowed")
-    return response
+    return respond(request, await decided(request, Endpoint.AUTH))
 
 
 async def refused(request: web.Request) -> web.Response:
@@ -95,15 +39,16 @@ async def refused(request: web.Request) -> web.Response:
     gives, so no one can make this page say what authgate did not decide; the
     correlation id is the trusted X-Request-Id, like any other.
     """
-    if _original(request, REASON_HEADER) == "unauthenticated":
-        return _unauthenticated(request, _original(request, "X-Original-URI", "X-Forwarded-Uri"))
+    if original_from(request[CLIENT], request.headers, REASON_HEADER) == "unauthenticated":
+        asked = request_facts(request, Endpoint.AUTH)
+        return respond(request, unauthenticated(state(request), asked))
     raise Forbidden(detail="forward-auth refusal shown by the front proxy")
 
 
 async def userinfo(request: web.Request) -> web.Response:
     session = await current_session(request)
     if session is None:
-        return unauthenticated(request, login_url(state(request), None))
+        return respond(request, not_signed_in(login_url(state(request), None)))
     return web.json_response(
         {
             "user_id": session.user_id,
@@ -113,6 +58,7 @@ async def userinfo(request: web.Request) -> web.Response:
             "groups": list(session.groups),
             "roles": list(session.roles),
             "connection": session.connection,
+            "organization": session.organization,
             "expires_at": int(session.expires_at),
         },
         headers=NO_STORE,

@@ -1,19 +1,17 @@
-"""The session step of the request path: cookie -> session, or a challenge."""
+"""The aiohttp front's side of the request path: cookie -> session, and a `Decision` answered."""
 
 from __future__ import annotations
 
 import time
-from urllib.parse import urlencode
 
 from aiohttp import web
 
 from authgate.session.sessions import Session
-from authgate.web.client_info import CID
-from authgate.web.middlewares import REASON_HEADER, wants_html
+from authgate.web.client_info import CID, CLIENT
+from authgate.web.decision import Decision, Endpoint, Facts, decide, facts, sign_in_required
+from authgate.web.middlewares import refusal, wants_html
 from authgate.web.session_refresh import refresh_if_due
 from authgate.web.state import State, state
-
-CHALLENGE = 'Cookie realm="authgate"'
 
 
 async def current_session(request: web.Request) -> Session | None:
@@ -22,10 +20,15 @@ async def current_session(request: web.Request) -> Session | None:
     sid = request.cookies.get(st.cookies.session_name)
     if not sid:
         return None
-    session = st.sessions.cached(sid) or await from_store(st, sid)
+    session = await lookup(st, sid)
     if session is not None and session.refresh_due(time.time()):
         session = await refresh_if_due(request, session)
     return session
+
+
+async def lookup(st: State, sid: str) -> Session | None:
+    """The session from this process's cache, else from the store (both fronts ask here)."""
+    return st.sessions.cached(sid) or await from_store(st, sid)
 
 
 async def from_store(st: State, sid: str) -> Session | None:
@@ -36,39 +39,61 @@ async def from_store(st: State, sid: str) -> Session | None:
     return session
 
 
-def login_url(st: State, return_to: str | None) -> str:
-    """The sign-in page; the return path is validated here so no caller can forget to."""
-    return st.url("/login") + "?" + urlencode({"rd": st.redirects.safe(return_to)})
+def request_facts(request: web.Request, endpoint: Endpoint) -> Facts:
+    return facts(
+        state(request),
+        endpoint,
+        request.method,
+        request.raw_path,
+        request.headers,
+        request[CLIENT],
+        request[CID],
+    )
 
 
-def should_redirect(request: web.Request, method: str) -> bool:
-    """Only a top-level navigation can follow a redirect to a sign-in page and come back."""
-    return method in ("GET", "HEAD") and wants_html(request)
+async def decided(request: web.Request, endpoint: Endpoint) -> Decision:
+    """The request's facts, its session if the decision needs one, and the decision (counted)."""
+    st = state(request)
+    asked = request_facts(request, endpoint)
+    session = None if asked.public else await current_session(request)
+    decision = decide(st, asked, session)
+    st.metrics.count(endpoint.value, decision.reason)
+    return decision
+
+
+def respond(request: web.Request, decision: Decision) -> web.Response:
+    """A decision answered here (not forwarded) as aiohttp's response.
+
+    Refusals get the page or JSON every refusal gets; `request_context` adds the request id.
+    """
+    if decision.status == 401:
+        assert decision.login_url is not None
+        response = _unauthenticated_body(request, decision.login_url)
+    elif decision.status >= 400:
+        st, cid = state(request), request[CID]
+        response = refusal(st, request.headers, cid, decision.status, decision.reason)
+    else:
+        response = web.Response(status=decision.status)
+    for name, value in decision.headers:
+        response.headers[name] = value
+    if decision.identity is not None:
+        for name, value in decision.identity.pairs:
+            response.headers[name] = value
+    return response
 
 
 def challenge(request: web.Request, return_to: str) -> web.Response:
     """Browsers are sent to sign in; API clients get a 401 they can act on."""
-    target = login_url(state(request), return_to)
-    if should_redirect(request, request.method):
-        return web.Response(status=302, headers={"Location": target, "Cache-Control": "no-store"})
-    return unauthenticated(request, target)
+    return respond(
+        request, sign_in_required(state(request), request.method, request.headers, return_to)
+    )
 
 
-def unauthenticated(request: web.Request, target: str, **headers: str) -> web.Response:
-    """401 for a caller that is not redirected: a page with a sign-in link, or JSON for APIs."""
+def _unauthenticated_body(request: web.Request, target: str) -> web.Response:
+    """A 401's body: a page with a sign-in link, or JSON for APIs."""
     cid = request[CID]
     if wants_html(request):
-        response = state(request).pages.error(401, "unauthenticated", cid, retry_url=target)
-    else:
-        response = web.json_response(
-            {"error": "unauthenticated", "login_url": target, "correlation_id": cid}, status=401
-        )
-    response.headers.update(
-        {
-            "WWW-Authenticate": CHALLENGE,
-            "Cache-Control": "no-store",
-            REASON_HEADER: "unauthenticated",
-            **headers,
-        }
+        return state(request).pages.error(401, "unauthenticated", cid, retry_url=target)
+    return web.json_response(
+        {"error": "unauthenticated", "login_url": target, "correlation_id": cid}, status=401
     )
-    return response

@@ -25,9 +25,9 @@ async def readyz(request: web.Request) -> web.Response:
     except StoreUnavailable as exc:
         log.warning("readiness: session store unavailable: %s", exc.detail)
         checks["store"] = "unavailable"
-    for conn_id, protocol in st.protocols.items():
-        problem = protocol.readiness_problem()
-        checks[f"connection:{conn_id}"] = problem or "ok"
+    for conn in st.connections:
+        if conn.engine is not None and conn.active:
+            checks[f"connection:{conn.id}"] = conn.engine.readiness_problem() or "ok"
     ready = all(v == "ok" for v in checks.values())
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},

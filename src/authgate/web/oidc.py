@@ -13,16 +13,21 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from authgate.connections import Connection
 from authgate.errors import LoginFailed, ProtocolError
 from authgate.protocols.oidc import OidcProtocol
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import read_form
 from authgate.web.signin import (
-    complete_login,
+    check_pending,
+    finish_login,
+    open_for_login,
+    pending_login,
     recall_login,
     record_failure,
     redirect,
     remember_login,
+    signing_connection,
 )
 from authgate.web.state import state
 
@@ -30,17 +35,10 @@ SAML_PARAMETERS = ("SAMLResponse", "SAMLRequest")
 MAX_FORM_BYTES = 256 * 1024
 
 
-def _protocol(request: web.Request) -> OidcProtocol:
-    """The connection's OIDC engine; a SAML connection reached here is a protocol mismatch."""
-    st = state(request)
-    conn_id = request.match_info["conn_id"]
-    conn = st.settings.connection(conn_id)
-    if conn is None or not conn.enabled:
-        raise LoginFailed("invalid_request", f"no enabled connection {conn_id!r}")
-    protocol = st.protocols.get(conn_id)
-    if conn.type != "oidc" or not isinstance(protocol, OidcProtocol):
-        raise ProtocolError("protocol_mismatch", f"{conn_id} is a {conn.type} connection")
-    return protocol
+def _protocol(request: web.Request) -> tuple[Connection, OidcProtocol]:
+    conn = signing_connection(request, "oidc")
+    assert isinstance(conn.engine, OidcProtocol)
+    return conn, conn.engine
 
 
 def _refuse_saml(params: Mapping[str, str]) -> None:
@@ -50,7 +48,7 @@ def _refuse_saml(params: Mapping[str, str]) -> None:
 
 async def _recorded(request: web.Request, exc: LoginFailed) -> LoginFailed:
     conn_id = request.match_info["conn_id"]
-    if state(request).settings.connection(conn_id) is not None:
+    if conn_id in state(request).connections:
         await record_failure(request, conn_id, exc)
     return exc
 
@@ -59,15 +57,27 @@ async def login(request: web.Request) -> web.StreamResponse:
     st = state(request)
     try:
         _refuse_saml(request.query)
-        protocol = _protocol(request)
-        start = await protocol.begin_login(st.redirects.safe(request.query.get("rd")))
+        conn, _ = _protocol(request)
+        open_for_login(conn)
+        return await start_login(request, conn, st.redirects.safe(request.query.get("rd")))
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
+
+
+async def start_login(
+    request: web.Request, conn: Connection, return_to: str, test: bool = False
+) -> web.StreamResponse:
+    """Send the browser to the provider; `test`: the admin's test sign-in."""
+    st = state(request)
+    assert isinstance(conn.engine, OidcProtocol)
+    start = await conn.engine.begin_login(return_to)
     response = redirect(start.url)
-    await remember_login(request, response, start.pending, key=start.state)
+    pending = pending_login(conn, **start.pending, test=test)
+    await remember_login(request, response, pending, key=start.state)
     st.audit.emit(
         "sso.login.initiated",
-        connection=protocol.conn.id,
+        connection=conn.id,
+        test=test,
         ip=request[CLIENT].ip,
         correlation_id=request[CID],
     )
@@ -78,12 +88,13 @@ async def callback(request: web.Request) -> web.StreamResponse:
     params = request.query
     try:
         _refuse_saml(params)
-        protocol = _protocol(request)
+        conn, protocol = _protocol(request)
         pending = await recall_login(request, params.get("state", ""))
+        check_pending(conn, pending)
         identity = await protocol.finish_login(params, pending)
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
-    return await complete_login(request, identity, pending["rd"])
+    return await finish_login(request, conn, identity, pending, pending["rd"])
 
 
 async def callback_post(request: web.Request) -> web.StreamResponse:

@@ -137,7 +137,8 @@ HINTS: dict[str, Hint] = {
     ),
     "not_a_member": Hint(
         "Your account is not in the group that may use this application.",
-        "Add the user to the directory group named in `directory_sync.group_id`.",
+        "Add the user to a directory group that guards this connection"
+        " (`directory_sync[].group_id`).",
     ),
     "admin_role_required": Hint(
         "This page is for administrators.",

@@ -1,4 +1,4 @@
-"""The catch-all: authenticate, strip client identity headers, inject ours, forward."""
+"""The catch-all on aiohttp's front: decide, strip client identity headers, inject ours, forward."""
 
 from __future__ import annotations
 
@@ -6,24 +6,10 @@ from aiohttp import web
 from multidict import CIMultiDict, MultiMapping
 
 from authgate.headers import normalise
-from authgate.session.sessions import Session
-from authgate.upstream import origin_form
-from authgate.web.client_info import CID, CLIENT, ClientInfo
-from authgate.web.gate import challenge, current_session
+from authgate.web.client_info import CID
+from authgate.web.decision import Action, Decision, Endpoint
+from authgate.web.gate import decided, respond
 from authgate.web.state import State, state
-
-# Set by authgate from what it knows, never copied from the client.
-REPLACED = frozenset(
-    normalise(name)
-    for name in (
-        "X-Forwarded-For",
-        "X-Forwarded-Proto",
-        "X-Forwarded-Host",
-        "X-Real-IP",
-        "Forwarded",
-        "X-Request-Id",
-    )
-)
 
 
 def _without_own_cookies(
@@ -45,40 +31,29 @@ def _without_own_cookies(
     return headers
 
 
-def forward_headers(
-    st: State,
-    incoming: MultiMapping[str],
-    client: ClientInfo,
-    cid: str,
-    session: Session | None,
+def upstream_headers(
+    st: State, incoming: MultiMapping[str], decision: Decision
 ) -> list[tuple[str, str]]:
-    """The client's header lines as the upstream gets them: stripped, then ours added."""
-    headers = _without_own_cookies(st.headers.kept(incoming, REPLACED), st.cookies.names)
-    headers += [
-        ("X-Forwarded-For", client.forwarded_for),
-        ("X-Forwarded-Proto", client.proto),
-        ("X-Forwarded-Host", client.host),
-        ("X-Real-IP", client.ip),
-        ("X-Request-Id", cid),
-    ]
-    if session is not None:
-        assertion = st.signer.sign(session) if st.signer else None
-        headers += st.headers.identity(session, assertion)
+    """The client's header lines as the upstream gets them: stripped, then the decision's added.
+
+    The identity headers are not among them: each front sends `decision.identity`
+    after these, as rendered lines or as pairs.
+    """
+    headers = _without_own_cookies(st.headers.kept(incoming, decision.strip), st.cookies.names)
+    headers += decision.headers
     return headers
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
     st = state(request)
-    origin_form(request.raw_path)
-    session = None
-    if not st.public_paths.match(request.raw_path):
-        session = await current_session(request)
-        if session is None:
-            st.metrics.count("proxy", "unauthenticated")
-            return challenge(request, request.raw_path)
+    decision = await decided(request, Endpoint.PROXY)
+    if decision.action is not Action.FORWARD:
+        return respond(request, decision)
     assert st.upstream is not None
-    headers = forward_headers(st, request.headers, request[CLIENT], request[CID], session)
-    st.metrics.count("proxy", "forwarded")
+    headers = upstream_headers(st, request.headers, decision)
+    identity = decision.identity
     if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await st.upstream.websocket(request, CIMultiDict(headers))
-    return await st.upstream.forward(request, headers)
+        pairs = identity.pairs if identity is not None else ()
+        return await st.upstream.websocket(request, CIMultiDict([*headers, *pairs]))
+    lines = identity.lines if identity is not None else b""
+    return await st.upstream.forward(request, headers, request[CID], lines)

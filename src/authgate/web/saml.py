@@ -12,10 +12,12 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 from markupsafe import Markup
 
+from authgate.connections import Connection
 from authgate.errors import LoginFailed, LoginStateError, ProtocolError
 from authgate.protocols.saml import Outgoing, SamlProtocol
 from authgate.protocols.saml_logout import (
@@ -27,11 +29,16 @@ from authgate.protocols.saml_logout import (
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import read_body, read_form
 from authgate.web.signin import (
-    complete_login,
+    check_pending,
+    finish_login,
+    open_for_login,
+    pending_login,
     recall_login,
     record_failure,
     redirect,
     remember_login,
+    signed_out,
+    signing_connection,
 )
 from authgate.web.state import State, state
 
@@ -42,19 +49,10 @@ METADATA_TYPE = "application/samlmetadata+xml"
 SOAP_TYPE = "text/xml"
 
 
-def _protocol(request: web.Request) -> SamlProtocol:
-    """The connection's SAML engine; an OIDC connection reached here is a protocol mismatch."""
-    st = state(request)
-    conn_id = request.match_info["conn_id"]
-    conn = st.settings.connection(conn_id)
-    if conn is None or not conn.enabled:
-        raise LoginFailed("invalid_request", f"no enabled connection {conn_id!r}")
-    if conn.type != "saml":
-        raise ProtocolError("protocol_mismatch", f"{conn_id} is an {conn.type} connection")
-    protocol = st.protocols.get(conn_id)
-    if not isinstance(protocol, SamlProtocol):
-        raise ProtocolError("metadata_unavailable", f"connection {conn_id} is not started")
-    return protocol
+def _protocol(request: web.Request) -> tuple[Connection, SamlProtocol]:
+    conn = signing_connection(request, "saml")
+    assert isinstance(conn.engine, SamlProtocol)
+    return conn, conn.engine
 
 
 def _refuse_oidc(params: Mapping[str, str]) -> None:
@@ -66,7 +64,7 @@ def _refuse_oidc(params: Mapping[str, str]) -> None:
 
 async def _recorded(request: web.Request, exc: LoginFailed) -> LoginFailed:
     conn_id = request.match_info["conn_id"]
-    if state(request).settings.connection(conn_id) is not None:
+    if conn_id in state(request).connections:
         await record_failure(request, conn_id, exc)
     return exc
 
@@ -92,7 +90,7 @@ def _send(st: State, outgoing: Outgoing) -> web.Response:
 
 async def metadata(request: web.Request) -> web.StreamResponse:
     try:
-        protocol = _protocol(request)
+        _, protocol = _protocol(request)
     except LoginFailed:
         raise web.HTTPNotFound() from None
     return web.Response(
@@ -107,16 +105,27 @@ async def login(request: web.Request) -> web.StreamResponse:
     return_to = st.redirects.safe(request.query.get("rd"))
     try:
         _refuse_oidc(request.query)
-        protocol = _protocol(request)
-        start = await protocol.begin_login(return_to)
+        conn, _ = _protocol(request)
+        open_for_login(conn)
+        return await start_login(request, conn, return_to)
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
+
+
+async def start_login(
+    request: web.Request, conn: Connection, return_to: str, test: bool = False
+) -> web.StreamResponse:
+    """Send the browser to the IdP with an AuthnRequest; `test`: the admin's test sign-in."""
+    st = state(request)
+    assert isinstance(conn.engine, SamlProtocol)
+    start = await conn.engine.begin_login(return_to)
     response = _send(st, start.outgoing)
-    pending = {"conn": protocol.conn.id, "idp": start.idp, "rd": return_to}
+    pending = pending_login(conn, idp=start.idp, rd=return_to, test=test)
     await remember_login(request, response, pending, key=start.request_id)
     st.audit.emit(
         "sso.login.initiated",
-        connection=protocol.conn.id,
+        connection=conn.id,
+        test=test,
         ip=request[CLIENT].ip,
         correlation_id=request[CID],
     )
@@ -128,24 +137,27 @@ async def acs(request: web.Request) -> web.StreamResponse:
     st = state(request)
     try:
         _refuse_oidc(request.query)
-        protocol = _protocol(request)
+        conn, protocol = _protocol(request)
         form = await read_form(request, _form_limit(protocol))
         _refuse_oidc(form)
         if "SAMLResponse" not in form:
             raise ProtocolError("invalid_request", "the ACS received no SAMLResponse")
         data = await protocol.consume_response(form["SAMLResponse"])
+        pending: dict[str, Any] = {}
         if data.in_response_to is None:
+            open_for_login(conn)
             protocol.check_unsolicited(data)
             return_to = st.redirects.safe(form.get("RelayState"))
         else:
             pending = await recall_login(request, data.in_response_to)
-            if pending.get("conn") != protocol.conn.id or pending.get("idp") != data.issuer:
+            check_pending(conn, pending)
+            if pending.get("idp") != data.issuer:
                 raise LoginStateError("state_mismatch", "the response answers another sign-in")
             return_to = st.redirects.safe(pending.get("rd"))
         identity = protocol.identity(data)
     except LoginFailed as exc:
         raise await _recorded(request, exc) from None
-    return await complete_login(request, identity, return_to)
+    return await finish_login(request, conn, identity, pending, return_to)
 
 
 async def acs_get(request: web.Request) -> web.StreamResponse:
@@ -172,7 +184,7 @@ async def slo(request: web.Request) -> web.StreamResponse:
     st = state(request)
     try:
         _refuse_oidc(request.query)
-        protocol = _protocol(request)
+        _, protocol = _protocol(request)
         if request.method == "GET" and "send" in request.query:
             outgoing = await protocol.pending_logout_form(request.query["send"])
             if outgoing is None:
@@ -189,7 +201,8 @@ async def slo(request: web.Request) -> web.StreamResponse:
         raise
     if not result.success:
         _audit_logout_failure(request, ProtocolError("idp_error", f"IdP answered {result.status}"))
-    response = st.pages.render("signed_out.html", login_url=st.url("/login"))
+    relay = st.redirects.safe(message.relay_state, "")
+    response = signed_out(st, relay or protocol.conn.post_logout_url)
     st.cookies.clear_session(response)
     return response
 
@@ -213,7 +226,7 @@ async def slo_soap(request: web.Request) -> web.StreamResponse:
     """Back-channel single logout (SOAP binding): the IdP's server posts a signed
     LogoutRequest, no browser involved, and gets our LogoutResponse in the SOAP answer."""
     try:
-        protocol = _protocol(request)
+        _, protocol = _protocol(request)
         body = await read_body(request, _form_limit(protocol), SOAP_TYPE)
         data, envelope = await protocol.soap_logout_request(body)
     except LoginFailed as exc:
@@ -230,24 +243,23 @@ async def _end_sessions(
 ) -> None:
     """End, on every replica, the sessions the LogoutRequest's SessionIndex values name, or,
     when it names none, all of the NameID's sessions at this connection (never those the
-    person holds through another connection)."""
+    person holds through another connection). Sessions are found by NameID, not through the
+    user record, which a match key other than the NameID links by another value."""
     st = state(request)
     conn_id = protocol.conn.id
-    user = await st.users.by_link(conn_id, data.name_id)
-    revoked = 0
-    if user is not None and data.session_indexes:
-        revoked = await st.sessions.revoke_idp_sessions(user.id, conn_id, data.session_indexes)
-    elif user is not None:
-        revoked = await st.sessions.revoke_connection(user.id, conn_id, data.name_id)
+    if data.session_indexes:
+        ended = await st.sessions.revoke_idp_sessions(conn_id, data.name_id, data.session_indexes)
+    else:
+        ended = await st.sessions.revoke_subject(conn_id, data.name_id)
     st.audit.emit(
         "session.logout",
         connection=conn_id,
-        user_id=user.id if user is not None else None,
+        user_id=ended[0].user_id if ended else None,
         subject=data.name_id,
         initiated_by="idp",
         channel=channel,
         session_indexes=len(data.session_indexes),
-        sessions=revoked,
+        sessions=len(ended),
         ip=request[CLIENT].ip,
         correlation_id=request[CID],
     )

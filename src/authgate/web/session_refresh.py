@@ -20,9 +20,11 @@ from dataclasses import replace
 
 from aiohttp import web
 
+from authgate.connections import Connection
 from authgate.errors import LoginFailed
 from authgate.policy import check_identity, roles_for
-from authgate.protocols.oidc import REFRESH_RETRY, OidcProtocol, RefreshDeferred
+from authgate.protocols.base import RefreshDeferred
+from authgate.protocols.oidc import REFRESH_RETRY
 from authgate.session.kv import KeyValueStore
 from authgate.session.sessions import Session
 from authgate.web.client_info import CID, CLIENT
@@ -35,8 +37,8 @@ LOCK_TTL = 30.0
 async def refresh_if_due(request: web.Request, session: Session) -> Session | None:
     """The session, renewed if its refresh was due; None once the refresh ended it."""
     st = state(request)
-    protocol = st.protocols.get(session.connection)
-    if not isinstance(protocol, OidcProtocol) or not session.refresh_due(time.time()):
+    conn = st.connections.get(session.connection)
+    if conn is None or conn.engine is None or not session.refresh_due(time.time()):
         return session
     lock = "refresh-lock:" + hashlib.sha256(session.id.encode()).hexdigest()
     async with refresh_lock(st.kv, lock) as held:
@@ -45,7 +47,7 @@ async def refresh_if_due(request: web.Request, session: Session) -> Session | No
         current = await st.sessions.load(session.id)
         if current is None or not current.refresh_due(time.time()):
             return current
-        return await _renew(request, st, protocol, current)
+        return await _renew(request, st, conn, current)
 
 
 @contextlib.asynccontextmanager
@@ -66,13 +68,15 @@ async def refresh_lock(kv: KeyValueStore, key: str) -> AsyncIterator[bool]:
 
 
 async def _renew(
-    request: web.Request, st: State, protocol: OidcProtocol, session: Session
+    request: web.Request, st: State, conn: Connection, session: Session
 ) -> Session | None:
     try:
-        result = await protocol.refresh(session.protocol_data)
+        assert conn.engine is not None
+        rules = conn.rules
+        result = await conn.engine.refresh(session.protocol_data)
         identity = result.identity
         if identity is not None:
-            check_identity(identity, st.rules[session.connection])
+            check_identity(identity, rules)
     except RefreshDeferred as exc:
         log.warning("refresh of a %s session postponed: %s", session.connection, exc)
         later = {**session.protocol_data, "refresh_at": time.time() + REFRESH_RETRY}
@@ -89,7 +93,7 @@ async def _renew(
         name=identity.name,
         username=identity.username or identity.email or identity.subject,
         groups=identity.groups,
-        roles=roles_for(identity.groups, st.rules[session.connection], user.roles if user else ()),
+        roles=roles_for(identity.groups, rules, user.roles if user else ()),
         protocol_data=result.protocol_data,
     )
     st.audit.emit(

@@ -10,13 +10,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from authgate.connections import Connection
 from authgate.directory_sync import check_member
-from authgate.errors import BadRequest, LoginFailed, PolicyDenied, ProtocolError
+from authgate.errors import BadRequest, LoginFailed, LoginStateError, PolicyDenied, ProtocolError
 from authgate.identity import Identity
 from authgate.policy import AccessRules, check_identity, roles_for
 from authgate.session.login_state import new_browser_id
@@ -41,11 +43,45 @@ def connection_login_url(st: State, conn_id: str, kind: str, return_to: str) -> 
     return st.url(f"/{kind}/{conn_id}/login") + "?" + urlencode({"rd": return_to})
 
 
+def signing_connection(request: web.Request, kind: str) -> Connection:
+    """The connection a protocol endpoint names, as it is in force for this whole request."""
+    conn_id = request.match_info["conn_id"]
+    conn = state(request).connections.get(conn_id)
+    if conn is None or conn.engine is None:
+        raise LoginFailed("invalid_request", f"no enabled connection {conn_id!r}")
+    if conn.type != kind:
+        raise ProtocolError("protocol_mismatch", f"{conn_id} is not a {kind} connection")
+    return conn
+
+
+def open_for_login(conn: Connection) -> None:
+    """People sign in only through an active connection (a test sign-in is let through)."""
+    if not conn.active:
+        raise LoginFailed("invalid_request", f"connection {conn.id!r} is not active")
+
+
+def pending_login(conn: Connection, /, **data: Any) -> dict[str, Any]:
+    """What a pending sign-in remembers of its connection, so it finishes against that version."""
+    return {**data, "conn": conn.id, "version": conn.version}
+
+
+def check_pending(conn: Connection, pending: dict[str, Any]) -> None:
+    """A sign-in finishes against the connection version it started with, or not at all."""
+    if pending.get("conn") != conn.id:
+        raise LoginStateError("state_mismatch", "the response answers another sign-in")
+    if pending.get("version", 0) != conn.version:
+        raise LoginStateError(
+            "connection_changed", "the connection was changed while this sign-in was under way"
+        )
+    if not pending.get("test"):
+        open_for_login(conn)
+
+
 async def login_page(request: web.Request) -> web.StreamResponse:
     """One button per connection, and home-realm discovery by email domain."""
     st = state(request)
     return_to = st.redirects.safe(request.query.get("rd"))
-    connections = [c for c in st.settings.connections if c.enabled]
+    connections = [c.settings for c in st.connections.active()]
     email = request.query.get("email", "").strip()
     message = None
     if email:
@@ -125,18 +161,71 @@ async def _still_active(
         raise exc
 
 
+async def finish_login(
+    request: web.Request,
+    conn: Connection,
+    identity: Identity,
+    pending: dict[str, Any],
+    return_to: str,
+) -> web.Response:
+    """A proven identity signs in, unless this was an admin's test sign-in: that shows it."""
+    if pending.get("test"):
+        return await test_result(request, conn, identity)
+    return await complete_login(request, identity, return_to)
+
+
+async def test_result(request: web.Request, conn: Connection, identity: Identity) -> web.Response:
+    """What signing in would forward, or the reason it would be refused; no session is made."""
+    st = state(request)
+    refusal = None
+    try:
+        check_identity(identity, conn.rules)
+    except PolicyDenied as exc:
+        refusal = exc.reason
+    roles = roles_for(identity.groups, conn.rules)
+    preview = Session(
+        user_id="(test)",
+        connection=conn.id,
+        subject=identity.subject,
+        username=identity.username or identity.email or identity.subject,
+        email=identity.email,
+        name=identity.name,
+        groups=identity.groups,
+        roles=roles,
+        created_at=0,
+        last_seen=0,
+        expires_at=0,
+    )
+    st.audit.emit(
+        "admin.connection.test_signin",
+        connection=conn.id,
+        outcome=refusal or "admitted",
+        subject=identity.subject,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+    return st.pages.render(
+        "test_signin.html",
+        conn=conn,
+        identity=identity,
+        refusal=refusal,
+        headers=st.headers.identity(preview, None),
+        back_url=st.url(f"/admin/connections/{conn.id}"),
+    )
+
+
 async def complete_login(request: web.Request, identity: Identity, return_to: str) -> web.Response:
     st = state(request)
-    conn = st.settings.connection(identity.connection)
-    if conn is None:
+    found = st.connections.get(identity.connection)
+    if found is None:
         raise LoginFailed("invalid_request", f"unknown connection {identity.connection!r}")
-    rules = st.rules[conn.id]
+    conn, rules = found.settings, found.rules
     try:
         if identity.session_not_after is not None and identity.session_not_after <= time.time():
             raise ProtocolError("expired", "the IdP's session limit has already passed")
         check_identity(identity, rules)
         await check_member(st.kv, st.settings.directory_sync, identity)
-        user = await st.users.admit(identity, conn.provisioning)
+        user = await st.users.admit(identity, conn.provisioning, conn.organization)
     except LoginFailed as exc:
         await record_failure(request, conn.id, exc, identity)
         raise
@@ -158,6 +247,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             last_seen=0,
             expires_at=identity.session_not_after or 0,
             protocol_data=identity.protocol_data,
+            organization=conn.organization,
             idp_session=identity.idp_session,
         )
     )
@@ -187,6 +277,16 @@ async def grants(
     return groups, roles_for(group_keys, rules, user.roles)
 
 
+async def restamp(st: State, user: User, rules: AccessRules) -> int:
+    """Give the user's live sessions the roles they would get now; returns how many."""
+
+    async def regrant(session: Session) -> Session:
+        _, roles = await grants(st, rules, user, session.groups)
+        return replace(session, roles=roles)
+
+    return await st.sessions.restamp_user(user.id, regrant)
+
+
 async def logout(request: web.Request) -> web.StreamResponse:
     """Local logout always; the protocol may then continue at the IdP (SLO / end-session).
 
@@ -198,15 +298,19 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """
     st = state(request)
     session = await current_session(request)
+    return_to = _return_after_logout(request)
     if session is not None and not await _logout_intended(request, session):
+        action = st.url("/logout") + ("?" + urlencode({"rd": return_to}) if return_to else "")
         return st.pages.render(
             "logout_confirm.html",
-            logout_url=st.url("/logout"),
+            logout_url=action,
             token=logout_token(session),
             home_url=st.redirects.safe(None),
         )
     next_url = None
     if session is not None:
+        conn = st.connections.get(session.connection)
+        return_to = return_to or (conn.settings.post_logout_url if conn is not None else None)
         await st.sessions.delete(session)
         st.audit.emit(
             "session.logout",
@@ -215,15 +319,24 @@ async def logout(request: web.Request) -> web.StreamResponse:
             ip=request[CLIENT].ip,
             correlation_id=request[CID],
         )
-        protocol = st.protocols.get(session.connection)
-        if protocol is not None:
-            next_url = await protocol.logout_url(session)
-    if next_url:
-        response = redirect(next_url)
-    else:
-        response = st.pages.render("signed_out.html", login_url=st.url("/login"))
+        if conn is not None and conn.engine is not None:
+            next_url = await conn.engine.logout_url(session, return_to)
+    response = signed_out(st, next_url or return_to)
     st.cookies.clear_session(response)
     return response
+
+
+def _return_after_logout(request: web.Request) -> str | None:
+    """`rd` (or the `state` an OIDC provider hands back), when login would accept it too."""
+    wanted = request.query.get("rd") or request.query.get("state")
+    return state(request).redirects.safe(wanted, "") or None
+
+
+def signed_out(st: State, return_to: str | None) -> web.Response:
+    """After sign-out: to where the person asked (already checked), else the signed-out page."""
+    if return_to:
+        return redirect(return_to)
+    return st.pages.render("signed_out.html", login_url=st.url("/login"))
 
 
 def logout_token(session: Session) -> str:

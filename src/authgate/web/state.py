@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from authgate.assertion import AssertionSigner
 from authgate.audit import AuditLog
+from authgate.connection_sync import ConnectionSync
+from authgate.connections import Connections
 from authgate.headers import IdentityHeaders
 from authgate.metrics import Metrics
-from authgate.policy import AccessRules
+from authgate.secrets import SecretBox
 from authgate.session.cookies import CookiePolicy
 from authgate.session.kv import KeyValueStore
 from authgate.session.login_state import LoginStateStore
@@ -22,6 +23,7 @@ from authgate.status import ConnectionStatus
 from authgate.upstream import Upstream
 from authgate.urls import PublicPaths, RedirectPolicy
 from authgate.users import UserStore
+from authgate.web.client_info import TrustedProxies
 from authgate.web.pages import Pages
 
 
@@ -40,12 +42,13 @@ class State:
     cookies: CookiePolicy
     redirects: RedirectPolicy
     public_paths: PublicPaths
-    rules: dict[str, AccessRules]
+    connections: Connections
+    connection_sync: ConnectionSync
+    box: SecretBox
     pages: Pages
-    trusted: Any
+    trusted: TrustedProxies
     signer: AssertionSigner | None = None
     upstream: Upstream | None = None
-    protocols: dict[str, Any] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
         """An authgate endpoint path under the configured prefix."""
