@@ -563,6 +563,13 @@ def hide_attributes(idp: TestIdp, node: etree._Element, cert_pem: bytes) -> etre
 ENCRYPTED_ID = SAML + "EncryptedID"
 
 
+def mallory_hidden(idp: TestIdp, node: etree._Element, sp_keys) -> etree._Element:
+    """An EncryptedID for mallory, shaped like `node`'s NameID, for the SP's key."""
+    mallory = copy.deepcopy(name_id(node))
+    mallory.text = "mallory@example.com"
+    return idp.encrypt(mallory, _sp_cert(sp_keys), holder_tag=ENCRYPTED_ID)
+
+
 async def signed_in_as(browser: SamlBrowser, root: etree._Element) -> dict[str, str]:
     assert (await browser.post(encode(root))).status == 302
     page = await browser.gate.get("/app/page", headers=JSON)
@@ -672,9 +679,7 @@ async def test_clear_and_encrypted_name_id_together(saml_gate, saml_idp, sp_keys
     browser = await saml_gate(sp_keys=[sp_keys])
     rid = await browser.start()
     node = assertion(saml_idp, rid)
-    mallory = copy.deepcopy(name_id(node))
-    mallory.text = "mallory@example.com"
-    name_id(node).addnext(saml_idp.encrypt(mallory, _sp_cert(sp_keys), holder_tag=ENCRYPTED_ID))
+    name_id(node).addnext(mallory_hidden(saml_idp, node, sp_keys))
     root = response(saml_idp, rid, saml_idp.sign(node))
     await post_refused(browser, root, "invalid_request", counted_upstream)
 
@@ -686,12 +691,8 @@ async def test_encrypted_name_id_outside_the_signed_assertion(
     unsigned Response around it, where a lax reader might take the subject from."""
     browser = await saml_gate(sp_keys=[sp_keys])
     rid = await browser.start()
-    mallory = copy.deepcopy(name_id(assertion(saml_idp, rid)))
-    mallory.text = "mallory@example.com"
     root = signed(saml_idp, rid)
-    root.find(SAMLP + "Status").addnext(
-        saml_idp.encrypt(mallory, _sp_cert(sp_keys), holder_tag=ENCRYPTED_ID)
-    )
+    root.find(SAMLP + "Status").addnext(mallory_hidden(saml_idp, root, sp_keys))
     await post_refused(browser, root, "signature_invalid", counted_upstream)
 
 
@@ -701,10 +702,8 @@ async def test_encrypted_name_id_in_a_subject_confirmation(
     browser = await saml_gate(sp_keys=[sp_keys])
     rid = await browser.start()
     node = assertion(saml_idp, rid)
-    mallory = copy.deepcopy(name_id(node))
-    mallory.text = "mallory@example.com"
     confirmation = next(node.iter(SAML + "SubjectConfirmation"))
-    confirmation.insert(0, saml_idp.encrypt(mallory, _sp_cert(sp_keys), holder_tag=ENCRYPTED_ID))
+    confirmation.insert(0, mallory_hidden(saml_idp, node, sp_keys))
     root = response(saml_idp, rid, saml_idp.sign(node))
     await post_refused(browser, root, "signature_invalid", counted_upstream)
 

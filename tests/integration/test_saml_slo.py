@@ -201,6 +201,18 @@ async def test_idp_logout_without_session_index_ends_all_of_the_name_ids_session
     assert (await bob.whoami()).status == 200
 
 
+async def test_idp_logout_finds_the_sessions_of_a_user_linked_by_email(saml_gate, saml_idp):
+    """With match_key email the user record is linked by the address, not the NameID; the
+    IdP's LogoutRequest names the NameID, and its sessions still end."""
+    browser = await saml_gate(match_key="email")
+    rid = await browser.start()
+    root = signed(saml_idp, rid, name_id="u-4711", name_id_format=None)
+    assert (await browser.post(encode(root))).status == 302
+    assert await browser.gate.app[STATE].users.by_link("corp", "u-4711") is None
+    await idp_logout(await saml_gate(match_key="email"), saml_idp, "u-4711")
+    assert (await browser.whoami()).status == 401
+
+
 async def test_idp_initiated_logout_by_http_post(saml_gate, saml_idp):
     browser = await saml_gate()
     await signed_in(browser, saml_idp)
