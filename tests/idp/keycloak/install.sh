@@ -32,7 +32,7 @@ find_java() {
 java_home="$(find_java)"
 if [[ ! -x "${home}/bin/kc.sh" || "$(cat "${home}/version" 2>/dev/null)" != "${VERSION}" ]]; then
   echo "mvn dependency:get keycloak-quarkus-dist ${VERSION}"
-  mvn -q -B dependency:get -Dtransitive=false \
+  mvn -q -B -Dstyle.color=never dependency:get -Dtransitive=false \
     -Dartifact="org.keycloak:keycloak-quarkus-dist:${VERSION}:zip"
   zip="${HOME}/.m2/repository/org/keycloak/keycloak-quarkus-dist/${VERSION}"
   zip="${zip}/keycloak-quarkus-dist-${VERSION}.zip"
