@@ -338,6 +338,16 @@ def sp_keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return {"key_file": str(key_file), "cert_file": str(cert_file)}
 
 
+@pytest.fixture(scope="session")
+def keycloak(sp_keys: dict[str, Any]) -> Iterator[Any]:
+    """Keycloak (tests/keycloak.py), started once per session, trusting `sp_keys`."""
+    from tests.keycloak import Keycloak
+
+    server = Keycloak(Path(sp_keys["cert_file"]).read_bytes()).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
 async def saml_gate(
     aiohttp_client: Callable[..., Any],

@@ -12,6 +12,8 @@ import base64
 import datetime as dt
 import os
 import secrets
+import subprocess
+import tempfile
 import time
 import zlib
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from signxml import (
 )
 
 from authgate.keys import generate
+from tests.servers import require_binary
 
 # Real Entra ID, Okta and Google documents, with their provenance in the README there.
 IDP_SAMPLES = Path(__file__).parent / "fixtures" / "idp-samples"
@@ -61,6 +64,16 @@ RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
 AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
 RSA_OAEP = "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"
 RSA_1_5 = "http://www.w3.org/2001/04/xmlenc#rsa-1_5"
+
+
+XMLSEC1_TEMPLATE = f"""<xenc:EncryptedData xmlns:xenc="{XENC_NS}" Type="{XENC_NS}Element">
+<xenc:EncryptionMethod Algorithm="http://www.w3.org/2009/xmlenc11#aes256-gcm"/>
+<ds:KeyInfo xmlns:ds="{DS_NS}"><xenc:EncryptedKey>
+<xenc:EncryptionMethod Algorithm="{RSA_OAEP}"/>
+<xenc:CipherData><xenc:CipherValue/></xenc:CipherData>
+</xenc:EncryptedKey></ds:KeyInfo>
+<xenc:CipherData><xenc:CipherValue/></xenc:CipherData>
+</xenc:EncryptedData>""".encode()
 
 
 class LegacySigner(XMLSigner):
@@ -313,12 +326,17 @@ class TestIdp:
         return self.response(self.sign(assertion), **response)
 
     def encrypt(
-        self, assertion: etree._Element, sp_cert_pem: bytes, key_transport: str = RSA_OAEP
+        self,
+        element: etree._Element,
+        sp_cert_pem: bytes,
+        key_transport: str = RSA_OAEP,
+        holder_tag: str = SAML + "EncryptedAssertion",
     ) -> etree._Element:
-        """EncryptedAssertion: AES-256-CBC content, the key wrapped for the SP's certificate."""
+        """EncryptedAssertion (or `holder_tag`: EncryptedID, EncryptedAttribute) around
+        `element`: AES-256-CBC content, the key wrapped for the SP's certificate."""
         session_key, iv = os.urandom(32), os.urandom(16)
         padder = padding.PKCS7(128).padder()
-        plain = padder.update(etree.tostring(assertion)) + padder.finalize()
+        plain = padder.update(etree.tostring(element)) + padder.finalize()
         encryptor = Cipher(algorithms.AES(session_key), modes.CBC(iv)).encryptor()
         cipher = iv + encryptor.update(plain) + encryptor.finalize()
         public = x509.load_pem_x509_certificate(sp_cert_pem).public_key()
@@ -332,7 +350,7 @@ class TestIdp:
                     mgf=asym_padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None
                 ),
             )
-        holder = etree.Element(SAML + "EncryptedAssertion", nsmap={"saml": SAML_NS})
+        holder = etree.Element(holder_tag, nsmap={"saml": SAML_NS})
         data = sub(holder, XENC + "EncryptedData", Type=XENC_NS + "Element")
         sub(data, XENC + "EncryptionMethod", Algorithm=AES256_CBC)
         key_info = sub(data, DS + "KeyInfo")
@@ -346,6 +364,27 @@ class TestIdp:
             base64.b64encode(wrapped).decode(),
         )
         sub(sub(data, XENC + "CipherData"), XENC + "CipherValue", base64.b64encode(cipher).decode())
+        return holder
+
+    def encrypt_with_xmlsec1(
+        self, element: etree._Element, sp_cert_pem: bytes, holder_tag: str
+    ) -> etree._Element:
+        """The same holder built by another implementation: the `xmlsec1` command (Debian's
+        libxmlsec1), AES-256-GCM content and an RSA-OAEP key, as recent IdPs default to."""
+        with tempfile.TemporaryDirectory(prefix="authgate-xmlsec1-") as folder:
+            cert, data, template = (Path(folder) / n for n in ("sp.crt", "data.xml", "tmpl.xml"))
+            cert.write_bytes(sp_cert_pem)
+            data.write_bytes(etree.tostring(element))
+            template.write_bytes(XMLSEC1_TEMPLATE)
+            out = subprocess.run(
+                [require_binary("xmlsec1"), "--encrypt", "--pubkey-cert-pem", str(cert),
+                 "--session-key", "aes-256", "--xml-data", str(data), "--node-name",
+                 f"{etree.QName(element).namespace}:{etree.QName(element).localname}",
+                 str(template)],
+                check=True, capture_output=True,
+            )  # fmt: skip
+        holder = etree.Element(holder_tag, nsmap={"saml": SAML_NS})
+        holder.append(etree.fromstring(out.stdout))
         return holder
 
     def logout_request(

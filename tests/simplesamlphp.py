@@ -196,8 +196,10 @@ class Browser:
     reach each server byte for byte (aiohttp's own redirect following re-quotes URLs), fills
     SimpleSAMLphp's login form and submits the auto-POST forms a browser would submit."""
 
-    def __init__(self) -> None:
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+    def __init__(self, secure_origins: tuple[str, ...] = ()) -> None:
+        """`secure_origins`: loopback origins whose Secure cookies a browser sends over HTTP."""
+        jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=list(secure_origins))
+        self.http = aiohttp.ClientSession(cookie_jar=jar)
 
     async def close(self) -> None:
         await self.http.close()

@@ -27,6 +27,8 @@ class Identity:
     session_not_after: float | None = None
     protocol_data: dict[str, Any] = field(default_factory=dict)
     match_value: str | None = None
+    # The IdP's id for this sign-in (SAML SessionIndex), by which its logout names the session.
+    idp_session: str | None = None
 
     @property
     def link_value(self) -> str:

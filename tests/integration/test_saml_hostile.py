@@ -529,3 +529,195 @@ async def test_encrypted_key_carrying_its_own_private_key(
     hidden = saml_idp.encrypt(saml_idp.sign(assertion(saml_idp, rid)), attacker.cert_pem)
     hidden.find(f".//{XENC}EncryptedKey").insert(1, key_value(attacker, private=True))
     await post_refused(browser, response(saml_idp, rid, hidden), "decrypt_failed", counted_upstream)
+
+
+# --- encrypted NameID (EncryptedID) and EncryptedAttribute --------------------------------
+
+
+def hide_name_id(
+    idp: TestIdp, node: etree._Element, cert_pem: bytes, xmlsec1: bool = False, **kw
+) -> etree._Element:
+    """`node`'s Subject NameID replaced by an EncryptedID holding it (built by the test IdP,
+    or with `xmlsec1` by the xmlsec1 command); returns `node`."""
+    clear = name_id(node)
+    plain = copy.deepcopy(clear)
+    if xmlsec1:
+        hidden = idp.encrypt_with_xmlsec1(plain, cert_pem, ENCRYPTED_ID)
+    else:
+        hidden = idp.encrypt(plain, cert_pem, holder_tag=ENCRYPTED_ID, **kw)
+    clear.addprevious(hidden)
+    clear.getparent().remove(clear)
+    return node
+
+
+def hide_attributes(idp: TestIdp, node: etree._Element, cert_pem: bytes) -> etree._Element:
+    """Every Attribute of `node` replaced by an EncryptedAttribute holding it; returns `node`."""
+    for clear in list(node.iter(SAML + "Attribute")):
+        clear.addprevious(
+            idp.encrypt(copy.deepcopy(clear), cert_pem, holder_tag=SAML + "EncryptedAttribute")
+        )
+        clear.getparent().remove(clear)
+    return node
+
+
+ENCRYPTED_ID = SAML + "EncryptedID"
+
+
+def mallory_hidden(idp: TestIdp, node: etree._Element, sp_keys) -> etree._Element:
+    """An EncryptedID for mallory, shaped like `node`'s NameID, for the SP's key."""
+    mallory = copy.deepcopy(name_id(node))
+    mallory.text = "mallory@example.com"
+    return idp.encrypt(mallory, _sp_cert(sp_keys), holder_tag=ENCRYPTED_ID)
+
+
+async def signed_in_as(browser: SamlBrowser, root: etree._Element) -> dict[str, str]:
+    assert (await browser.post(encode(root))).status == 302
+    page = await browser.gate.get("/app/page", headers=JSON)
+    assert page.status == 200, await page.text()
+    return dict((await page.json())["headers"])
+
+
+async def test_encrypted_name_id_is_decrypted_with_the_sp_key(saml_gate, saml_idp, sp_keys):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    clear = assertion(saml_idp, rid, name_id="u-7f3a", name_id_format=None)
+    hidden = hide_name_id(saml_idp, clear, _sp_cert(sp_keys))
+    assert hidden.find(f".//{SAML}NameID") is None
+    headers = await signed_in_as(browser, response(saml_idp, rid, saml_idp.sign(hidden)))
+    assert headers["X-Email"] == "alice@example.com"
+    st = browser.gate.app[STATE]
+    user = await st.users.by_link("corp", "u-7f3a")
+    assert user is not None and await st.sessions.count_for_user(user.id) == 1
+
+
+async def test_encrypted_name_id_from_xmlsec1_with_aes_gcm(saml_gate, saml_idp, sp_keys):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    clear = assertion(saml_idp, rid, name_id="u-91c2", name_id_format=None)
+    node = hide_name_id(saml_idp, clear, _sp_cert(sp_keys), xmlsec1=True)
+    assert "aes256-gcm" in etree.tostring(node).decode()
+    await signed_in_as(browser, response(saml_idp, rid, saml_idp.sign(node)))
+    assert await browser.gate.app[STATE].users.by_link("corp", "u-91c2") is not None
+
+
+async def test_encrypted_attributes_are_decrypted_with_the_sp_key(saml_gate, saml_idp, sp_keys):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    hidden = hide_attributes(saml_idp, assertion(saml_idp, rid), _sp_cert(sp_keys))
+    assert hidden.find(f".//{SAML}Attribute") is None
+    headers = await signed_in_as(browser, response(saml_idp, rid, saml_idp.sign(hidden)))
+    assert headers["X-Email"] == "alice@example.com"
+    assert headers["X-User-Name"] == "Alice Example"
+    assert headers["X-Groups"] == "Engineering"
+
+
+async def test_encrypted_name_id_inside_an_encrypted_assertion(saml_gate, saml_idp, sp_keys):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    cert = _sp_cert(sp_keys)
+    inner = hide_attributes(saml_idp, hide_name_id(saml_idp, assertion(saml_idp, rid), cert), cert)
+    hidden = saml_idp.encrypt(saml_idp.sign(inner), cert)
+    headers = await signed_in_as(browser, response(saml_idp, rid, hidden))
+    assert headers["X-User"] == "alice@example.com"
+    assert headers["X-Groups"] == "Engineering"
+
+
+async def test_encrypted_name_id_for_another_sp_key(saml_gate, saml_idp, sp_keys, counted_upstream):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    other = KeyPair.create("other-sp")
+    hidden = hide_name_id(saml_idp, assertion(saml_idp, rid), other.cert_pem)
+    root = response(saml_idp, rid, saml_idp.sign(hidden))
+    await post_refused(browser, root, "decrypt_failed", counted_upstream)
+
+
+async def test_encrypted_attribute_for_another_sp_key(
+    saml_gate, saml_idp, sp_keys, counted_upstream
+):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    other = KeyPair.create("other-sp")
+    hidden = hide_attributes(saml_idp, assertion(saml_idp, rid), other.cert_pem)
+    root = response(saml_idp, rid, saml_idp.sign(hidden))
+    await post_refused(browser, root, "decrypt_failed", counted_upstream)
+
+
+async def test_encrypted_name_id_without_sp_keys(saml_gate, saml_idp, sp_keys, counted_upstream):
+    browser = await saml_gate()
+    rid = await browser.start()
+    hidden = hide_name_id(saml_idp, assertion(saml_idp, rid), _sp_cert(sp_keys))
+    root = response(saml_idp, rid, saml_idp.sign(hidden))
+    await post_refused(browser, root, "decrypt_failed", counted_upstream)
+
+
+async def test_encrypted_name_id_with_rsa_1_5(saml_gate, saml_idp, sp_keys, counted_upstream):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    hidden = hide_name_id(
+        saml_idp, assertion(saml_idp, rid), _sp_cert(sp_keys), key_transport=RSA_1_5
+    )
+    root = response(saml_idp, rid, saml_idp.sign(hidden))
+    await post_refused(browser, root, "weak_alg", counted_upstream)
+
+
+async def test_encrypted_name_id_holding_another_element(
+    saml_gate, saml_idp, sp_keys, counted_upstream
+):
+    """The ciphertext is an Attribute, not a NameID: nothing else may pass for the subject."""
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    node = assertion(saml_idp, rid)
+    attribute = copy.deepcopy(next(node.iter(SAML + "Attribute")))
+    clear = name_id(node)
+    clear.addprevious(saml_idp.encrypt(attribute, _sp_cert(sp_keys), holder_tag=ENCRYPTED_ID))
+    clear.getparent().remove(clear)
+    root = response(saml_idp, rid, saml_idp.sign(node))
+    await post_refused(browser, root, "decrypt_failed", counted_upstream)
+
+
+async def test_clear_and_encrypted_name_id_together(saml_gate, saml_idp, sp_keys, counted_upstream):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    node = assertion(saml_idp, rid)
+    name_id(node).addnext(mallory_hidden(saml_idp, node, sp_keys))
+    root = response(saml_idp, rid, saml_idp.sign(node))
+    await post_refused(browser, root, "invalid_request", counted_upstream)
+
+
+async def test_encrypted_name_id_outside_the_signed_assertion(
+    saml_gate, saml_idp, sp_keys, counted_upstream
+):
+    """Wrapping: the signed assertion is intact, an EncryptedID for mallory sits in the
+    unsigned Response around it, where a lax reader might take the subject from."""
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    root = signed(saml_idp, rid)
+    root.find(SAMLP + "Status").addnext(mallory_hidden(saml_idp, root, sp_keys))
+    await post_refused(browser, root, "signature_invalid", counted_upstream)
+
+
+async def test_encrypted_name_id_in_a_subject_confirmation(
+    saml_gate, saml_idp, sp_keys, counted_upstream
+):
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    node = assertion(saml_idp, rid)
+    confirmation = next(node.iter(SAML + "SubjectConfirmation"))
+    confirmation.insert(0, mallory_hidden(saml_idp, node, sp_keys))
+    root = response(saml_idp, rid, saml_idp.sign(node))
+    await post_refused(browser, root, "signature_invalid", counted_upstream)
+
+
+async def test_encrypted_attribute_added_after_signing(
+    saml_gate, saml_idp, sp_keys, counted_upstream
+):
+    """An EncryptedAttribute slipped into a signed assertion breaks its signature."""
+    browser = await saml_gate(sp_keys=[sp_keys])
+    rid = await browser.start()
+    root = signed(saml_idp, rid)
+    extra = etree.Element(SAML + "Attribute", Name="groups")
+    etree.SubElement(extra, SAML + "AttributeValue").text = "Admins"
+    next(root.iter(SAML + "AttributeStatement")).append(
+        saml_idp.encrypt(extra, _sp_cert(sp_keys), holder_tag=SAML + "EncryptedAttribute")
+    )
+    await post_refused(browser, root, "signature_invalid", counted_upstream)

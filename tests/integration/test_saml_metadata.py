@@ -36,7 +36,7 @@ from tests.conftest import UPSTREAM_HITS
 from tests.integration.test_saml_hostile import signed
 from tests.readiness import check, wait_ready
 from tests.saml_gate import ACS_URL, JSON, SP_ENTITY, decode_redirect, saml_settings
-from tests.saml_idp import POST, KeyPair, TestIdp, encode
+from tests.saml_idp import POST, REDIRECT, KeyPair, TestIdp, encode
 
 MD = "{urn:oasis:names:tc:SAML:2.0:metadata}"
 
@@ -216,6 +216,12 @@ async def test_sp_metadata_endpoint(saml_gate, sp_keys):
     assert sp.get("WantAssertionsSigned") == "true"
     acs = sp.find(MD + "AssertionConsumerService")
     assert (acs.get("Location"), acs.get("Binding")) == (ACS_URL, POST)
+    slo = {(e.get("Binding"), e.get("Location")) for e in sp.findall(MD + "SingleLogoutService")}
+    assert slo == {
+        (REDIRECT, SP_ENTITY + "/slo"),
+        (POST, SP_ENTITY + "/slo"),
+        ("urn:oasis:names:tc:SAML:2.0:bindings:SOAP", SP_ENTITY + "/slo/soap"),
+    }
     uses = sorted(k.get("use") for k in sp.findall(MD + "KeyDescriptor"))
     assert uses == ["encryption", "signing"]
     assert sp.findtext(MD + "NameIDFormat").endswith("emailAddress")
@@ -409,7 +415,9 @@ def test_test_command_checks_an_idp_given_by_hand(saml_idp, tmp_path):
     assert "Traceback" not in result.stderr
     cert = x509.load_pem_x509_certificate(saml_idp.keys.cert_pem)
     until = cert.not_valid_after_utc.strftime("%Y-%m-%d")
-    assert result.stdout.splitlines()[5:] == [
+    lines = result.stdout.splitlines()
+    assert "ok  SLO URL (SOAP): https://app.example.com/_authgate/saml/corp/slo/soap" in lines
+    assert lines[6:] == [
         f"ok  IdP entity ID: {saml_idp.entity_id}",
         f"ok  IdP SSO (post): {saml_idp.sso_url}",
         "ok  IdP SLO: https://idp.example.test/slo (redirect)",

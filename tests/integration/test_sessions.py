@@ -279,6 +279,79 @@ async def test_revoke_counts_only_live_sessions_and_logout_unindexes(
     assert await store_backend.client().members("user-sessions:u-alice") == set()
 
 
+async def test_revoke_idp_sessions_ends_only_the_named_sign_ins(
+    store_backend: StoreBackend,
+) -> None:
+    """SessionIndex scope: the named sign-in's sessions end on every replica; the same
+    subject's other sign-ins, other connections and other subjects keep theirs."""
+    clock = Clock()
+    replica_a, replica_b = sessions(store_backend, clock), sessions(store_backend, clock)
+    named = [await replica_a.create(template(idp_session="idx-1")) for _ in range(2)]
+    other_sign_in = await replica_a.create(template(idp_session="idx-2"))
+    other_connection = await replica_a.create(template(connection="corp2", idp_session="idx-1"))
+    unindexed = await replica_a.create(template())
+    other_subject = await replica_a.create(template("u-bob", idp_session="idx-1"))
+    ended = await replica_b.revoke_idp_sessions("corp", "sub-u-alice", ["idx-1", "idx-1"])
+    assert [(s.user_id, s.idp_session) for s in ended] == [("u-alice", "idx-1")] * 2
+    for session in named:
+        assert await replica_b.load(session.id) is None
+    for session in (other_sign_in, other_connection, unindexed, other_subject):
+        assert await replica_b.load(session.id) is not None
+    assert await replica_b.count_for_user("u-alice") == 3
+    assert await store_backend.client().members("user-sessions:u-alice") == {
+        digest(s.id) for s in (other_sign_in, other_connection, unindexed)
+    }
+    assert await replica_a.revoke_idp_sessions("corp", "sub-u-alice", ["idx-1"]) == []
+    assert await replica_a.revoke_idp_sessions("corp", "sub-u-alice", ["idx-unknown"]) == []
+    assert await replica_a.revoke_idp_sessions("corp", "sub-u-alice", []) == []
+
+
+async def test_a_session_index_counts_only_with_its_subject(store_backend: StoreBackend) -> None:
+    store = sessions(store_backend, Clock())
+    bob = await store.create(template("u-bob", idp_session="idx-bob"))
+    assert await store.revoke_idp_sessions("corp", "sub-u-alice", ["idx-bob"]) == []
+    assert await store.load(bob.id) is not None
+
+
+async def test_revoke_subject_ends_the_subjects_sessions_at_that_connection_only(
+    store_backend: StoreBackend,
+) -> None:
+    clock = Clock()
+    store = sessions(store_backend, clock)
+    here = [
+        await store.create(template(idp_session="idx-1")),
+        await store.create(template(idp_session="idx-2")),
+        await store.create(template()),
+    ]
+    elsewhere = await store.create(template(connection="corp2"))
+    other_subject = await store.create(template(subject="sub-other"))
+    assert len(await store.revoke_subject("corp", "sub-u-alice")) == 3
+    for session in here:
+        assert await store.load(session.id) is None
+    assert await store.load(elsewhere.id) is not None
+    assert await store.load(other_subject.id) is not None
+    assert await store.revoke_idp_sessions("corp", "sub-u-alice", ["idx-1", "idx-2"]) == []
+    assert await store.revoke_subject("corp", "sub-u-alice") == []
+
+
+async def test_idp_indexes_are_hashes_and_follow_the_session(store_backend: StoreBackend) -> None:
+    """The index keys hash connection, NameID and SessionIndex (the IdP's values never
+    appear in a key); a logout takes the entries away."""
+    clock = Clock()
+    store = sessions(store_backend, clock)
+    session = await store.create(template(idp_session="_idp-index-1"))
+    loaded = await store.load(session.id)
+    assert loaded is not None and loaded.idp_session == "_idp-index-1"
+    by_sign_in = "idp-sessions:" + hashlib.sha256(b"corp\0sub-u-alice\0_idp-index-1").hexdigest()
+    by_subject = "subject-sessions:" + hashlib.sha256(b"corp\0sub-u-alice").hexdigest()
+    kv = store_backend.client()
+    assert await kv.members(by_sign_in) == {digest(session.id)}
+    assert await kv.members(by_subject) == {digest(session.id)}
+    await store.delete(session)
+    assert await kv.members(by_sign_in) == set()
+    assert await kv.members(by_subject) == set()
+
+
 @pytest.mark.parametrize("sid", ["", "x" * 129, "not-a-session", "../../etc/passwd", "\x00"])
 async def test_load_refuses_unknown_or_malformed_ids(store_backend: StoreBackend, sid: str) -> None:
     store = sessions(store_backend, Clock())

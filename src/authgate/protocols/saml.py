@@ -45,6 +45,8 @@ from authgate.protocols.saml_logout import (
     LogoutResponseData,
     read_logout_request,
     read_logout_response,
+    soap_envelope,
+    soap_message,
 )
 from authgate.protocols.saml_metadata import IdpMetadata
 from authgate.protocols.saml_source import MetadataSource
@@ -207,6 +209,7 @@ class SamlProtocol(Protocol):
             idp_entity_id=idp.entity_id,
             idp_certs=idp.signing_certs,
             slo_url=self.sp.slo_url,
+            soap_url=self.sp.soap_slo_url,
             clock_skew=self.conn.clock_skew,
             max_size=self.conn.max_response_size,
         )
@@ -271,13 +274,7 @@ class SamlProtocol(Protocol):
         self, msg: IncomingMessage, now: float | None = None
     ) -> tuple[LogoutRequestData, Outgoing | None]:
         """IdP-initiated SLO: a verified LogoutRequest and the LogoutResponse to send back."""
-        idp = await self.metadata.require()
-        now = time.time() if now is None else now
-        data = await self._check(
-            read_logout_request, msg, self._logout_policy(idp), self.xmlsec, now
-        )
-        if not await self.ctx.replay.first_use("saml-slo:" + idp.entity_id, data.request_id, 600):
-            raise ProtocolError("replayed", f"LogoutRequest {data.request_id} was already used")
+        idp, data = await self._verified_logout_request(msg, now)
         endpoint = idp.slo_endpoint()
         if endpoint is None:
             return data, None
@@ -285,20 +282,53 @@ class SamlProtocol(Protocol):
         reply = await self._blocking(self._logout_response, data, binding, response_url)
         return data, reply
 
-    def _logout_response(self, data: LogoutRequestData, binding: str, url: str) -> Outgoing:
-        response = samlp.LogoutResponse(
+    async def soap_logout_request(
+        self, body: bytes, now: float | None = None
+    ) -> tuple[LogoutRequestData, bytes]:
+        """Back-channel SLO (SOAP binding): the IdP's server posts a signed LogoutRequest and
+        gets the SOAP envelope of our LogoutResponse (signed when the SP has a signing key)."""
+        _, data = await self._verified_logout_request(soap_message(body), now)
+        return data, await self._blocking(self._soap_logout_response, data)
+
+    async def _verified_logout_request(
+        self, msg: IncomingMessage, now: float | None
+    ) -> tuple[IdpMetadata, LogoutRequestData]:
+        """A signed, current LogoutRequest from the IdP, claimed once across all replicas."""
+        idp = await self.metadata.require()
+        now = time.time() if now is None else now
+        data = await self._check(
+            read_logout_request, msg, self._logout_policy(idp), self.xmlsec, now
+        )
+        if not await self.ctx.replay.first_use("saml-slo:" + idp.entity_id, data.request_id, 600):
+            raise ProtocolError("replayed", f"LogoutRequest {data.request_id} was already used")
+        return idp, data
+
+    def _success(self, data: LogoutRequestData, destination: str | None) -> samlp.LogoutResponse:
+        return samlp.LogoutResponse(
             id=sid(),
             version="2.0",
             issue_instant=instant(),
-            destination=url,
+            destination=destination,
             in_response_to=data.request_id,
             issuer=Issuer(text=self.sp.entity_id, format=NAMEID_FORMAT_ENTITY),
             status=success_status_factory(),
         )
+
+    def _logout_response(self, data: LogoutRequestData, binding: str, url: str) -> Outgoing:
+        response = self._success(data, url)
         xml = str(response)
         if binding == "post" and self._signs:
             xml = self._saml2().sign(response, sign_alg=RSA_SHA256, digest_alg=SHA256)
         return self._outgoing(xml, binding, url, data.relay_state, self._signs, "SAMLResponse")
+
+    def _soap_logout_response(self, data: LogoutRequestData) -> bytes:
+        """The LogoutResponse (no Destination: it answers on the IdP's own connection) as the
+        one element of a SOAP 1.1 Body."""
+        response = self._success(data, None)
+        xml = str(response)
+        if self._signs:
+            xml = self._saml2().sign(response, sign_alg=RSA_SHA256, digest_alg=SHA256)
+        return soap_envelope(xml.encode())
 
     async def logout_response(self, msg: IncomingMessage) -> LogoutResponseData:
         """The IdP's answer to our LogoutRequest; it must answer one we sent (once)."""
@@ -319,6 +349,7 @@ class SamlProtocol(Protocol):
             (True, f"SP entity ID (Identifier): {self.sp.entity_id}"),
             (True, f"ACS URL (Reply URL): {self.sp.acs_url}"),
             (True, f"SLO URL: {self.sp.slo_url if self.conn.slo else 'off'}"),
+            (True, f"SLO URL (SOAP): {self.sp.soap_slo_url if self.conn.slo else 'off'}"),
             (True, f"SP metadata URL: {self.sp.metadata_url}"),
         ]
         await self.metadata.refresh()

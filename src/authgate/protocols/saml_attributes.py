@@ -152,6 +152,7 @@ def to_identity(
         attributes={**extra, "name_id_format": data.name_id_format, "idp": data.issuer},
         session_not_after=data.session_not_on_or_after,
         match_value=_match_value(data, email, match_key),
+        idp_session=data.session_index,
         protocol_data={
             "name_id": data.name_id,
             "name_id_format": data.name_id_format,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, md, xmldsig
+from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP, md, xmldsig
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.extension import algsupport
@@ -34,6 +34,7 @@ class SpEndpoints:
     entity_id: str
     acs_url: str
     slo_url: str
+    soap_slo_url: str
     metadata_url: str
 
     @classmethod
@@ -43,6 +44,7 @@ class SpEndpoints:
             entity_id=conn.sp_entity_id or base,
             acs_url=base + "/acs",
             slo_url=base + "/slo",
+            soap_slo_url=base + "/slo/soap",
             metadata_url=base + "/metadata",
         )
 
@@ -60,6 +62,7 @@ def sp_config(conn: SamlConnection, sp: SpEndpoints) -> SPConfig:
         endpoints["single_logout_service"] = [
             (sp.slo_url, BINDING_HTTP_REDIRECT),
             (sp.slo_url, BINDING_HTTP_POST),
+            (sp.soap_slo_url, BINDING_SOAP),
         ]
     config: dict[str, object] = {
         "entityid": sp.entity_id,

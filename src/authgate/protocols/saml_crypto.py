@@ -148,8 +148,12 @@ def _check_transforms(reference: etree._Element, what: str) -> None:
                 raise _bad(f"{what}: transform parameters are not accepted")
 
 
-def check_encryption_shape(encrypted: etree._Element) -> None:
-    """One EncryptedData with allowlisted algorithms; key references stay inside the message."""
+def check_encryption_shape(encrypted: etree._Element, what: str = "assertion") -> None:
+    """One EncryptedData with allowlisted algorithms; key references stay inside the message.
+
+    `encrypted` is the SAML holder (EncryptedAssertion, EncryptedID or
+    EncryptedAttribute); `what` names it in the refusal.
+    """
     data = children(encrypted, XENC + "EncryptedData")
     if len(data) != 1 or encrypted.find(f".//{XENC}CipherReference") is not None:
         raise ProtocolError("decrypt_failed", "expected one EncryptedData with an inline value")
@@ -161,7 +165,7 @@ def check_encryption_shape(encrypted: etree._Element) -> None:
         raise _weak("data encryption", algorithm)
     keys = encrypted.findall(f".//{XENC}EncryptedKey")
     if not keys:
-        raise ProtocolError("decrypt_failed", "the encrypted assertion carries no EncryptedKey")
+        raise ProtocolError("decrypt_failed", f"the encrypted {what} carries no EncryptedKey")
     for key in keys:
         key_method = child(key, XENC + "EncryptionMethod")
         key_alg = key_method.get("Algorithm") if key_method is not None else None
@@ -250,7 +254,25 @@ class XmlSec:
         """The document with `encrypted`'s EncryptedData replaced by its plaintext, serialised.
 
         The replacement happens in the caller's tree; serialising it makes the
-        plaintext pass the XML gate again like any input. Ids inside
+        plaintext pass the XML gate again like any input.
+        """
+        self._decrypt_in_place(encrypted, key_files, "assertion")
+        return etree.tostring(encrypted.getroottree())
+
+    def decrypt_element(
+        self, encrypted: etree._Element, key_files: Sequence[Path], what: str
+    ) -> bytes:
+        """`encrypted` alone (an EncryptedID or EncryptedAttribute inside an assertion whose
+        signature has been checked) with its plaintext in place, serialised for the XML gate."""
+        self._decrypt_in_place(encrypted, key_files, what)
+        return etree.tostring(encrypted)
+
+    def _decrypt_in_place(
+        self, encrypted: etree._Element, key_files: Sequence[Path], what: str
+    ) -> None:
+        """Replace `encrypted`'s EncryptedData by its plaintext, with an SP key only.
+
+        Ids inside
         `encrypted` are registered so that a RetrievalMethod to a sibling
         EncryptedKey (as Okta sends) resolves; `check_encryption_shape` keeps
         such references inside the message. Each SP key sits in a keys manager
@@ -259,7 +281,7 @@ class XmlSec:
         """
         data = child(encrypted, XENC + "EncryptedData")
         if data is None:
-            raise ProtocolError("decrypt_failed", "the encrypted assertion has no EncryptedData")
+            raise ProtocolError("decrypt_failed", f"the encrypted {what} has no EncryptedData")
         xmlsec.tree.add_ids(encrypted, ["Id"])
         for key_file in key_files:
             manager = self._sp_keys_manager(key_file)
@@ -267,9 +289,9 @@ class XmlSec:
                 continue
             with suppress(xmlsec.Error):
                 xmlsec.EncryptionContext(manager).decrypt(data)
-                return etree.tostring(encrypted.getroottree())
+                return
         raise ProtocolError(
-            "decrypt_failed", "no SP key decrypts the assertion (check sp_keys and the IdP's cert)"
+            "decrypt_failed", f"no SP key decrypts the {what} (check sp_keys and the IdP's cert)"
         )
 
     def _cert_key(self, cert_b64: str) -> xmlsec.Key | None:

@@ -1,14 +1,17 @@
 """Single logout messages from the IdP: LogoutRequest (IdP-initiated) and LogoutResponse.
 
-Both bindings are read here. HTTP-Redirect signatures cover the raw query
+Three bindings are read here. HTTP-Redirect signatures cover the raw query
 octets exactly as the IdP sent them (re-encoding them, as pysaml2 does,
 breaks against IdPs that percent-encode differently); HTTP-POST messages
-carry an enveloped signature checked like an assertion's. A LogoutRequest
-must be signed: it ends sessions. CPU-bound (libxmlsec1): call from an executor.
+carry an enveloped signature checked like an assertion's, and so do SOAP
+ones (the IdP's server calling ours, back-channel: the LogoutRequest is the
+one element of a SOAP 1.1 Body). A LogoutRequest must be signed: it ends
+sessions. CPU-bound (libxmlsec1): call from an executor.
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -28,6 +31,8 @@ from authgate.protocols.saml_xml import (
     DS,
     SAML,
     SAMLP,
+    SOAP_ENV,
+    SOAP_ENV_NS,
     STATUS_SUCCESS,
     child,
     children,
@@ -44,6 +49,7 @@ class LogoutPolicy:
     idp_entity_id: str
     idp_certs: tuple[str, ...]
     slo_url: str
+    soap_url: str
     clock_skew: float
     max_size: int
 
@@ -52,7 +58,7 @@ class LogoutPolicy:
 class IncomingMessage:
     """A SAML message as received, with what its signature covers."""
 
-    binding: Literal["redirect", "post"]
+    binding: Literal["redirect", "post", "soap"]
     kind: Kind
     message: str
     relay_state: str | None = None
@@ -106,13 +112,44 @@ def post_message(form: Mapping[str, str], kind: Kind) -> IncomingMessage:
     )
 
 
+def soap_message(body: bytes) -> IncomingMessage:
+    """A SOAP request body, carried base64-encoded like the other bindings' messages."""
+    return IncomingMessage(
+        binding="soap", kind="SAMLRequest", message=base64.b64encode(body).decode()
+    )
+
+
+def soap_envelope(message: bytes) -> bytes:
+    """`message` (a serialised SAML element, ours) as the one element of a SOAP 1.1 Body;
+    moving it keeps its signature valid (exclusive canonicalization ignores the envelope)."""
+    envelope = etree.Element(SOAP_ENV + "Envelope", nsmap={"SOAP-ENV": SOAP_ENV_NS})
+    etree.SubElement(envelope, SOAP_ENV + "Body").append(etree.fromstring(message))
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
 def _open(msg: IncomingMessage, policy: LogoutPolicy) -> etree._Element:
     data = xml_hardening.b64decode(msg.message, policy.max_size)
     if msg.binding == "redirect":
         data = xml_hardening.inflate(data, policy.max_size)
     root = xml_hardening.parse(data, policy.max_size)
     check_unique_ids(root)
-    return root
+    return _soap_body(root) if msg.binding == "soap" else root
+
+
+def _soap_body(envelope: etree._Element) -> etree._Element:
+    """The one element of a SOAP 1.1 Body; a header the sender says we must understand
+    (none is defined for SAML's SOAP binding) refuses the message, as SOAP requires."""
+    if envelope.tag != SOAP_ENV + "Envelope":
+        raise ProtocolError("invalid_request", "expected a SOAP 1.1 Envelope")
+    header = child(envelope, SOAP_ENV + "Header")
+    for entry in children(header) if header is not None else []:
+        if entry.get(SOAP_ENV + "mustUnderstand") in ("1", "true"):
+            raise ProtocolError("invalid_request", "a SOAP header must be understood")
+    body = children(envelope, SOAP_ENV + "Body")
+    content = children(body[0]) if len(body) == 1 else []
+    if len(content) != 1:
+        raise ProtocolError("invalid_request", "the SOAP Body must hold exactly one message")
+    return content[0]
 
 
 def _signed(
@@ -140,7 +177,10 @@ def _signed(
     return True
 
 
-def _common(root: etree._Element, policy: LogoutPolicy, signed: bool, tag: str) -> None:
+def _common(
+    root: etree._Element, policy: LogoutPolicy, signed: bool, tag: str, endpoint: str
+) -> None:
+    """Tag, version, Issuer, and the Destination (`endpoint`, the URL the message came to)."""
     what = etree.QName(tag).localname
     if root.tag != tag or root.get("Version") != "2.0" or not root.get("ID"):
         raise ProtocolError("invalid_request", f"expected a SAML 2.0 {what} with an ID")
@@ -148,9 +188,9 @@ def _common(root: etree._Element, policy: LogoutPolicy, signed: bool, tag: str) 
     if issuer != policy.idp_entity_id:
         raise ProtocolError("issuer_mismatch", f"the {what} was issued by {issuer or 'nobody'}")
     destination = root.get("Destination")
-    if (destination is None and signed) or (destination and destination != policy.slo_url):
+    if (destination is None and signed) or (destination and destination != endpoint):
         raise ProtocolError(
-            "audience_mismatch", f"the {what} Destination {destination!r} is not {policy.slo_url}"
+            "audience_mismatch", f"the {what} Destination {destination!r} is not {endpoint}"
         )
 
 
@@ -160,7 +200,8 @@ def read_logout_request(
     """A signed, current LogoutRequest from this connection's IdP."""
     root = _open(msg, policy)
     signed = _signed(msg, root, policy, xmlsec)
-    _common(root, policy, signed, SAMLP + "LogoutRequest")
+    endpoint = policy.soap_url if msg.binding == "soap" else policy.slo_url
+    _common(root, policy, signed, SAMLP + "LogoutRequest", endpoint)
     if not signed:
         raise ProtocolError("signature_invalid", "the LogoutRequest is not signed")
     end = parse_instant(root.get("NotOnOrAfter"), "LogoutRequest NotOnOrAfter")
@@ -183,7 +224,7 @@ def read_logout_response(
     """The IdP's answer to our LogoutRequest; a signature, when present, must verify."""
     root = _open(msg, policy)
     signed = _signed(msg, root, policy, xmlsec)
-    _common(root, policy, signed, SAMLP + "LogoutResponse")
+    _common(root, policy, signed, SAMLP + "LogoutResponse", policy.slo_url)
     code = root.find(f"{SAMLP}Status/{SAMLP}StatusCode")
     status = code.get("Value", "") if code is not None else ""
     return LogoutResponseData(

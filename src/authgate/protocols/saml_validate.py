@@ -157,6 +157,32 @@ def check_signature_places(root: etree._Element, assertion: etree._Element) -> N
             raise _wrapping(f"a signature inside {where} is not accepted (signature wrapping)")
 
 
+# Where SAML puts encrypted parts of an assertion, by holder: the element it sits in.
+_ENCRYPTED_PARTS = {
+    SAML + "EncryptedID": SAML + "Subject",
+    SAML + "EncryptedAttribute": SAML + "AttributeStatement",
+}
+
+
+def check_encrypted_places(root: etree._Element, assertion: etree._Element) -> None:
+    """Encrypted content may only be the assertion itself, its Subject's EncryptedID or an
+    EncryptedAttribute of one of its AttributeStatements: the places authgate decrypts, inside
+    the element whose signature it checks. Anywhere else it is refused (signature wrapping)."""
+    for node in root.iter(XENC + "EncryptedData", *_ENCRYPTED_PARTS):
+        holder = node if node.tag in _ENCRYPTED_PARTS else node.getparent()
+        if holder is None or holder is assertion:
+            continue
+        place = holder.getparent()
+        if (
+            place is not None
+            and place.getparent() is assertion
+            and _ENCRYPTED_PARTS.get(holder.tag) == place.tag
+        ):
+            continue
+        where = etree.QName(place if place is not None else root).localname
+        raise _wrapping(f"encrypted content in {where} is not accepted (signature wrapping)")
+
+
 def _issuer(node: etree._Element, expected: str, what: str, required: bool) -> None:
     issuer = child(node, SAML + "Issuer")
     if issuer is None:
@@ -201,14 +227,31 @@ def _decrypt(
     if new_root.tag != root.tag or new_root.get("ID") != root.get("ID"):
         raise ProtocolError("decrypt_failed", "decryption did not yield the same response")
     check_unique_ids(new_root)
-    if next(new_root.iter(XENC + "EncryptedData"), None) is not None:
-        raise ProtocolError("decrypt_failed", "encrypted content remains after decryption")
     assertions = list(new_root.iter(SAML + "Assertion"))
     holder = child(new_root, SAML + "EncryptedAssertion")
     if len(assertions) != 1 or holder is None or assertions[0].getparent() is not holder:
         raise _wrapping("the decrypted content is not exactly one assertion")
     check_signature_places(new_root, assertions[0])
+    check_encrypted_places(new_root, assertions[0])
     return new_root, assertions[0]
+
+
+def _decrypted_part(
+    holder: etree._Element, tag: str, policy: AcsPolicy, xmlsec: XmlSec
+) -> etree._Element:
+    """The one `tag` element an EncryptedID or EncryptedAttribute holds, decrypted with an SP
+    key. Only called on parts of an assertion whose signature (or whose response's) has
+    been checked, so the ciphertext is what the IdP signed."""
+    what = "NameID" if tag == SAML + "NameID" else "attribute"
+    check_encryption_shape(holder, what)
+    if not policy.decryption_keys:
+        raise ProtocolError("decrypt_failed", f"the {what} is encrypted but no SP key is set")
+    plain = xmlsec.decrypt_element(holder, policy.decryption_keys, what)
+    opened = xml_hardening.parse(plain, max(policy.max_size, len(plain)))
+    found = [node for node in children(opened) if node.tag != XENC + "EncryptedKey"]
+    if len(found) != 1 or found[0].tag != tag or next(opened.iter(XENC + "EncryptedData"), None):
+        raise ProtocolError("decrypt_failed", f"the encrypted {what} is not one {what}")
+    return found[0]
 
 
 def validate_response(
@@ -225,6 +268,7 @@ def validate_response(
     check_unique_ids(root)
     assertion = single_assertion(root)
     check_signature_places(root, assertion)
+    check_encrypted_places(root, assertion)
     _issuer(root, policy.idp_entity_id, "response", required=False)
     response_signed = _verify(root, policy, xmlsec, "response")
     _check_destination(root, policy.acs_url, response_signed)
@@ -238,7 +282,7 @@ def validate_response(
     assertion_signed = _verify(assertion, policy, xmlsec, "assertion")
     if not assertion_signed and (policy.want_assertions_signed or not response_signed):
         raise ProtocolError("signature_invalid", "the assertion is not signed")
-    return _read_assertion(root, assertion, policy, _Clock(now, policy.clock_skew))
+    return _read_assertion(root, assertion, policy, xmlsec, _Clock(now, policy.clock_skew))
 
 
 def _check_destination(root: etree._Element, acs_url: str, signed: bool) -> None:
@@ -252,7 +296,11 @@ def _check_destination(root: etree._Element, acs_url: str, signed: bool) -> None
 
 
 def _read_assertion(
-    root: etree._Element, assertion: etree._Element, policy: AcsPolicy, clock: _Clock
+    root: etree._Element,
+    assertion: etree._Element,
+    policy: AcsPolicy,
+    xmlsec: XmlSec,
+    clock: _Clock,
 ) -> AssertionData:
     if assertion.get("Version") != "2.0" or not assertion.get("ID"):
         raise ProtocolError("invalid_request", "the assertion is not SAML 2.0 or has no ID")
@@ -260,7 +308,7 @@ def _read_assertion(
     subject = child(assertion, SAML + "Subject")
     if subject is None:
         raise ProtocolError("invalid_request", "the assertion has no Subject")
-    name_id = _name_id(subject)
+    name_id = _name_id(subject, policy, xmlsec)
     confirmation_expiry, confirmed_request = _bearer_confirmation(subject, policy.acs_url, clock)
     in_response_to = root.get("InResponseTo")
     if confirmed_request and in_response_to and confirmed_request != in_response_to:
@@ -284,16 +332,20 @@ def _read_assertion(
         session_index=authn[0].get("SessionIndex"),
         session_not_on_or_after=session_end,
         not_on_or_after=min(ends),
-        attributes=_attributes(assertion),
+        attributes=_attributes(assertion, policy, xmlsec),
     )
 
 
-def _name_id(subject: etree._Element) -> etree._Element:
-    if child(subject, SAML + "EncryptedID") is not None:
-        raise ProtocolError("invalid_request", "an encrypted NameID is not supported")
-    name_id = child(subject, SAML + "NameID")
-    if name_id is None:
+def _name_id(subject: etree._Element, policy: AcsPolicy, xmlsec: XmlSec) -> etree._Element:
+    """The Subject's NameID, in the clear or as an EncryptedID; never both, never two."""
+    found = [*children(subject, SAML + "NameID"), *children(subject, SAML + "EncryptedID")]
+    if not found:
         raise ProtocolError("invalid_request", "the Subject has no NameID")
+    if len(found) > 1:
+        raise ProtocolError("invalid_request", "the Subject has more than one NameID")
+    name_id = found[0]
+    if name_id.tag == SAML + "EncryptedID":
+        name_id = _decrypted_part(name_id, SAML + "NameID", policy, xmlsec)
     if children(name_id):
         raise ProtocolError("invalid_request", "the NameID contains elements")
     if not text(name_id):
@@ -347,11 +399,18 @@ def _conditions(assertion: etree._Element, sp_entity_id: str, clock: _Clock) -> 
     return expiry
 
 
-def _attributes(assertion: etree._Element) -> dict[str, tuple[str, ...]]:
-    """Attribute values by Name, and by FriendlyName as well when the IdP sends one."""
+def _attributes(
+    assertion: etree._Element, policy: AcsPolicy, xmlsec: XmlSec
+) -> dict[str, tuple[str, ...]]:
+    """Attribute values by Name, and by FriendlyName as well when the IdP sends one;
+    EncryptedAttributes are decrypted with the SP key and read like the others."""
     found: dict[str, list[str]] = {}
     for statement in children(assertion, SAML + "AttributeStatement"):
-        for attribute in children(statement, SAML + "Attribute"):
+        for attribute in children(statement):
+            if attribute.tag == SAML + "EncryptedAttribute":
+                attribute = _decrypted_part(attribute, SAML + "Attribute", policy, xmlsec)
+            elif attribute.tag != SAML + "Attribute":
+                continue
             values = [
                 text(v)
                 for v in children(attribute, SAML + "AttributeValue")

@@ -15,6 +15,8 @@ MD = "{urn:oasis:names:tc:SAML:2.0:metadata}"
 DS = "{http://www.w3.org/2000/09/xmldsig#}"
 XENC = "{http://www.w3.org/2001/04/xmlenc#}"
 XSI_NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
+SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
+SOAP_ENV = "{" + SOAP_ENV_NS + "}"
 
 PROTOCOL = "urn:oasis:names:tc:SAML:2.0:protocol"
 BINDING_REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"

@@ -3,9 +3,13 @@
 The store key is a SHA-256 of the id, so a dump of Redis does not hand out
 live cookies. A per-user index of those digests (never the ids themselves)
 lets every session of a user be revoked at once (logout everywhere, SCIM
-deactivation, retirement). Every removal or change of a session is published
-by its digest, so the processes that cache sessions (`session.cache`) drop
-their copy at once.
+deactivation, retirement); per-subject and per-sign-in indexes, keyed by the
+IdP's own names (SAML NameID, SessionIndex) and hashed, let an IdP's logout
+end exactly the sessions it names, whichever user record they belong to.
+Each index is one key of its own, so every store call stays single-key
+(Redis Cluster). Every removal or change of a session is published by its
+digest, so the processes that cache sessions (`session.cache`) drop their
+copy at once.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import hashlib
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -42,6 +46,8 @@ class Session:
     expires_at: float
     protocol_data: dict[str, Any] = field(default_factory=dict)
     organization: str | None = None
+    # The IdP's id for the sign-in this session came from (SAML SessionIndex), if it gave one.
+    idp_session: str | None = None
     id: str = ""
 
     def refresh_due(self, now: float) -> bool:
@@ -77,6 +83,29 @@ def _key(sid: str) -> str:
 
 def _user_index(user_id: str) -> str:
     return "user-sessions:" + user_id
+
+
+def _scope(*parts: str) -> str:
+    """Values the IdP chose (NameID, SessionIndex), hashed into a fixed-size key part."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
+
+
+def _subject_index(connection: str, subject: str) -> str:
+    """The sessions of one IdP subject (SAML NameID) at one connection."""
+    return "subject-sessions:" + _scope(connection, subject)
+
+
+def _idp_index(connection: str, subject: str, idp_session: str) -> str:
+    """The sessions one IdP sign-in (SAML SessionIndex) of that subject began."""
+    return "idp-sessions:" + _scope(connection, subject, idp_session)
+
+
+def _indexes(session: Session) -> list[str]:
+    """Every index that lists `session`."""
+    found = [_user_index(session.user_id), _subject_index(session.connection, session.subject)]
+    if session.idp_session:
+        found.append(_idp_index(session.connection, session.subject, session.idp_session))
+    return found
 
 
 class SessionStore:
@@ -115,7 +144,8 @@ class SessionStore:
         )
         ttl = self._ttl(session, now)
         await self._kv.set(_key(session.id), session.to_json(), ttl)
-        await self._kv.add_member(_user_index(session.user_id), _digest(session.id), self.lifetime)
+        for index in _indexes(session):
+            await self._kv.add_member(index, _digest(session.id), self.lifetime)
         return session
 
     def cached(self, sid: str) -> Session | None:
@@ -184,7 +214,8 @@ class SessionStore:
     async def _remove(self, session: Session, revoked: bool) -> None:
         digest = _digest(session.id)
         await self._kv.delete(_key_of(digest), durable=revoked)
-        await self._kv.remove_member(_user_index(session.user_id), digest)
+        for index in _indexes(session):
+            await self._kv.remove_member(index, digest)
         await self._invalidate(digest, revoked)
 
     async def _invalidate(self, digest: str, revoked: bool = False) -> None:
@@ -211,6 +242,43 @@ class SessionStore:
             await self._kv.remove_member(index, digest)
         await asyncio.gather(*(self._invalidate(d, revoked=True) for d in digests))
         return live
+
+    async def revoke_idp_sessions(
+        self, connection: str, subject: str, idp_sessions: Iterable[str]
+    ) -> list[Session]:
+        """End the sessions that the IdP sign-ins named by `idp_sessions` (the SessionIndex
+        values of a SAML LogoutRequest for `subject`) began at `connection`; the live ones.
+
+        One index read per value, no scan. The subject is part of the key, as
+        a SessionIndex counts only with its NameID: other people's sessions,
+        other connections and the subject's other sign-ins are never touched.
+        """
+        found: dict[str, str] = {}
+        for value in dict.fromkeys(idp_sessions):
+            index = _idp_index(connection, subject, value)
+            found.update(dict.fromkeys(await self._kv.members(index), index))
+        return await self._revoke(found)
+
+    async def revoke_subject(self, connection: str, subject: str) -> list[Session]:
+        """End every session signed in through `connection` as `subject` (a LogoutRequest that
+        names no SessionIndex); the person's sessions through other connections stay."""
+        index = _subject_index(connection, subject)
+        return await self._revoke(dict.fromkeys(await self._kv.members(index), index))
+
+    async def _revoke(self, found: dict[str, str]) -> list[Session]:
+        """Delete each session (digest -> the index it was found in) with every index entry it
+        has, read from the session itself so the user index stays exact; answer once no
+        replica serves any of them. Returns the sessions that were live."""
+        ended: list[Session] = []
+        for digest, index in found.items():
+            raw = await self._kv.get(_key_of(digest))
+            session = Session.from_json("", raw) if raw is not None else None
+            if await self._kv.delete(_key_of(digest), durable=True) and session is not None:
+                ended.append(session)
+            for entry in _indexes(session) if session is not None else [index]:
+                await self._kv.remove_member(entry, digest)
+        await asyncio.gather(*(self._invalidate(d, revoked=True) for d in found))
+        return ended
 
     async def restamp_user(
         self, user_id: str, change: Callable[[Session], Awaitable[Session]]

@@ -1,9 +1,9 @@
 """Reading a urlencoded form body without trusting its size, encoding or field count.
 
 Every form authgate accepts (SAML bindings, the OIDC callback, the sign-out
-confirmation) is read here, so the limits are the same everywhere: nothing
-read past `limit`, no compressed bodies, no repeated fields that two readers
-could resolve differently.
+confirmation), and the SAML SOAP binding's XML body, is read here, so the
+limits are the same everywhere: nothing read past `limit`, no compressed
+bodies, no repeated fields that two readers could resolve differently.
 """
 
 from __future__ import annotations
@@ -18,14 +18,17 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELDS = 32
 
 
-async def read_form(
-    request: web.Request, limit: int, refuse: type[AuthgateError] = ProtocolError
-) -> dict[str, str]:
-    """The form's fields; anything unusual is refused as `refuse("invalid_request")`."""
+async def read_body(
+    request: web.Request,
+    limit: int,
+    content_type: str,
+    refuse: type[AuthgateError] = ProtocolError,
+) -> bytes:
+    """The raw body of a `content_type` request, never read past `limit`, never compressed."""
     if request.headers.get("Content-Encoding", "identity").lower() != "identity":
         raise refuse("invalid_request", "compressed request bodies are not accepted")
-    if request.content_type != FORM_TYPE:
-        raise refuse("invalid_request", f"expected {FORM_TYPE}")
+    if request.content_type != content_type:
+        raise refuse("invalid_request", f"expected {content_type}")
     too_large = f"the request body is larger than {limit} bytes"
     if request.content_length is not None and request.content_length > limit:
         raise refuse("invalid_request", too_large)
@@ -34,6 +37,14 @@ async def read_form(
         body += chunk
         if len(body) > limit:
             raise refuse("invalid_request", too_large)
+    return bytes(body)
+
+
+async def read_form(
+    request: web.Request, limit: int, refuse: type[AuthgateError] = ProtocolError
+) -> dict[str, str]:
+    """The form's fields; anything unusual is refused as `refuse("invalid_request")`."""
+    body = await read_body(request, limit, FORM_TYPE, refuse)
     pairs = parse_qsl(
         body.decode("ascii", "replace"), keep_blank_values=True, max_num_fields=MAX_FIELDS
     )

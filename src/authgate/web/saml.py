@@ -20,9 +20,14 @@ from markupsafe import Markup
 from authgate.connections import Connection
 from authgate.errors import LoginFailed, LoginStateError, ProtocolError
 from authgate.protocols.saml import Outgoing, SamlProtocol
-from authgate.protocols.saml_logout import IncomingMessage, post_message, redirect_message
+from authgate.protocols.saml_logout import (
+    IncomingMessage,
+    LogoutRequestData,
+    post_message,
+    redirect_message,
+)
 from authgate.web.client_info import CID, CLIENT
-from authgate.web.forms import read_form
+from authgate.web.forms import read_body, read_form
 from authgate.web.signin import (
     check_pending,
     finish_login,
@@ -41,6 +46,7 @@ OIDC_PARAMETERS = ("code", "state", "id_token")
 AUTO_SUBMIT = 'document.getElementById("saml-post").submit();'
 _SCRIPT_HASH = base64.b64encode(hashlib.sha256(AUTO_SUBMIT.encode()).digest()).decode()
 METADATA_TYPE = "application/samlmetadata+xml"
+SOAP_TYPE = "text/xml"
 
 
 def _protocol(request: web.Request) -> tuple[Connection, SamlProtocol]:
@@ -204,27 +210,59 @@ async def slo(request: web.Request) -> web.StreamResponse:
 async def _idp_logout(
     request: web.Request, protocol: SamlProtocol, message: IncomingMessage
 ) -> web.StreamResponse:
-    """Federated sign-out: end the person's sessions on every replica, then answer the IdP."""
+    """Federated sign-out through the browser (front-channel), then answer the IdP."""
     st = state(request)
     data, reply = await protocol.logout_request(message)
-    user = await st.users.by_link(protocol.conn.id, data.name_id)
-    revoked = await st.sessions.revoke_user(user.id) if user is not None else 0
-    st.audit.emit(
-        "session.logout",
-        connection=protocol.conn.id,
-        user_id=user.id if user is not None else None,
-        subject=data.name_id,
-        initiated_by="idp",
-        sessions=revoked,
-        ip=request[CLIENT].ip,
-        correlation_id=request[CID],
-    )
+    await _end_sessions(request, protocol, data, "front")
     if reply is None:
         response = st.pages.render("signed_out.html", login_url=st.url("/login"))
     else:
         response = _send(st, reply)
     st.cookies.clear_session(response)
     return response
+
+
+async def slo_soap(request: web.Request) -> web.StreamResponse:
+    """Back-channel single logout (SOAP binding): the IdP's server posts a signed
+    LogoutRequest, no browser involved, and gets our LogoutResponse in the SOAP answer."""
+    try:
+        _, protocol = _protocol(request)
+        body = await read_body(request, _form_limit(protocol), SOAP_TYPE)
+        data, envelope = await protocol.soap_logout_request(body)
+    except LoginFailed as exc:
+        _audit_logout_failure(request, exc)
+        raise
+    await _end_sessions(request, protocol, data, "back")
+    return web.Response(
+        body=envelope, content_type=SOAP_TYPE, headers={"Cache-Control": "no-store"}
+    )
+
+
+async def _end_sessions(
+    request: web.Request, protocol: SamlProtocol, data: LogoutRequestData, channel: str
+) -> None:
+    """End, on every replica, the sessions the LogoutRequest's SessionIndex values name, or,
+    when it names none, all of the NameID's sessions at this connection (never those the
+    person holds through another connection). Sessions are found by NameID, not through the
+    user record, which a match key other than the NameID links by another value."""
+    st = state(request)
+    conn_id = protocol.conn.id
+    if data.session_indexes:
+        ended = await st.sessions.revoke_idp_sessions(conn_id, data.name_id, data.session_indexes)
+    else:
+        ended = await st.sessions.revoke_subject(conn_id, data.name_id)
+    st.audit.emit(
+        "session.logout",
+        connection=conn_id,
+        user_id=ended[0].user_id if ended else None,
+        subject=data.name_id,
+        initiated_by="idp",
+        channel=channel,
+        session_indexes=len(data.session_indexes),
+        sessions=len(ended),
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
 
 
 def _audit_logout_failure(request: web.Request, exc: LoginFailed) -> None:
@@ -247,4 +285,5 @@ def routes(prefix: str) -> list[web.RouteDef]:
         web.get(base + "/acs", acs_get, allow_head=False),
         web.get(base + "/slo", slo, allow_head=False),
         web.post(base + "/slo", slo),
+        web.post(base + "/slo/soap", slo_soap),
     ]

@@ -250,6 +250,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             expires_at=identity.session_not_after or 0,
             protocol_data=identity.protocol_data,
             organization=conn.organization,
+            idp_session=identity.idp_session,
         )
     )
     await _still_active(request, conn.id, identity, session)
