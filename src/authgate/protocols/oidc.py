@@ -34,6 +34,7 @@ from authgate.protocols.oidc_client import (
 from authgate.protocols.oidc_discovery import Discovery, ProviderInfo, shown
 from authgate.protocols.oidc_graph import GraphGroups, has_overage
 from authgate.protocols.oidc_keys import KeyCache
+from authgate.protocols.oidc_logout import LOGOUT_JTI_TTL, LogoutToken, read_logout_token
 from authgate.protocols.oidc_tokens import (
     Expected,
     check_at_hash,
@@ -382,8 +383,35 @@ class OidcProtocol(Protocol):
             username=text(mapping.username),
             groups=groups,
             attributes={k: claims[k] for k in ATTRIBUTE_CLAIMS if k in claims},
+            idp_session=text("sid"),
             protocol_data=data,
         )
+
+    async def backchannel_logout(self, token: str) -> LogoutToken:
+        """A Back-Channel Logout token checked like an ID token, then by its own rules; its
+        `jti` is accepted once across replicas."""
+        info = await self.discovery.get()
+        header = read_header(token)
+        alg = check_header(header, self.conn.allowed_algorithms)
+        if alg.startswith("HS"):
+            secret = self.box.reveal(self.conn.client_secret, self.conn.client_secret_encrypted)
+            key = hmac_key(secret or "")
+        else:
+            key = await self.keys.resolve(info.jwks_uri, header)
+        claims = verify_signature(token, key, alg)
+        now = time.time()
+        expect = Expected(
+            issuer=info.issuer,
+            client_id=self.conn.client_id,
+            now=now,
+            skew=self.conn.clock_skew,
+            allowed_tenants=tuple(self.conn.allowed_tenants),
+        )
+        logout = read_logout_token(header, claims, expect)
+        scope = f"{self.conn.id}:{claims['iss']}:{logout.jti}"
+        if not await self.ctx.replay.first_use("oidc-logout", scope, LOGOUT_JTI_TTL):
+            raise ProtocolError("replayed", "this logout token was already used")
+        return logout
 
     async def refresh(self, data: dict[str, Any]) -> Refreshed:
         """Use the refresh token; a new ID token must name the same issuer and subject."""

@@ -100,11 +100,16 @@ def _idp_index(connection: str, subject: str, idp_session: str) -> str:
     return "idp-sessions:" + _scope(connection, subject, idp_session)
 
 
+# An OIDC logout token may name the provider's session (`sid`) without the subject.
+ANY_SUBJECT = ""
+
+
 def _indexes(session: Session) -> list[str]:
     """Every index that lists `session`."""
     found = [_user_index(session.user_id), _subject_index(session.connection, session.subject)]
     if session.idp_session:
         found.append(_idp_index(session.connection, session.subject, session.idp_session))
+        found.append(_idp_index(session.connection, ANY_SUBJECT, session.idp_session))
     return found
 
 

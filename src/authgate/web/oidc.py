@@ -16,6 +16,7 @@ from aiohttp import web
 from authgate.connections import Connection
 from authgate.errors import LoginFailed, ProtocolError
 from authgate.protocols.oidc import OidcProtocol
+from authgate.session.sessions import ANY_SUBJECT
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import read_form
 from authgate.web.signin import (
@@ -107,8 +108,57 @@ async def callback_post(request: web.Request) -> web.StreamResponse:
         raise await _recorded(request, exc) from None
 
 
+async def backchannel_logout(request: web.Request) -> web.StreamResponse:
+    """Back-Channel Logout 1.0: the provider ends a sign-in; every replica stops serving it.
+
+    Answered 200 once the sessions are gone, 400 with the reason code for a
+    token that is not acted on (§2.8); never cached, never a page.
+    """
+    st = state(request)
+    headers = {"Cache-Control": "no-store"}
+    try:
+        conn, protocol = _protocol(request)
+        form = await read_form(request, MAX_FORM_BYTES)
+        logout = await protocol.backchannel_logout(form.get("logout_token", ""))
+    except LoginFailed as exc:
+        _audit_logout_failure(request, exc)
+        body = {"error": exc.reason, "correlation_id": request[CID]}
+        return web.json_response(body, status=400, headers=headers)
+    if logout.sid is not None:
+        subject = logout.sub if logout.sub is not None else ANY_SUBJECT
+        ended = await st.sessions.revoke_idp_sessions(conn.id, subject, [logout.sid])
+    else:
+        assert logout.sub is not None
+        ended = await st.sessions.revoke_subject(conn.id, logout.sub)
+    st.audit.emit(
+        "session.logout",
+        connection=conn.id,
+        subject=logout.sub,
+        initiated_by="idp",
+        channel="back",
+        sessions=len(ended),
+        user_id=ended[0].user_id if ended else None,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+    return web.Response(status=200, headers=headers)
+
+
+def _audit_logout_failure(request: web.Request, exc: LoginFailed) -> None:
+    state(request).audit.emit(
+        "sso.logout.failed",
+        connection=request.match_info["conn_id"],
+        reason=exc.reason,
+        detail=exc.detail,
+        channel="back",
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+
+
 def routes(prefix: str) -> list[web.RouteDef]:
     return [
+        web.post(prefix + "/oidc/{conn_id}/backchannel-logout", backchannel_logout),
         web.get(prefix + "/oidc/{conn_id}/login", login, allow_head=False),
         web.get(prefix + "/oidc/{conn_id}/callback", callback, allow_head=False),
         web.post(prefix + "/oidc/{conn_id}/callback", callback_post),
