@@ -140,3 +140,37 @@ async def test_no_token_or_a_get_is_refused(oidc_gate, oidc_op):
     assert (resp.status, (await resp.json())["error"]) == (400, "id_token_invalid")
     resp = await browser.gate.get(ENDPOINT)
     assert resp.status == 404
+
+
+FRONT = "/_authgate/oidc/corp/frontchannel-logout"
+
+
+async def test_front_channel_logout_ends_this_browsers_session_when_iss_and_sid_match(
+    oidc_gate, oidc_op
+):
+    browser = await signed_in(oidc_gate, oidc_op)
+    resp = await browser.gate.get(FRONT, params={"iss": oidc_op.issuer, "sid": SID})
+    assert resp.status == 200
+    policy = resp.headers["Content-Security-Policy"]
+    assert policy == f"default-src 'none'; frame-ancestors {oidc_op.origin}"
+    assert not await alive(browser)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"iss": "https://evil.example", "sid": SID},
+        {"sid": SID},
+        {"iss": "ISSUER", "sid": "another-session"},
+        {"iss": "ISSUER"},
+    ],
+)
+async def test_front_channel_logout_with_another_iss_or_sid_ends_nothing(
+    oidc_gate, oidc_op, params
+):
+    browser = await signed_in(oidc_gate, oidc_op)
+    query = {k: (oidc_op.issuer if v == "ISSUER" else v) for k, v in params.items()}
+    resp = await browser.gate.get(FRONT, params=query)
+    assert resp.status == 200
+    assert resp.headers["Content-Security-Policy"].endswith("frame-ancestors 'none'")
+    assert await alive(browser)

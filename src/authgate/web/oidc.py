@@ -19,6 +19,8 @@ from authgate.protocols.oidc import OidcProtocol
 from authgate.session.sessions import ANY_SUBJECT
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import read_form
+from authgate.web.gate import current_session
+from authgate.web.origin import origin_of
 from authgate.web.signin import (
     check_pending,
     finish_login,
@@ -144,6 +146,47 @@ async def backchannel_logout(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200, headers=headers)
 
 
+async def frontchannel_logout(request: web.Request) -> web.StreamResponse:
+    """Front-Channel Logout 1.0: the provider's page loads this in an iframe at sign-out.
+
+    Nothing here is signed, so it ends only this browser's own session, and
+    only when `iss` and `sid` name the provider sign-in that session came
+    from; any other request leaves everything as it is. The answer is an
+    empty page the provider's origin (and only it) may frame.
+    """
+    st = state(request)
+    conn, _ = _protocol(request)
+    session = await current_session(request)
+    iss, sid = request.query.get("iss"), request.query.get("sid")
+    ended = (
+        session is not None
+        and session.connection == conn.id
+        and session.idp_session is not None
+        and sid == session.idp_session
+        and iss == session.protocol_data.get("iss")
+    )
+    if ended:
+        assert session is not None
+        await st.sessions.delete(session)
+        st.audit.emit(
+            "session.logout",
+            connection=conn.id,
+            user_id=session.user_id,
+            initiated_by="idp",
+            channel="front",
+            ip=request[CLIENT].ip,
+            correlation_id=request[CID],
+        )
+    response = web.Response(text="", content_type="text/html")
+    framer = origin_of(iss) if ended and iss else None
+    ancestors = framer or "'none'"
+    response.headers["Content-Security-Policy"] = f"default-src 'none'; frame-ancestors {ancestors}"
+    response.headers["Cache-Control"] = "no-store"
+    if ended:
+        st.cookies.clear_session(response)
+    return response
+
+
 def _audit_logout_failure(request: web.Request, exc: LoginFailed) -> None:
     state(request).audit.emit(
         "sso.logout.failed",
@@ -159,6 +202,7 @@ def _audit_logout_failure(request: web.Request, exc: LoginFailed) -> None:
 def routes(prefix: str) -> list[web.RouteDef]:
     return [
         web.post(prefix + "/oidc/{conn_id}/backchannel-logout", backchannel_logout),
+        web.get(prefix + "/oidc/{conn_id}/frontchannel-logout", frontchannel_logout),
         web.get(prefix + "/oidc/{conn_id}/login", login, allow_head=False),
         web.get(prefix + "/oidc/{conn_id}/callback", callback, allow_head=False),
         web.post(prefix + "/oidc/{conn_id}/callback", callback_post),
