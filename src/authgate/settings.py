@@ -564,6 +564,8 @@ class SamlConnection(ConnectionBase):
     idp: SamlIdp | None = None
     idp_entity_id: str | None = None
     idp_metadata_signing_certificate: SamlCertificate | None = None
+    # A rollover set: the federation's current and next metadata signing certificates.
+    idp_metadata_signing_certificates: list[SamlCertificate] = []
     metadata_refresh: Duration = 3600.0
     metadata_max_age: Duration = 7 * 86400.0
     sp_entity_id: str | None = None
@@ -602,6 +604,12 @@ class SamlConnection(ConnectionBase):
                 " at least one signature must be required"
             )
         return self
+
+    @property
+    def metadata_signing_certificates(self) -> list[str]:
+        """Every certificate the IdP metadata signature may verify with."""
+        single = self.idp_metadata_signing_certificate
+        return [*([single] if single else []), *self.idp_metadata_signing_certificates]
 
     @property
     def signing_keys(self) -> list[SamlKeyPair]:

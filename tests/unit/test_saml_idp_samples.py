@@ -66,7 +66,7 @@ def _signing_cert_of(raw: bytes) -> str:
 
 def test_entra_metadata_signature_verifies_when_checking_is_on():
     raw = read("entra_tenant_federationmetadata.xml")
-    md = parse_idp_metadata(raw, signing_cert=_signing_cert_of(raw), xmlsec=XMLSEC)
+    md = parse_idp_metadata(raw, signing_certs=[_signing_cert_of(raw)], xmlsec=XMLSEC)
     assert len(md.signing_certs) == 2
 
 
@@ -74,21 +74,32 @@ def test_reformatted_entra_metadata_loads_unchecked_and_is_refused_checked():
     raw = read("entra_tenant_federationmetadata_badgr.xml")
     assert parse_idp_metadata(raw).entity_id == BADGR_TENANT
     with pytest.raises(MetadataError, match="signature does not verify"):
-        parse_idp_metadata(raw, signing_cert=_signing_cert_of(raw), xmlsec=XMLSEC)
+        parse_idp_metadata(raw, signing_certs=[_signing_cert_of(raw)], xmlsec=XMLSEC)
 
 
 def test_metadata_signature_by_another_certificate_is_refused():
     raw = read("entra_tenant_federationmetadata.xml")
     other = _signing_cert_of(read("entra_tenant_federationmetadata_badgr.xml"))
     with pytest.raises(MetadataError, match="signature does not verify"):
-        parse_idp_metadata(raw, signing_cert=other, xmlsec=XMLSEC)
+        parse_idp_metadata(raw, signing_certs=[other], xmlsec=XMLSEC)
+
+
+def test_a_rollover_set_verifies_with_either_certificate_and_refuses_with_neither():
+    raw = read("entra_tenant_federationmetadata.xml")
+    real = _signing_cert_of(raw)
+    other = _signing_cert_of(read("entra_tenant_federationmetadata_badgr.xml"))
+    okta = parse_idp_metadata(read("okta_idp_metadata.xml")).signing_certs[0]
+    for rollover in ([other, real], [real, other]):
+        assert parse_idp_metadata(raw, signing_certs=rollover, xmlsec=XMLSEC).entity_id
+    with pytest.raises(MetadataError, match="does not verify with any configured certificate"):
+        parse_idp_metadata(raw, signing_certs=[other, okta], xmlsec=XMLSEC)
 
 
 def test_unsigned_metadata_is_refused_when_a_signing_certificate_is_set():
     raw = read("okta_idp_metadata.xml")
     cert = parse_idp_metadata(raw).signing_certs[0]
     with pytest.raises(MetadataError, match="not signed"):
-        parse_idp_metadata(raw, signing_cert=cert, xmlsec=XMLSEC)
+        parse_idp_metadata(raw, signing_certs=[cert], xmlsec=XMLSEC)
 
 
 @pytest.mark.parametrize("name", ["okta_idp_metadata.xml", "okta_idp_metadata_crewjam.xml"])

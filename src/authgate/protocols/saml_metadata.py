@@ -10,6 +10,7 @@ naming the expiry, never an empty set of IdPs.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lxml import etree
@@ -154,8 +155,11 @@ def _choose(entities: list[etree._Element], entity_id: str | None) -> etree._Ele
     return entities[0]
 
 
-def verify_metadata_signature(root: etree._Element, cert: str, xmlsec: XmlSec) -> None:
-    """The whole document must carry a valid enveloped signature by `cert`."""
+def verify_metadata_signature(
+    root: etree._Element, certs: Sequence[str], xmlsec: XmlSec
+) -> None:
+    """The whole document must carry a valid enveloped signature by one of `certs` (several
+    during the federation's signing-key rollover: the current and the next)."""
     signature = child(root, DS + "Signature")
     if signature is None:
         raise MetadataError(
@@ -168,9 +172,9 @@ def verify_metadata_signature(root: etree._Element, cert: str, xmlsec: XmlSec) -
         raise MetadataError(
             f"metadata signature refused: {exc.detail}", reason="signature refused"
         ) from None
-    if not xmlsec.verify(signature, [cert]):
+    if not xmlsec.verify(signature, list(certs)):
         raise MetadataError(
-            "the metadata signature does not verify with the configured certificate",
+            "the metadata signature does not verify with any configured certificate",
             reason="signature invalid",
         )
 
@@ -179,7 +183,7 @@ def parse_idp_metadata(
     xml: bytes,
     *,
     entity_id: str | None = None,
-    signing_cert: str | None = None,
+    signing_certs: Sequence[str] = (),
     xmlsec: XmlSec | None = None,
     now: float | None = None,
 ) -> IdpMetadata:
@@ -189,8 +193,8 @@ def parse_idp_metadata(
         root = xml_hardening.parse(xml, MAX_METADATA_BYTES)
     except ProtocolError as exc:
         raise MetadataError(f"unreadable metadata: {exc.detail}") from None
-    if signing_cert is not None:
-        verify_metadata_signature(root, signing_cert, xmlsec or XmlSec())
+    if signing_certs:
+        verify_metadata_signature(root, signing_certs, xmlsec or XmlSec())
     entity = _choose(_idp_entities(root), entity_id)
     role = _idp_role(entity)
     assert role is not None

@@ -146,7 +146,7 @@ class MetadataSource:
             parse_idp_metadata,
             raw,
             entity_id=self.conn.idp_entity_id,
-            signing_cert=self.conn.idp_metadata_signing_certificate,
+            signing_certs=self.conn.metadata_signing_certificates,
             xmlsec=self._xmlsec,
             now=self._clock(),
         )
