@@ -155,9 +155,7 @@ def _choose(entities: list[etree._Element], entity_id: str | None) -> etree._Ele
     return entities[0]
 
 
-def verify_metadata_signature(
-    root: etree._Element, certs: Sequence[str], xmlsec: XmlSec
-) -> None:
+def verify_metadata_signature(root: etree._Element, certs: Sequence[str], xmlsec: XmlSec) -> None:
     """The whole document must carry a valid enveloped signature by one of `certs` (several
     during the federation's signing-key rollover: the current and the next)."""
     signature = child(root, DS + "Signature")
