@@ -35,7 +35,16 @@ from authgate.status import ConnectionStatus
 from authgate.upstream import Upstream, create_client
 from authgate.urls import PublicPaths, RedirectPolicy
 from authgate.users import UserStore
-from authgate.web import admin, admin_ui, forward_auth, health, proxy, setup_links, signin
+from authgate.web import (
+    admin,
+    admin_ui,
+    forward_auth,
+    health,
+    own_paths,
+    proxy,
+    setup_links,
+    signin,
+)
 from authgate.web.client_info import TrustedProxies
 from authgate.web.fastpath import Front
 from authgate.web.listener import ConnectionHandlers
@@ -256,8 +265,8 @@ def create_app(
     admin_ui.add_routes(app, p + "/admin", admin.admin_only)
     setup_links.add_routes(app, p, admin.admin_only)
     setup_provisioning(app, st, force_retire)
-    app.router.add_route("*", p + "/{tail:.*}", _not_found)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    app.router.add_route("*", p + "/{tail:.*}", own_paths.before(_not_found))
+    app.router.add_route("*", "/{tail:.*}", own_paths.before(proxy.handle))
     return app
 
 

@@ -35,7 +35,7 @@ from authgate.policy import AccessRules
 from authgate.protocols.saml_config import SpEndpoints
 from authgate.provisioning import lifecycle_of
 from authgate.retirement import RetirementRefused, admin_connections, check_admin_safety
-from authgate.settings import SamlConnection
+from authgate.settings import SamlConnection, own_paths
 from authgate.web.signin import restamp
 from authgate.web.state import State
 
@@ -49,7 +49,19 @@ NO_MASTER_KEY = (
     " AUTHGATE_MASTER_KEY (or secrets.master_key_file), then try again"
 )
 # A refusal's status follows from its reason: a clash with what exists, or a body too large.
-STATUS = {"connection_exists": 409, "domain_claimed": 409, "body_too_large": 413}
+STATUS = {
+    "connection_exists": 409,
+    "domain_claimed": 409,
+    "path_claimed": 409,
+    "body_too_large": 413,
+}
+# The setting behind each endpoint a connection may move.
+PATH_FIELDS = {
+    "acs": "acs_urls",
+    "slo": "slo_path",
+    "metadata": "metadata_path",
+    "callback": "redirect_path",
+}
 
 
 class Refusal(Exception):
@@ -136,9 +148,16 @@ async def _validated(st: State, doc: ConnectionDocument) -> Connection:
     if isinstance(url := doc.settings.get("idp_metadata_url"), str):
         await _fetch_metadata(url)
     try:
-        return st.connection_sync.describe(doc)
+        conn = st.connection_sync.describe(doc)
     except ValidationError as exc:
         raise settings_problem(exc) from None
+    for path, endpoint in own_paths(conn.settings).items():
+        other = st.connections.taken(path, doc.id)
+        prefix = st.settings.prefix
+        if other is not None or path == prefix or path.startswith(prefix + "/auth"):
+            message = f"{path} is already answered by {other or 'authgate itself'}"
+            raise RequestRefused(PATH_FIELDS[endpoint], message, "path_claimed")
+    return conn
 
 
 def found(st: State, conn_id: str) -> Connection:

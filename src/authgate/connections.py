@@ -19,7 +19,7 @@ from authgate.policy import AccessRules
 from authgate.protocols.base import Protocol, ProtocolContext
 from authgate.protocols.oidc import OidcProtocol
 from authgate.protocols.saml import SamlProtocol
-from authgate.settings import AccessSettings, OidcConnection, SamlConnection
+from authgate.settings import AccessSettings, OidcConnection, SamlConnection, own_paths
 
 log = logging.getLogger("authgate.connections")
 ConnectionSettings = OidcConnection | SamlConnection
@@ -69,6 +69,32 @@ class Connections:
         self._access = access
         self._ctx: ProtocolContext | None = None
         self._by_id = {c.id: self.describe(c, "file", 0, True) for c in files}
+        self._paths: dict[str, tuple[str, str]] = {}
+        self._route()
+
+    def _route(self) -> None:
+        """Which connection answers at each path a vendor document fixed (ACS, SLO, ...)."""
+        self._paths = {
+            path: (conn.id, role)
+            for conn in self._by_id.values()
+            for path, role in own_paths(conn.settings).items()
+        }
+
+    def owner(self, path: str) -> tuple[Connection, str] | None:
+        """The connection and endpoint (acs, slo, metadata, callback) at an overridden path."""
+        found = self._paths.get(path)
+        if found is None:
+            return None
+        conn = self._by_id.get(found[0])
+        return (conn, found[1]) if conn is not None else None
+
+    def owns(self, path: str) -> bool:
+        return path in self._paths
+
+    def taken(self, path: str, by: str) -> str | None:
+        """Which other connection already answers at `path`, if any."""
+        found = self._paths.get(path)
+        return found[0] if found is not None and found[0] != by else None
 
     def __iter__(self) -> Iterator[Connection]:
         return iter(list(self._by_id.values()))
@@ -111,11 +137,13 @@ class Connections:
             await conn.engine.start()
         old = self._by_id.get(conn.id)
         self._by_id[conn.id] = conn
+        self._route()
         if old is not None and old.engine is not None and old.engine is not conn.engine:
             await old.engine.stop()
 
     async def remove(self, conn_id: str) -> Connection | None:
         old = self._by_id.pop(conn_id, None)
+        self._route()
         if old is not None and old.engine is not None:
             await old.engine.stop()
         return old

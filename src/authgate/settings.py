@@ -326,6 +326,23 @@ class ConnectionBase(_Model):
         return [d.lower().lstrip("@") for d in domains]
 
 
+def _endpoint_url(value: str) -> str:
+    """An endpoint a vendor document fixes: a path on public_url, or a whole http(s) URL."""
+    if value.startswith("/"):
+        if value.startswith("//") or "?" in value or "#" in value or "\\" in value:
+            raise ValueError("expected a plain path such as /saml/acs")
+        return value
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or not parts.path:
+        raise ValueError("expected a path such as /saml/acs or a URL such as https://host/saml/acs")
+    if parts.query or parts.fragment:
+        raise ValueError("an endpoint URL has no query or fragment")
+    return value
+
+
+EndpointUrl = Annotated[str, AfterValidator(_endpoint_url)]
+
+
 def _issuer(value: str) -> str:
     """Kept byte-exact (a trailing slash matters: discovery must echo it exactly)."""
     parts = urlsplit(value)
@@ -404,6 +421,8 @@ class OidcConnection(ConnectionBase):
     type: Literal["oidc"]
     subject_key: ClassVar[str] = "sub"
     issuer: Issuer
+    # The redirect URI's path (or whole URL) when a vendor document fixes it, e.g. /redirect_uri.
+    redirect_path: EndpointUrl | None = None
     client_id: str = Field(min_length=1)
     client_secret: str | None = None
     client_secret_encrypted: str | None = None
@@ -563,6 +582,11 @@ class SamlConnection(ConnectionBase):
     idp_metadata_url: HttpUrl | None = None
     idp: SamlIdp | None = None
     idp_entity_id: str | None = None
+    # Paths (or whole URLs) a vendor document fixes, e.g. /saml/acs or
+    # /Shibboleth.sso/SAML2/POST; several ACS URLs for an internal and an external host.
+    acs_urls: list[EndpointUrl] = []
+    slo_path: EndpointUrl | None = None
+    metadata_path: EndpointUrl | None = None
     idp_metadata_signing_certificate: SamlCertificate | None = None
     # A rollover set: the federation's current and next metadata signing certificates.
     idp_metadata_signing_certificates: list[SamlCertificate] = []
@@ -621,6 +645,18 @@ class SamlConnection(ConnectionBase):
 
 
 Connection = Annotated[OidcConnection | SamlConnection, Field(discriminator="type")]
+
+
+def own_paths(conn: OidcConnection | SamlConnection) -> dict[str, str]:
+    """The paths a connection's settings fix outside the default routes, and what each is."""
+    if isinstance(conn, OidcConnection):
+        return {urlsplit(conn.redirect_path).path: "callback"} if conn.redirect_path else {}
+    paths = {urlsplit(url).path: "acs" for url in conn.acs_urls}
+    if conn.slo_path:
+        paths[urlsplit(conn.slo_path).path] = "slo"
+    if conn.metadata_path:
+        paths[urlsplit(conn.metadata_path).path] = "metadata"
+    return paths
 
 
 class SecretsSettings(_Model):
@@ -924,10 +960,16 @@ class Settings(_Model):
     @model_validator(mode="after")
     def _unique_connections(self) -> Settings:
         seen: set[str] = set()
+        paths: dict[str, str] = {}
         for conn in self.connections:
             if conn.id in seen:
                 raise ValueError(f"connection id {conn.id!r} is used twice")
             seen.add(conn.id)
+            for path in own_paths(conn):
+                if path in paths or path == self.prefix or path.startswith(self.prefix + "/auth"):
+                    other = paths.get(path, "authgate itself")
+                    raise ValueError(f"connection {conn.id}: path {path} is taken by {other}")
+                paths[path] = conn.id
         return self
 
     @model_validator(mode="after")

@@ -44,9 +44,10 @@ from authgate.protocols.oidc_tokens import (
     read_header,
     verify_signature,
 )
+from authgate.protocols.saml_config import absolute
 from authgate.secrets import SecretBox
 from authgate.session.sessions import Session
-from authgate.settings import ENTRA_TENANT_SEGMENTS, OidcConnection, entra_issuer
+from authgate.settings import ENTRA_TENANT_SEGMENTS, OidcConnection, Settings, entra_issuer
 
 log = logging.getLogger("authgate.oidc")
 CODE_REPLAY_TTL = 600.0
@@ -76,6 +77,12 @@ class LoginStart:
     url: str
     state: str
     pending: dict[str, Any]
+
+
+def redirect_uri(conn: OidcConnection, settings: Settings) -> str:
+    """The default callback under the prefix, or the path or URL a vendor document fixes."""
+    default = settings.public_url + settings.prefix + f"/oidc/{conn.id}/callback"
+    return absolute(settings.public_url, conn.redirect_path) if conn.redirect_path else default
 
 
 def expected_discovery_issuer(conn: OidcConnection) -> str:
@@ -125,7 +132,7 @@ class OidcProtocol(Protocol):
 
     def __init__(self, conn: OidcConnection, ctx: ProtocolContext) -> None:
         super().__init__(conn, ctx)
-        self.redirect_uri = ctx.endpoint(f"/oidc/{conn.id}/callback")
+        self.redirect_uri = redirect_uri(conn, ctx.settings)
         self.entra = entra_issuer(conn.issuer)
         self.discovery = Discovery(
             ctx.http,

@@ -168,12 +168,13 @@ class SamlProtocol(Protocol):
         )
         return Outgoing(url=dict(info["headers"])["Location"])
 
-    def acs_policy(self, idp: IdpMetadata) -> AcsPolicy:
+    def acs_policy(self, idp: IdpMetadata, path: str | None = None) -> AcsPolicy:
+        """What a response must be; `path`: where it was posted (one of several ACS URLs)."""
         return AcsPolicy(
             idp_entity_id=idp.entity_id,
             idp_certs=idp.signing_certs,
             sp_entity_id=self.sp.entity_id,
-            acs_url=self.sp.acs_url,
+            acs_url=self.sp.acs_for(path) if path else self.sp.acs_url,
             decryption_keys=decryption_keys(self.conn),
             want_assertions_signed=self.conn.want_assertions_signed,
             want_response_signed=self.conn.want_response_signed,
@@ -181,13 +182,14 @@ class SamlProtocol(Protocol):
             max_size=self.conn.max_response_size,
         )
 
-    async def consume_response(self, saml_response: str, now: float | None = None) -> AssertionData:
+    async def consume_response(
+        self, saml_response: str, now: float | None = None, path: str | None = None
+    ) -> AssertionData:
         """Validate a posted SAMLResponse and claim its assertion ID in the shared replay cache."""
         idp = await self.metadata.require()
         now = time.time() if now is None else now
-        data = await self._check(
-            validate_response, saml_response, self.acs_policy(idp), self.xmlsec, now
-        )
+        policy = self.acs_policy(idp, path)
+        data = await self._check(validate_response, saml_response, policy, self.xmlsec, now)
         ttl = data.not_on_or_after + self.conn.clock_skew - now
         if not await self.ctx.replay.first_use("saml:" + data.issuer, data.assertion_id, ttl):
             raise ProtocolError("replayed", f"assertion {data.assertion_id} was already used")
@@ -347,7 +349,7 @@ class SamlProtocol(Protocol):
         """`authgate test`: what to register at the IdP, and the IdP metadata checked now."""
         lines: list[tuple[bool, str]] = [
             (True, f"SP entity ID (Identifier): {self.sp.entity_id}"),
-            (True, f"ACS URL (Reply URL): {self.sp.acs_url}"),
+            *[(True, f"ACS URL (Reply URL): {url}") for url in self.sp.acs_urls],
             (True, f"SLO URL: {self.sp.slo_url if self.conn.slo else 'off'}"),
             (True, f"SLO URL (SOAP): {self.sp.soap_slo_url if self.conn.slo else 'off'}"),
             (True, f"SP metadata URL: {self.sp.metadata_url}"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP, md, xmldsig
 from saml2.client import Saml2Client
@@ -32,21 +33,41 @@ class SpEndpoints:
     """This SP's own identity and URLs for one connection."""
 
     entity_id: str
-    acs_url: str
+    acs_urls: tuple[str, ...]
     slo_url: str
     soap_slo_url: str
     metadata_url: str
 
     @classmethod
     def build(cls, conn: SamlConnection, settings: Settings) -> SpEndpoints:
+        """The default URLs under the prefix, or the ones a vendor document fixes."""
         base = f"{settings.public_url}{settings.prefix}/saml/{conn.id}"
+
+        def url(given: str | None, default: str) -> str:
+            return absolute(settings.public_url, given) if given else default
+
         return cls(
             entity_id=conn.sp_entity_id or base,
-            acs_url=base + "/acs",
-            slo_url=base + "/slo",
+            acs_urls=tuple(absolute(settings.public_url, u) for u in conn.acs_urls)
+            or (base + "/acs",),
+            slo_url=url(conn.slo_path, base + "/slo"),
             soap_slo_url=base + "/slo/soap",
-            metadata_url=base + "/metadata",
+            metadata_url=url(conn.metadata_path, base + "/metadata"),
         )
+
+    @property
+    def acs_url(self) -> str:
+        """Where AuthnRequests ask the response to go (the first ACS URL)."""
+        return self.acs_urls[0]
+
+    def acs_for(self, path: str) -> str:
+        """The ACS URL a response posted to `path` must name as its Destination/Recipient."""
+        return next((u for u in self.acs_urls if urlsplit(u).path == path), self.acs_url)
+
+
+def absolute(public_url: str, given: str) -> str:
+    """A configured endpoint: a path on authgate's public URL, or a whole URL as given."""
+    return public_url + given if given.startswith("/") else given
 
 
 def decryption_keys(conn: SamlConnection) -> tuple[Path, ...]:
@@ -56,7 +77,7 @@ def decryption_keys(conn: SamlConnection) -> tuple[Path, ...]:
 def sp_config(conn: SamlConnection, sp: SpEndpoints) -> SPConfig:
     """The pysaml2 configuration of one connection's SP."""
     endpoints: dict[str, list[tuple[str, str]]] = {
-        "assertion_consumer_service": [(sp.acs_url, BINDING_HTTP_POST)],
+        "assertion_consumer_service": [(url, BINDING_HTTP_POST) for url in sp.acs_urls],
     }
     if conn.slo:
         endpoints["single_logout_service"] = [

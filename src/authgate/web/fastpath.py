@@ -220,6 +220,8 @@ class Front:
             return None
         if head.path == self._scim or head.path.startswith(self._scim + "/"):
             return None
+        if self.st.connections.owns(head.path):
+            return None
         return Endpoint.PROXY
 
     def lines(self, headers: tuple[tuple[str, str], ...]) -> bytes:

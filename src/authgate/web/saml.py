@@ -142,7 +142,7 @@ async def acs(request: web.Request) -> web.StreamResponse:
         _refuse_oidc(form)
         if "SAMLResponse" not in form:
             raise ProtocolError("invalid_request", "the ACS received no SAMLResponse")
-        data = await protocol.consume_response(form["SAMLResponse"])
+        data = await protocol.consume_response(form["SAMLResponse"], path=request.path)
         pending: dict[str, Any] = {}
         if data.in_response_to is None:
             open_for_login(conn)
