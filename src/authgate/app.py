@@ -265,7 +265,8 @@ def create_app(
     admin_ui.add_routes(app, p + "/admin", admin.admin_only)
     setup_links.add_routes(app, p, admin.admin_only)
     setup_provisioning(app, st, force_retire)
-    app.router.add_route("*", p + "/{tail:.*}", own_paths.before(_not_found))
+    if not settings.prefix_shared:
+        app.router.add_route("*", p + "/{tail:.*}", own_paths.before(_not_found))
     app.router.add_route("*", "/{tail:.*}", own_paths.before(proxy.handle))
     return app
 

@@ -47,6 +47,7 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _CONN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Where the container image mounts the config; `--config` and $AUTHGATE_CONFIG override it.
 DEFAULT_CONFIG_PATH = "/etc/authgate/authgate.yaml"
+DEFAULT_PREFIX = "/_authgate"
 
 
 class ConfigError(Exception):
@@ -934,7 +935,7 @@ def _network(value: str) -> str:
 class Settings(_Model):
     listen: HostPort = "0.0.0.0:4180"
     public_url: HttpUrl
-    prefix: str = "/_authgate"
+    prefix: str = DEFAULT_PREFIX
     upstream: UpstreamSettings
     trusted_proxies: list[Annotated[str, AfterValidator(_network)]] = ["127.0.0.1/32", "::1/128"]
     session: SessionSettings = SessionSettings(store="memory")
@@ -1015,6 +1016,12 @@ class Settings(_Model):
     @property
     def https(self) -> bool:
         return self.public_url.startswith("https://")
+
+    @property
+    def prefix_shared(self) -> bool:
+        """A prefix the application may use too (`/api`): authgate claims only its own routes
+        there; under its own prefix (the default) an unknown path gets authgate's 404."""
+        return self.prefix != DEFAULT_PREFIX
 
     @property
     def scim_path(self) -> str:

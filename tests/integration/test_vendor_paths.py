@@ -158,3 +158,29 @@ async def test_a_signed_in_get_of_a_fixed_path_is_not_proxied_by_the_fast_path(
     assert metadata.status == 200
     assert "EntityDescriptor" in await metadata.text()
     assert counted_upstream.app[UPSTREAM_HITS] == ["/app"]
+
+
+@pytest.mark.parametrize("fast", [True, False])
+async def test_under_a_prefix_the_app_shares_only_authgates_routes_are_claimed(
+    aiohttp_client, counted_upstream, fast
+):
+    upstream = str(counted_upstream.make_url("")).rstrip("/")
+    settings = make_settings(upstream, prefix="/api")
+    client = await aiohttp_client(FrontServer(create_app(settings, MemoryStore()), fast=fast))
+    await sign_in(client)
+    orders = await client.get("/api/orders?page=2", headers={"Accept": "application/json"})
+    assert orders.status == 200, await orders.text()
+    assert counted_upstream.app[UPSTREAM_HITS] == ["/api/orders"]
+    assert (await client.get("/api/healthz")).status == 200
+    assert counted_upstream.app[UPSTREAM_HITS] == ["/api/orders"]
+
+
+async def test_under_authgates_own_prefix_an_unknown_path_is_its_404(
+    aiohttp_client, counted_upstream
+):
+    upstream = str(counted_upstream.make_url("")).rstrip("/")
+    client = await aiohttp_client(create_app(make_settings(upstream), MemoryStore()))
+    await sign_in(client)
+    resp = await client.get("/_authgate/orders", headers={"Accept": "application/json"})
+    assert resp.status == 404
+    assert counted_upstream.app[UPSTREAM_HITS] == []
