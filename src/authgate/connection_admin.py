@@ -198,9 +198,23 @@ def _others(st: State, conn_id: str) -> list[AccessRules]:
     return [c.rules for c in st.connections.active() if c.id != conn_id]
 
 
-async def create(st: State, audit: Audit, actor: str, body: dict[str, Any]) -> Connection:
+def _scoped(body: dict[str, Any], organization: str | None) -> dict[str, Any]:
+    """An organization admin's connections belong to that organization, and stay there."""
+    if organization is None:
+        return body
+    if body.get("organization", organization) != organization:
+        message = f"organization: you administer {organization} only"
+        raise Refusal(403, "forbidden", message, "organization")
+    return {**body, "organization": organization}
+
+
+async def create(
+    st: State, audit: Audit, actor: str, body: dict[str, Any], organization: str | None = None
+) -> Connection:
+    """`organization`: the creating admin's, when that admin manages one organization only."""
     if not st.box.available():
         raise Refusal(400, "no_master_key", NO_MASTER_KEY)
+    body = _scoped(body, organization)
     try:
         doc = new_document(body, st.box, actor)
         if doc.id in st.connections:
@@ -233,9 +247,16 @@ async def _save(
 
 
 async def update(
-    st: State, audit: Audit, actor: str, conn_id: str, body: dict[str, Any]
+    st: State,
+    audit: Audit,
+    actor: str,
+    conn_id: str,
+    body: dict[str, Any],
+    organization: str | None = None,
 ) -> Connection:
     old, raw = await _stored(st, conn_id)
+    if organization is not None and "organization" in body:
+        body = _scoped(body, organization)
     if body.get("version") != old.version:
         raise _conflict(old)
     try:

@@ -798,6 +798,8 @@ class AdminSettings(_Model):
 
     enabled: bool = True
     role: str = Field(default="admin", min_length=1)
+    # A session with this role administers only its own organization's connections and users.
+    organization_role: str = Field(default="org-admin", min_length=1)
     token: str | None = None
     token_sha256: str | None = None
 

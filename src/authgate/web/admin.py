@@ -63,6 +63,9 @@ def admin_only(handler: AdminHandler) -> Handler:
         outcome = await authorize(request)
         if isinstance(outcome, web.StreamResponse):
             return outcome
+        refusal = await _out_of_scope(request, outcome)
+        if refusal is not None:
+            return refusal
         response = await handler(request, outcome)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -70,10 +73,34 @@ def admin_only(handler: AdminHandler) -> Handler:
     return guarded
 
 
-async def connection_report(st: State) -> list[dict[str, Any]]:
-    """Each configured connection with readiness (metadata freshness) and its last outcomes."""
+async def _out_of_scope(request: web.Request, actor: Actor) -> web.Response | None:
+    """An organization admin reaching another organization's connection or user: as if it
+    did not exist (404), so ids of other organizations cannot even be probed."""
+    if actor.organization is None:
+        return None
+    st = state(request)
+    if (conn_id := request.match_info.get("conn_id")) is not None:
+        conn = st.connections.get(conn_id)
+        if conn is None or not actor.sees(conn.settings.organization):
+            return _unknown_connection(request)
+    if (user_id := request.match_info.get("user_id")) is not None:
+        user = await st.users.get(user_id)
+        if user is None or not actor.sees(organization_of(st, user.connection)):
+            return _unknown_user(request)
+    return None
+
+
+def organization_of(st: State, conn_id: str) -> str | None:
+    conn = st.connections.get(conn_id)
+    return conn.settings.organization if conn is not None else None
+
+
+async def connection_report(st: State, actor: Actor) -> list[dict[str, Any]]:
+    """Each connection the admin sees, with readiness (metadata freshness) and last outcomes."""
     rows = []
     for conn in st.connections:
+        if not actor.sees(conn.settings.organization):
+            continue
         info = await st.status.get(conn.id)
         if conn.engine is None:
             problem: str | None = "disabled in the configuration"
@@ -105,15 +132,16 @@ async def connection_report(st: State) -> list[dict[str, Any]]:
     return rows
 
 
-async def _all_users(st: State) -> list[User]:
+async def _all_users(st: State, actor: Actor) -> list[User]:
     found = [await st.users.get(user_id) for user_id in await st.users.all_ids()]
     return sorted(
-        (u for u in found if u is not None), key=lambda u: ((u.email or "").lower(), u.id)
+        (u for u in found if u is not None and actor.sees(organization_of(st, u.connection))),
+        key=lambda u: ((u.email or "").lower(), u.id),
     )
 
 
-async def active_sessions(st: State) -> int:
-    return sum([await st.sessions.count_for_user(user_id) for user_id in await st.users.all_ids()])
+async def active_sessions(st: State, users: list[User]) -> int:
+    return sum([await st.sessions.count_for_user(user.id) for user in users])
 
 
 def _matches(user: User, needle: str) -> bool:
@@ -166,11 +194,11 @@ def _limit(request: web.Request) -> int | None:
 async def api_status(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
     audit_admin(request, actor, "admin.status.viewed")
-    all_users = await _all_users(st)
+    all_users = await _all_users(st, actor)
     return web.json_response(
         {
-            "connections": await connection_report(st),
-            "active_sessions": await active_sessions(st),
+            "connections": await connection_report(st, actor),
+            "active_sessions": await active_sessions(st, all_users),
             "users": {
                 "total": len(all_users),
                 "active": sum(u.active for u in all_users),
@@ -189,7 +217,7 @@ async def api_users(request: web.Request, actor: Actor) -> web.StreamResponse:
         return _bad_request(request, f"q must be at most {MAX_QUERY} characters")
     audit_admin(request, actor, "admin.users.searched", query=query)
     st = state(request)
-    return web.json_response(await search_users(st, await _all_users(st), query, limit))
+    return web.json_response(await search_users(st, await _all_users(st, actor), query, limit))
 
 
 async def _target(request: web.Request) -> User | None:
@@ -455,7 +483,7 @@ async def page(request: web.Request, actor: Actor) -> web.StreamResponse:
     st = state(request)
     query = request.query.get("q", "")[:MAX_QUERY]
     audit_admin(request, actor, "admin.page.viewed", query=query or None)
-    all_users = await _all_users(st)
+    all_users = await _all_users(st, actor)
     found = await search_users(st, all_users, query, DEFAULT_LIMIT)
     back = urlencode({"q": query}) if query else ""
     for user in found["users"]:
@@ -466,8 +494,8 @@ async def page(request: web.Request, actor: Actor) -> web.StreamResponse:
         "admin.html",
         actor=actor,
         notice=_notice(request),
-        connections=await connection_report(st),
-        active_sessions=await active_sessions(st),
+        connections=await connection_report(st, actor),
+        active_sessions=await active_sessions(st, all_users),
         user_total=len(all_users),
         user_active=sum(u.active for u in all_users),
         found=found,

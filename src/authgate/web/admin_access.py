@@ -39,13 +39,22 @@ class Actor:
     kind: Literal["session", "token"]
     name: str
     user_id: str | None = None
+    # An organization admin's organization; None for an admin of everything.
+    organization: str | None = None
+
+    def sees(self, organization: str | None) -> bool:
+        """Whether this admin may see and change what belongs to `organization`."""
+        return self.organization is None or organization == self.organization
 
 
 class AdminAccess:
     """Settings read once: the admin role, the token digest and authgate's own origin."""
 
-    def __init__(self, role: str, token_digest: bytes | None, origin: str) -> None:
+    def __init__(
+        self, role: str, token_digest: bytes | None, origin: str, organization_role: str = ""
+    ) -> None:
         self.role = role
+        self.organization_role = organization_role
         self._token_digest = token_digest
         self.origin = origin
 
@@ -59,7 +68,7 @@ class AdminAccess:
             digest = bytes.fromhex(cfg.token_sha256)
         origin = origin_of(settings.public_url)
         assert origin is not None, "public_url is validated as an absolute http(s) URL"
-        return cls(cfg.role, digest, origin)
+        return cls(cfg.role, digest, origin, cfg.organization_role)
 
     def token_matches(self, authorization: str) -> bool:
         """True only for `Bearer <the configured token>`; always false when none is set."""
@@ -130,8 +139,11 @@ async def authorize(request: web.Request) -> Actor | web.Response:
         return challenge(request, request.path_qs)
     actor = Actor("session", session.username, session.user_id)
     if access.role not in session.roles:
-        _deny(request, "admin_role_required", actor)
-        raise Forbidden("admin_role_required", f"{session.username} lacks role {access.role}")
+        if access.organization_role in session.roles and session.organization:
+            actor = Actor("session", session.username, session.user_id, session.organization)
+        else:
+            _deny(request, "admin_role_required", actor)
+            raise Forbidden("admin_role_required", f"{session.username} lacks role {access.role}")
     if request.method not in SAFE_METHODS and not access.same_origin(request):
         _deny(request, "cross_origin_request", actor)
         raise Forbidden("cross_origin_request", "admin write without a same-origin Origin")

@@ -69,13 +69,16 @@ def _id(request: web.Request) -> str:
 
 async def _list(request: web.Request, actor: Actor) -> dict[str, Any]:
     st = state(request)
-    return {"connections": [await ops.describe(st, c) for c in st.connections]}
+    shown = [c for c in st.connections if actor.sees(c.settings.organization)]
+    return {"connections": [await ops.describe(st, c) for c in shown]}
 
 
 async def _create(request: web.Request, actor: Actor) -> dict[str, Any]:
     st = state(request)
     body = await read_body(request)
-    return await ops.describe(st, await ops.create(st, _audit(request, actor), actor.name, body))
+    audit = _audit(request, actor)
+    conn = await ops.create(st, audit, actor.name, body, actor.organization)
+    return await ops.describe(st, conn)
 
 
 async def _get(request: web.Request, actor: Actor) -> dict[str, Any]:
@@ -86,7 +89,8 @@ async def _get(request: web.Request, actor: Actor) -> dict[str, Any]:
 async def _update(request: web.Request, actor: Actor) -> dict[str, Any]:
     st = state(request)
     body = await read_body(request)
-    conn = await ops.update(st, _audit(request, actor), actor.name, _id(request), body)
+    audit = _audit(request, actor)
+    conn = await ops.update(st, audit, actor.name, _id(request), body, actor.organization)
     return await ops.describe(st, conn)
 
 

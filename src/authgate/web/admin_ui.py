@@ -120,7 +120,7 @@ def request_body(fields: dict[str, str], editing: bool) -> dict[str, Any]:
 
     given = partial(_given, fields)
     body: dict[str, Any] = {"type": fields.get("type"), "name": fields.get("name", "")}
-    for name in ("id", "issuer", "client_id", "client_secret", "preset"):
+    for name in ("id", "issuer", "client_id", "client_secret", "preset", "organization"):
         if (value := given(name)) is not None:
             body[name] = value
     if given("scopes"):
@@ -196,7 +196,7 @@ async def create(request: web.Request, actor: Actor) -> web.StreamResponse:
     kind = "oidc" if fields.get("type") == "oidc" else "saml"
     try:
         body = request_body(fields, editing=False)
-        conn = await ops.create(st, _audit(request, actor), actor.name, body)
+        conn = await ops.create(st, _audit(request, actor), actor.name, body, actor.organization)
     except Refusal as exc:
         action = st.url("/admin/connections/new")
         return _form_page(
@@ -332,7 +332,8 @@ async def edit(request: web.Request, actor: Actor) -> web.StreamResponse:
     fields = await _form(request, actor)
     try:
         body = request_body(fields, editing=True)
-        await ops.update(st, _audit(request, actor), actor.name, conn_id, body)
+        audit = _audit(request, actor)
+        await ops.update(st, audit, actor.name, conn_id, body, actor.organization)
     except Refusal as exc:
         version = fields.get("version", "")
         return _form_page(
