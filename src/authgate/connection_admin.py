@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from cryptography import x509
 from pydantic import ValidationError
 
 from authgate.bodies import read_capped
@@ -26,6 +27,7 @@ from authgate.connection_requests import (
     check_metadata,
     diff,
     new_document,
+    new_key_pair,
     settings_problem,
 )
 from authgate.connection_store import ConnectionDocument, ConnectionStore, VersionConflict
@@ -55,6 +57,8 @@ STATUS = {
     "path_claimed": 409,
     "body_too_large": 413,
 }
+MAX_SP_KEYS = 2
+ROLLOVER_BUSY = "a rollover is under way: promote the new certificate or retire the old first"
 # The setting behind each endpoint a connection may move.
 PATH_FIELDS = {
     "acs": "acs_urls",
@@ -113,7 +117,24 @@ async def describe(st: State, conn: Connection) -> dict[str, Any]:
         "sp": sp_values(st, conn),
         "users": sum(1 for u in users if u.active),
         "sessions": sessions,
+        **({"sp_certificates": sp_certificates(conn.settings)} if conn.type == "saml" else {}),
     }
+
+
+def sp_certificates(settings: Any) -> list[dict[str, Any]]:
+    """The SP's published certificates, the signing one first, with their dates."""
+    out = []
+    for number, pair in enumerate(settings.sp_keys):
+        cert = x509.load_pem_x509_certificate(pair.cert_file.read_bytes())
+        out.append(
+            {
+                "subject": cert.subject.rfc4514_string(),
+                "not_before": cert.not_valid_before_utc.date().isoformat(),
+                "not_after": cert.not_valid_after_utc.date().isoformat(),
+                "signing": number == 0,
+            }
+        )
+    return out
 
 
 async def _fetch_metadata(url: str) -> None:
@@ -320,6 +341,33 @@ async def delete(st: State, audit: Audit, conn_id: str) -> dict[str, Any]:
         revoked_sessions=sessions, changes=diff(old, None),
     )  # fmt: skip
     return {"id": conn_id, "retired_users": retired, "revoked_sessions": sessions}
+
+
+async def rollover(
+    st: State, audit: Audit, actor: str, conn_id: str, step: str, body: dict[str, Any]
+) -> Connection:
+    """SP certificate rollover in three steps, each a new version in force everywhere:
+    `add` a second pair (published, decrypts, does not sign yet) so the IdP can pick it up;
+    `promote` it to sign; `retire` the old one once the IdP uses the new one."""
+    old, raw = await _stored(st, conn_id)
+    pairs = list(old.sealed.get("sp_keys", []))
+    if old.type != "saml":
+        raise Refusal(409, "not_saml", "only a SAML connection has SP certificates")
+    if step == "add":
+        if len(pairs) >= MAX_SP_KEYS:
+            raise Refusal(409, "rollover_in_progress", ROLLOVER_BUSY)
+        try:
+            pairs.append(new_key_pair(st.box, conn_id, body, old.settings.get("name", conn_id)))
+        except RequestRefused as exc:
+            raise Refusal.of(exc) from None
+    elif len(pairs) < 2:
+        raise Refusal(409, "no_rollover", "add a second certificate first")
+    elif step == "promote":
+        pairs = [pairs[-1], *pairs[:-1]]
+    else:
+        pairs = pairs[:1]
+    new = old.next(actor, sealed={**old.sealed, "sp_keys": pairs})
+    return await _save(st, audit, old, raw, new, f"admin.connection.certificate_{step}")
 
 
 async def probe(st: State, audit: Audit, conn_id: str) -> dict[str, Any]:

@@ -249,6 +249,14 @@ def new_document(body: dict[str, Any], box: SecretBox, actor: str) -> Connection
     )
 
 
+def new_key_pair(box: SecretBox, conn_id: str, body: dict[str, Any], name: str) -> dict[str, str]:
+    """A fresh SP key pair for the connection, the key sealed; `certificate` as asked."""
+    cert = _certificate(body.get("certificate"), name)
+    key_pem, cert_pem = keys.generate(cert.subject, cert.valid_days)
+    sealed_key = box.seal(key_pem.decode(), seal_context(conn_id, "sp_key"))
+    return {"key": sealed_key, "cert": cert_pem.decode()}
+
+
 def _metadata_xml(body: dict[str, Any]) -> str | None:
     xml = body.get("idp_metadata_xml")
     if xml is None:

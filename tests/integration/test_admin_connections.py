@@ -11,6 +11,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -453,3 +454,54 @@ async def test_a_lost_change_message_is_made_up_by_the_reconcile(replicas, monke
         return await metadata_status(b, "acme") == 200
 
     await eventually(served_by_b)
+
+
+def _published_certificates(metadata: str) -> list[str]:
+    return re.findall(r"<ds:X509Certificate>([^<]+)</ds:X509Certificate>", metadata)
+
+
+async def test_sp_certificate_rollover_adds_promotes_and_retires(replicas):
+    a, b = replicas
+    assert (await create(a, saml_body(id="acme"))).status == 201
+    before = _published_certificates(await (await b.get("/_authgate/saml/acme/metadata")).text())
+    added = await a.post(f"{API}/acme/sp-certificates/add", headers=AUTH)
+    assert added.status == 200, await added.text()
+    certs = (await added.json())["sp_certificates"]
+    assert [c["signing"] for c in certs] == [True, False]
+
+    async def both_published() -> bool:
+        text = await (await b.get("/_authgate/saml/acme/metadata")).text()
+        return len(set(_published_certificates(text))) == 2
+
+    await eventually(both_published)
+    again = await a.post(f"{API}/acme/sp-certificates/add", headers=AUTH)
+    assert (again.status, (await again.json())["error"]) == (409, "rollover_in_progress")
+    promoted = await a.post(f"{API}/acme/sp-certificates/promote", headers=AUTH)
+    assert (await promoted.json())["sp_certificates"][0]["signing"] is True
+    retired = await a.post(f"{API}/acme/sp-certificates/retire", headers=AUTH)
+    assert len((await retired.json())["sp_certificates"]) == 1
+
+    async def only_the_new_one() -> bool:
+        text = await (await b.get("/_authgate/saml/acme/metadata")).text()
+        published = set(_published_certificates(text))
+        return len(published) == 1 and not published & set(before)
+
+    await eventually(only_the_new_one)
+    alone = await a.post(f"{API}/acme/sp-certificates/promote", headers=AUTH)
+    assert (alone.status, (await alone.json())["error"]) == (409, "no_rollover")
+
+
+async def test_rollover_is_for_admin_made_saml_connections(a):
+    resp = await a.post(f"{API}/corp/sp-certificates/add", headers=AUTH)
+    assert (resp.status, (await resp.json())["error"]) == (409, "managed_by_config")
+    body = {
+        "type": "oidc",
+        "id": "okta",
+        "name": "Okta",
+        "issuer": f"http://127.0.0.1:{free_port()}",
+        "client_id": "c",
+        "client_secret": "s",
+    }
+    assert (await create(a, body)).status == 201
+    resp = await a.post(f"{API}/okta/sp-certificates/add", headers=AUTH)
+    assert (resp.status, (await resp.json())["error"]) == (409, "not_saml")

@@ -110,6 +110,17 @@ async def _delete(request: web.Request, actor: Actor) -> dict[str, Any]:
     return await ops.delete(state(request), _audit(request, actor), _id(request))
 
 
+def _rollover(step: str) -> Callable[[web.Request, Actor], Awaitable[Any]]:
+    async def operation(request: web.Request, actor: Actor) -> dict[str, Any]:
+        st = state(request)
+        body = await read_body(request) if request.can_read_body else {}
+        audit = _audit(request, actor)
+        conn = await ops.rollover(st, audit, actor.name, _id(request), step, body)
+        return await ops.describe(st, conn)
+
+    return operation
+
+
 async def _test(request: web.Request, actor: Actor) -> dict[str, Any]:
     return await ops.probe(state(request), _audit(request, actor), _id(request))
 
@@ -125,3 +136,5 @@ def add_routes(app: web.Application, base: str, guard: Guard) -> None:
     app.router.add_post(one + "/activate", guard(_api(_activate)))
     app.router.add_post(one + "/deactivate", guard(_api(_deactivate)))
     app.router.add_post(one + "/test", guard(_api(_test)))
+    for step in ("add", "promote", "retire"):
+        app.router.add_post(f"{one}/sp-certificates/{step}", guard(_api(_rollover(step))))

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
-from cryptography import x509
 from markupsafe import Markup
 
 from authgate import connection_admin as ops
@@ -208,10 +207,6 @@ async def create(request: web.Request, actor: Actor) -> web.StreamResponse:
 async def _details(st: State, conn: Connection) -> dict[str, Any]:
     users = await st.users.list_users(conn.id)
     tokens = [t for t in await ScimTokens(st.kv).list() if t.connection == conn.id]
-    certificates = []
-    if conn.type == "saml":
-        for pair in conn.settings.sp_keys:  # type: ignore[union-attr]
-            certificates.append(_certificate_dates(pair.cert_file.read_bytes()))
     return {
         "conn": await ops.describe(st, conn),
         "sp_labels": SP_LABELS,
@@ -221,7 +216,6 @@ async def _details(st: State, conn: Connection) -> dict[str, Any]:
             for t in tokens
         ],
         "scim_url": st.settings.scim_url,
-        "certificates": certificates,
         "can_test_signin": conn.engine is not None,
         "action_url": _conn_url(st, conn.id),
     }
@@ -229,14 +223,6 @@ async def _details(st: State, conn: Connection) -> dict[str, Any]:
 
 def _token(info: TokenInfo) -> dict[str, Any]:
     return {"id": info.id, "description": info.description, "created_at": iso(info.created_at)}
-
-
-def _certificate_dates(pem: bytes) -> str:
-    cert = x509.load_pem_x509_certificate(pem)
-    return (
-        f"{cert.subject.rfc4514_string()}, valid {cert.not_valid_before_utc.date()}"
-        f" to {cert.not_valid_after_utc.date()}"
-    )
 
 
 async def show(request: web.Request, actor: Actor, **extra: Any) -> web.StreamResponse:
@@ -268,6 +254,16 @@ async def _act(request: web.Request, actor: Actor, operation: Any) -> web.Stream
 
 async def activate(request: web.Request, actor: Actor) -> web.StreamResponse:
     return await _act(request, actor, ops.activate)
+
+
+def _rollover(step: str) -> Any:
+    async def handler(request: web.Request, actor: Actor) -> web.StreamResponse:
+        async def operation(st: State, audit: ops.Audit, name: str, conn_id: str) -> Any:
+            return await ops.rollover(st, audit, name, conn_id, step, {})
+
+        return await _act(request, actor, operation)
+
+    return handler
 
 
 async def deactivate(request: web.Request, actor: Actor) -> web.StreamResponse:
@@ -436,6 +432,8 @@ def add_routes(app: web.Application, base: str, guard: Any) -> None:
     app.router.add_post(one + "/deactivate", guard(deactivate))
     app.router.add_post(one + "/delete", guard(delete))
     app.router.add_post(one + "/test", guard(probe))
+    for step in ("add", "promote", "retire"):
+        app.router.add_post(f"{one}/sp-certificates/{step}", guard(_rollover(step)))
     app.router.add_get(one + "/test-signin", guard(test_signin))
     app.router.add_post(one + "/scim-tokens", guard(create_token))
     app.router.add_post(one + "/scim-tokens/{token_id}/revoke", guard(revoke_token))
