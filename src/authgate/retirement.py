@@ -147,12 +147,33 @@ async def check_user_retirement(
     )
 
 
+async def check_disabled(users: UserStore, settings: Settings, force: bool) -> None:
+    """`enabled: false` passes the same guard as a removal: refused when it is what leaves
+    no connection able to sign an admin in (the others could not before either: not then)."""
+    disabled = {c.id for c in settings.connections if not c.enabled}
+    if force or not disabled:
+        return
+    role = settings.admin.role
+    everything = [AccessRules.build(c, settings.access) for c in settings.connections]
+    if await admin_connections(users, role, file_rules(settings)):
+        return
+    if await admin_connections(users, role, everything):
+        raise RetirementRefused(
+            [
+                f"disabling {', '.join(sorted(disabled))} would leave no enabled connection able"
+                f" to sign in a user with the {role!r} role (map an IdP group to it on another"
+                " connection first, or pass --force)"
+            ]
+        )
+
+
 async def reconcile_connections(
     kv: KeyValueStore, lifecycle: Lifecycle, settings: Settings, force: bool = False
 ) -> list[str]:
     """Retire the connections that left the config since the last start; returns their ids."""
     current = {c.id for c in settings.connections}
     removed = sorted(await kv.members(KNOWN) - current)
+    await check_disabled(lifecycle.users, settings, force)
     if removed:
         role, rules = settings.admin.role, file_rules(settings)
         await check_admin_safety(lifecycle.users, role, rules, set(removed), force)

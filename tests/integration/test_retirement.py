@@ -161,3 +161,34 @@ async def test_cli_retire_connection_user_and_tokens(aiohttp_client, tmp_path, r
     assert await ScimTokens(st.kv).verify(secret) is None
     assert await asyncio.to_thread(cli, "scim", "token", "revoke", info.id) == 1
     assert await asyncio.to_thread(cli, "scim", "token", "create", "--connection", "nope") == 2
+
+
+async def test_disabling_the_only_way_an_admin_signs_in_is_refused_unless_forced(
+    aiohttp_client, tmp_path, redis_url
+):
+    await populate(aiohttp_client, tmp_path, redis_url, ADMINS_ONLY_ON_PARTNER)
+    stranded = provisioning_settings(
+        tmp_path / "audit.jsonl",
+        redis_url,
+        connections=[oidc("corp", "jit"), {**oidc("partner", "jit"), "enabled": False}],
+        access=ADMINS_ONLY_ON_PARTNER,
+    )
+    with pytest.raises(RetirementRefused) as refused:
+        await start(aiohttp_client, stranded, redis_url)
+    assert "disabling partner would leave no enabled connection" in str(refused.value)
+    forced = await start(aiohttp_client, stranded, redis_url, force=True)
+    assert forced.app[STATE].connections.get("partner").engine is None
+
+
+async def test_disabling_a_connection_another_admin_path_covers_is_allowed(
+    aiohttp_client, tmp_path, redis_url
+):
+    await populate(aiohttp_client, tmp_path, redis_url)
+    fine = provisioning_settings(
+        tmp_path / "audit.jsonl",
+        redis_url,
+        connections=[oidc("corp", "jit"), {**oidc("partner", "jit"), "enabled": False}],
+        access=ADMINS_EVERYWHERE,
+    )
+    client = await start(aiohttp_client, fine, redis_url)
+    assert client.app[STATE].connections.get("partner").active is False
