@@ -52,6 +52,11 @@ SP_LABELS = (
 OPTIONAL = ("notice", "problem", "checks", "new_token", "report", "version")
 STARTERS = {"saml": saml.start_login, "oidc": oidc.start_login}
 _SPLIT = re.compile(r"[\s,]+")
+# Form fields sent to the API as they are typed (when not left empty).
+TEXT_FIELDS = (
+    "id", "issuer", "client_id", "client_secret", "preset", "organization", "match_key",
+    "post_logout_url", "slo_path", "metadata_path", "redirect_path",
+)  # fmt: skip
 
 
 def form_token(request: web.Request) -> str:
@@ -119,9 +124,13 @@ def request_body(fields: dict[str, str], editing: bool) -> dict[str, Any]:
 
     given = partial(_given, fields)
     body: dict[str, Any] = {"type": fields.get("type"), "name": fields.get("name", "")}
-    for name in ("id", "issuer", "client_id", "client_secret", "preset", "organization"):
+    for name in TEXT_FIELDS:
         if (value := given(name)) is not None:
             body[name] = value
+    if given("acs_urls"):
+        body["acs_urls"] = [
+            line.strip() for line in fields["acs_urls"].splitlines() if line.strip()
+        ]
     if given("scopes"):
         body["scopes"] = _SPLIT.split(fields["scopes"].strip())
     body["domains"] = [d for d in _SPLIT.split(fields.get("domains", "").strip()) if d]
@@ -311,6 +320,7 @@ def _values(settings: dict[str, Any]) -> dict[str, str]:
     """A stored connection as the form's fields."""
     values = {k: v for k, v in settings.items() if isinstance(v, str)}
     values["domains"] = " ".join(settings.get("domains") or [])
+    values["acs_urls"] = "\n".join(settings.get("acs_urls") or [])
     values["scopes"] = " ".join(settings.get("scopes") or ["openid", "email", "profile"])
     idp = settings.get("idp") or {}
     values["idp_entity_id"] = idp.get("entity_id", "")
