@@ -13,6 +13,7 @@ and a sentence saying what to do.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -237,7 +238,8 @@ async def create(
         raise Refusal(400, "no_master_key", NO_MASTER_KEY)
     body = _scoped(body, organization)
     try:
-        doc = new_document(body, st.box, actor)
+        # An RSA key is generated here: off the event loop, which keeps serving requests.
+        doc = await asyncio.to_thread(new_document, body, st.box, actor)
         if doc.id in st.connections:
             raise _exists(doc.id)
         await _validated(st, doc)
@@ -357,7 +359,8 @@ async def rollover(
         if len(pairs) >= MAX_SP_KEYS:
             raise Refusal(409, "rollover_in_progress", ROLLOVER_BUSY)
         try:
-            pairs.append(new_key_pair(st.box, conn_id, body, old.settings.get("name", conn_id)))
+            name = old.settings.get("name", conn_id)
+            pairs.append(await asyncio.to_thread(new_key_pair, st.box, conn_id, body, name))
         except RequestRefused as exc:
             raise Refusal.of(exc) from None
     elif len(pairs) < 2:
