@@ -138,6 +138,36 @@ async def upstream_headers(page: Page, url: str) -> dict[str, str]:
     return {k.lower(): v for k, v in body["headers"]}
 
 
+async def signs_in_then_follows_the_admin(
+    stack: Stack, admin: Page, button: str, email: str, new_mapping: str, version: str
+) -> None:
+    """A person signs in through the new connection and uses the app through replica B; the
+    admin's role-mapping change shows in B's next request; deleting ends the session there."""
+    async with async_chromium() as person_browser:
+        person = await person_browser.new_page()
+        await person.goto(stack.b_url + "/_authgate/login?rd=/")
+        await person.get_by_role("link", name=f"Log in using {button}").click()
+        await idp_sign_in(person, email)
+        await person.wait_for_url(stack.a_url + "/")
+        headers = await upstream_headers(person, stack.b_url + "/")
+        assert (headers["x-email"], headers["x-roles"]) == (email, "editor")
+
+        await admin.locator("#edit").click()
+        await admin.get_by_label("Group to role mappings").fill(new_mapping)
+        await admin.locator("#save").click()
+        await expect(admin.locator("#conn-status")).to_contain_text(version)
+        assert (await upstream_headers(person, stack.b_url + "/"))["x-roles"] == "owner"
+
+        await admin.locator("#confirm-delete").check()
+        await admin.locator("#delete").click()
+        await expect(admin.locator("#connections")).not_to_contain_text(button)
+        await shot(admin, "admin-connection-deleted")
+        await person.goto(stack.b_url + "/")
+        # Signed out: sent to sign in again (the config file's connection), never to the app.
+        assert person.url.startswith(stack.b_url + "/_authgate/oidc/corp/login")
+        assert email not in await person.content()
+
+
 async def test_a_saml_connection_made_in_the_admin_pages_signs_people_in_on_every_replica(
     stack: Stack, browser: BrowserContext
 ):
@@ -179,30 +209,9 @@ async def test_a_saml_connection_made_in_the_admin_pages_signs_people_in_on_ever
     await admin.locator("#activate").click()
     await expect(admin.locator("#conn-status")).to_contain_text("Active")
 
-    async with async_chromium() as person_browser:
-        person = await person_browser.new_page()
-        await person.goto(stack.b_url + "/_authgate/login?rd=/")
-        await person.get_by_role("link", name="Log in using Development IdP").click()
-        await idp_sign_in(person, "bob@example.com")
-        await person.wait_for_url(stack.a_url + "/")
-        headers = await upstream_headers(person, stack.b_url + "/")
-        assert (headers["x-email"], headers["x-roles"]) == ("bob@example.com", "editor")
-
-        await admin.locator("#edit").click()
-        await admin.get_by_label("Group to role mappings").fill("users = owner")
-        await admin.locator("#save").click()
-        await expect(admin.locator("#conn-status")).to_contain_text("version 3")
-        headers = await upstream_headers(person, stack.b_url + "/")
-        assert headers["x-roles"] == "owner"
-
-        await admin.locator("#confirm-delete").check()
-        await admin.locator("#delete").click()
-        await expect(admin.locator("#connection-devidp")).to_have_count(0)
-        await shot(admin, "admin-connection-deleted")
-        await person.goto(stack.b_url + "/")
-        # Signed out: sent to sign in again (the config file's connection), never to the app.
-        assert person.url.startswith(stack.b_url + "/_authgate/oidc/corp/login")
-        assert "bob@example.com" not in await person.content()
+    await signs_in_then_follows_the_admin(
+        stack, admin, "Development IdP", "bob@example.com", "users = owner", "version 3"
+    )
 
 
 async def test_an_oidc_connection_made_in_the_admin_pages_signs_people_in_on_every_replica(
@@ -246,23 +255,6 @@ async def test_an_oidc_connection_made_in_the_admin_pages_signs_people_in_on_eve
     await admin.locator("#activate").click()
     await expect(admin.locator("#conn-status")).to_contain_text("Active")
 
-    async with async_chromium() as person_browser:
-        person = await person_browser.new_page()
-        await person.goto(stack.b_url + "/_authgate/login?rd=/")
-        await person.get_by_role("link", name="Log in using Development OIDC").click()
-        await idp_sign_in(person, "dave@partner.example")
-        await person.wait_for_url(stack.a_url + "/")
-        headers = await upstream_headers(person, stack.b_url + "/")
-        assert (headers["x-email"], headers["x-roles"]) == ("dave@partner.example", "editor")
-
-        await admin.locator("#edit").click()
-        await admin.get_by_label("Group to role mappings").fill("engineering = owner")
-        await admin.locator("#save").click()
-        await expect(admin.locator("#conn-status")).to_contain_text("version 4")
-        assert (await upstream_headers(person, stack.b_url + "/"))["x-roles"] == "owner"
-
-        await admin.locator("#confirm-delete").check()
-        await admin.locator("#delete").click()
-        await expect(admin.locator("#connection-devoidc")).to_have_count(0)
-        await person.goto(stack.b_url + "/")
-        assert person.url.startswith(stack.b_url + "/_authgate/oidc/corp/login")
+    await signs_in_then_follows_the_admin(
+        stack, admin, "Development OIDC", "dave@partner.example", "engineering = owner", "version 4"
+    )

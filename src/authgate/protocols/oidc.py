@@ -268,9 +268,11 @@ class OidcProtocol(Protocol):
         tokens = await self._token_client().grant(info.token_endpoint, form, method)
         return await self._identity(info, tokens, nonce=pending["nonce"])
 
-    async def _validate_id_token(
-        self, info: ProviderInfo, token: Any, nonce: str | None, access_token: str | None
-    ) -> dict[str, Any]:
+    async def _verified(
+        self, info: ProviderInfo, token: Any
+    ) -> tuple[dict[str, Any], str, dict[str, Any]]:
+        """A JWS from the provider (ID or logout token): header, algorithm and the claims its
+        signature covers, with the provider's keys or, for HS*, the client secret."""
         header = read_header(token)
         alg = check_header(header, self.conn.allowed_algorithms)
         if alg.startswith("HS"):
@@ -278,7 +280,12 @@ class OidcProtocol(Protocol):
             key = hmac_key(secret or "")
         else:
             key = await self.keys.resolve(info.jwks_uri, header)
-        claims = verify_signature(token, key, alg)
+        return header, alg, verify_signature(token, key, alg)
+
+    async def _validate_id_token(
+        self, info: ProviderInfo, token: Any, nonce: str | None, access_token: str | None
+    ) -> dict[str, Any]:
+        _, alg, claims = await self._verified(info, token)
         expect = Expected(
             issuer=info.issuer,
             client_id=self.conn.client_id,
@@ -398,14 +405,7 @@ class OidcProtocol(Protocol):
         """A Back-Channel Logout token checked like an ID token, then by its own rules; its
         `jti` is accepted once across replicas."""
         info = await self.discovery.get()
-        header = read_header(token)
-        alg = check_header(header, self.conn.allowed_algorithms)
-        if alg.startswith("HS"):
-            secret = self.box.reveal(self.conn.client_secret, self.conn.client_secret_encrypted)
-            key = hmac_key(secret or "")
-        else:
-            key = await self.keys.resolve(info.jwks_uri, header)
-        claims = verify_signature(token, key, alg)
+        header, _, claims = await self._verified(info, token)
         now = time.time()
         expect = Expected(
             issuer=info.issuer,
