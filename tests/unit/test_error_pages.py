@@ -29,7 +29,7 @@ API = {"Accept": "application/json"}
 REFUSALS = [
     ("GET", "/_authgate/nonexistent", 404, "not_found"),
     ("GET", "/_authgate/admin/nothing", 404, "not_found"),
-    ("GET", "/_authgate/setup/no-such-token", 404, "not_found"),
+    ("GET", "/_authgate/setup/no-such-token", 403, "setup_link_invalid"),
     ("POST", "/_authgate/healthz", 404, "not_found"),
     ("PUT", "/_authgate/login", 404, "not_found"),
     ("DELETE", "/_authgate/logout", 404, "not_found"),
