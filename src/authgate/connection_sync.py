@@ -43,6 +43,8 @@ class ConnectionSync:
         self.registry = registry
         self.materialiser = materialiser
         self._lock = asyncio.Lock()
+        # Versions that could not be used, so the reconcile says so once, not every round.
+        self._unusable: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -67,11 +69,15 @@ class ConnectionSync:
                 return
             if current is not None and current.version == doc.version:
                 return
+            if self._unusable.get(conn_id) == doc.version:
+                return
             try:
                 conn = self.describe(doc)
             except (ValueError, ValidationError, AuthgateError) as exc:
                 log.warning("store connection %s v%d cannot be used: %s", conn_id, doc.version, exc)
+                self._unusable[conn_id] = doc.version
                 return
+            self._unusable.pop(conn_id, None)
             await self.registry.install(conn)
 
     async def reconcile(self) -> None:

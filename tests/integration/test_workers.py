@@ -153,6 +153,7 @@ def upstream_port() -> Iterator[int]:
 
 @pytest.fixture
 def running(tmp_path: Path, upstream_port: int, redis_server: RedisServer) -> Iterator[Running]:
+    redis_server.flush()
     port, metrics = free_port(), free_port()
     config = tmp_path / "authgate.yaml"
     _config(config, port, metrics, upstream_port, redis_server.url)
