@@ -24,12 +24,11 @@ from authgate.web.origin import origin_of
 from authgate.web.signin import (
     check_pending,
     finish_login,
+    login_started,
     open_for_login,
-    pending_login,
     recall_login,
-    record_failure,
+    recorded,
     redirect,
-    remember_login,
     signing_connection,
 )
 from authgate.web.state import state
@@ -49,13 +48,6 @@ def _refuse_saml(params: Mapping[str, str]) -> None:
         raise ProtocolError("protocol_mismatch", "a SAML message reached an OIDC endpoint")
 
 
-async def _recorded(request: web.Request, exc: LoginFailed) -> LoginFailed:
-    conn_id = request.match_info["conn_id"]
-    if conn_id in state(request).connections:
-        await record_failure(request, conn_id, exc)
-    return exc
-
-
 async def login(request: web.Request) -> web.StreamResponse:
     st = state(request)
     try:
@@ -64,27 +56,18 @@ async def login(request: web.Request) -> web.StreamResponse:
         open_for_login(conn)
         return await start_login(request, conn, st.redirects.safe(request.query.get("rd")))
     except LoginFailed as exc:
-        raise await _recorded(request, exc) from None
+        raise await recorded(request, exc) from None
 
 
 async def start_login(
     request: web.Request, conn: Connection, return_to: str, test: bool = False
 ) -> web.StreamResponse:
     """Send the browser to the provider; `test`: the admin's test sign-in."""
-    st = state(request)
     assert isinstance(conn.engine, OidcProtocol)
     start = await conn.engine.begin_login(return_to)
-    response = redirect(start.url)
-    pending = pending_login(conn, **start.pending, test=test)
-    await remember_login(request, response, pending, key=start.state)
-    st.audit.emit(
-        "sso.login.initiated",
-        connection=conn.id,
-        test=test,
-        ip=request[CLIENT].ip,
-        correlation_id=request[CID],
+    return await login_started(
+        request, redirect(start.url), conn, start.state, test, **start.pending
     )
-    return response
 
 
 async def callback(request: web.Request) -> web.StreamResponse:
@@ -96,7 +79,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         check_pending(conn, pending)
         identity = await protocol.finish_login(params, pending)
     except LoginFailed as exc:
-        raise await _recorded(request, exc) from None
+        raise await recorded(request, exc) from None
     return await finish_login(request, conn, identity, pending, pending["rd"])
 
 
@@ -107,7 +90,7 @@ async def callback_post(request: web.Request) -> web.StreamResponse:
         _protocol(request)
         raise ProtocolError("invalid_request", "the redirect URI accepts only GET")
     except LoginFailed as exc:
-        raise await _recorded(request, exc) from None
+        raise await recorded(request, exc) from None
 
 
 async def backchannel_logout(request: web.Request) -> web.StreamResponse:

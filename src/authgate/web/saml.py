@@ -31,12 +31,11 @@ from authgate.web.forms import read_body, read_form
 from authgate.web.signin import (
     check_pending,
     finish_login,
+    login_started,
     open_for_login,
-    pending_login,
     recall_login,
-    record_failure,
+    recorded,
     redirect,
-    remember_login,
     signed_out,
     signing_connection,
 )
@@ -60,13 +59,6 @@ def _refuse_oidc(params: Mapping[str, str]) -> None:
         raise ProtocolError(
             "protocol_mismatch", "OpenID Connect parameters reached a SAML endpoint"
         )
-
-
-async def _recorded(request: web.Request, exc: LoginFailed) -> LoginFailed:
-    conn_id = request.match_info["conn_id"]
-    if conn_id in state(request).connections:
-        await record_failure(request, conn_id, exc)
-    return exc
 
 
 def _form_limit(protocol: SamlProtocol) -> int:
@@ -109,7 +101,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         open_for_login(conn)
         return await start_login(request, conn, return_to)
     except LoginFailed as exc:
-        raise await _recorded(request, exc) from None
+        raise await recorded(request, exc) from None
 
 
 async def start_login(
@@ -120,16 +112,9 @@ async def start_login(
     assert isinstance(conn.engine, SamlProtocol)
     start = await conn.engine.begin_login(return_to)
     response = _send(st, start.outgoing)
-    pending = pending_login(conn, idp=start.idp, rd=return_to, test=test)
-    await remember_login(request, response, pending, key=start.request_id)
-    st.audit.emit(
-        "sso.login.initiated",
-        connection=conn.id,
-        test=test,
-        ip=request[CLIENT].ip,
-        correlation_id=request[CID],
+    return await login_started(
+        request, response, conn, start.request_id, test, idp=start.idp, rd=return_to
     )
-    return response
 
 
 async def acs(request: web.Request) -> web.StreamResponse:
@@ -156,7 +141,7 @@ async def acs(request: web.Request) -> web.StreamResponse:
             return_to = st.redirects.safe(pending.get("rd"))
         identity = protocol.identity(data)
     except LoginFailed as exc:
-        raise await _recorded(request, exc) from None
+        raise await recorded(request, exc) from None
     return await finish_login(request, conn, identity, pending, return_to)
 
 
@@ -166,7 +151,7 @@ async def acs_get(request: web.Request) -> web.StreamResponse:
         _protocol(request)
         raise ProtocolError("invalid_request", "the ACS accepts only HTTP-POST")
     except LoginFailed as exc:
-        raise await _recorded(request, exc) from None
+        raise await recorded(request, exc) from None
 
 
 async def _incoming(request: web.Request, protocol: SamlProtocol) -> IncomingMessage | None:

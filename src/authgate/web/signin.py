@@ -148,6 +148,35 @@ async def record_failure(
     await st.status.failure(conn_id, exc.reason, request[CID])
 
 
+async def recorded(request: web.Request, exc: LoginFailed) -> LoginFailed:
+    """`exc`, recorded against the connection the path names when that connection exists."""
+    conn_id = request.match_info["conn_id"]
+    if conn_id in state(request).connections:
+        await record_failure(request, conn_id, exc)
+    return exc
+
+
+async def login_started(
+    request: web.Request,
+    response: web.StreamResponse,
+    conn: Connection,
+    key: str,
+    test: bool,
+    /,
+    **pending: Any,
+) -> web.StreamResponse:
+    """The pending sign-in behind the browser's pre-login cookie, and its audit event."""
+    await remember_login(request, response, pending_login(conn, **pending, test=test), key=key)
+    state(request).audit.emit(
+        "sso.login.initiated",
+        connection=conn.id,
+        test=test,
+        ip=request[CLIENT].ip,
+        correlation_id=request[CID],
+    )
+    return response
+
+
 async def _still_active(
     request: web.Request, conn_id: str, identity: Identity, session: Session
 ) -> None:
