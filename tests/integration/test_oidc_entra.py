@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from authgate import settings as settings_module
+from authgate.settings import connections as settings_module
 from authgate.web.state import STATE
 from tests.conftest import UPSTREAM_HITS
 from tests.oidc_op import TestOP
