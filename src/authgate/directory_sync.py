@@ -38,7 +38,7 @@ from urllib.parse import quote
 import aiohttp
 
 from authgate.audit import AuditLog
-from authgate.errors import PolicyDenied
+from authgate.errors import OperatorError, PolicyDenied
 from authgate.graph import Credentials, Graph, GraphError, Limits
 from authgate.identity import Identity
 from authgate.retirement import Lifecycle
@@ -53,13 +53,12 @@ PAGE_SIZE = 999
 OBJECT_ID_CLAIMS = ("oid", "http://schemas.microsoft.com/identity/claims/objectidentifier")
 
 
-class DirectorySyncError(Exception):
+class DirectorySyncError(OperatorError):
     """A sync that did not complete; `reason` is a stable code, `detail` a sentence."""
 
     def __init__(self, reason: str, detail: str) -> None:
-        self.reason = reason
+        super().__init__(f"{reason}: {detail}", reason)
         self.detail = detail
-        super().__init__(f"{reason}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,20 @@ page, the JSON body, the audit event and the metric label::
      ├── Unauthenticated        no valid session (401 / redirect to login)
      ├── Forbidden              a valid session that may not do this (403)
      ├── StoreUnavailable       the session store cannot be reached (503, fail closed)
-     └── UpstreamError          the protected app cannot be reached (502 / 504)
+     ├── UpstreamError          the protected app cannot be reached (502 / 504)
+     │    └── UpstreamTimeout
+     └── OperatorError          a problem for the operator to fix, handled where it is raised
+          ├── ConfigError          settings.base: the config file (the CLI prints `problems`)
+          │    └── RetirementRefused  retirement: no one could sign in as admin afterwards
+          ├── MetadataError        protocols.saml_metadata: unusable IdP metadata
+          ├── FetchError           protocols.oidc_http: an IdP that cannot be reached or read
+          └── DirectorySyncError   directory_sync: a sync that did not complete
+
+An `OperatorError`'s message is worded for the operator and may quote documents
+and URLs, so it goes to the log, the CLI or readiness, never to a client. Each
+is caught where it is raised: the CLI prints it, a background task records it,
+a protocol turns it into a §8 login reason. Should one escape into a request,
+the client sees what any bug gives: 500 `internal_error`.
 """
 
 from __future__ import annotations
@@ -159,3 +172,12 @@ class UpstreamError(AuthgateError):
 class UpstreamTimeout(UpstreamError):
     status = 504
     default_reason = "upstream_timeout"
+
+
+class OperatorError(AuthgateError):
+    """A problem worded for the operator; `detail` is that message, `str()` gives it unchanged."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        Exception.__init__(self, message)
+        self.reason = reason or self.default_reason
+        self.detail = message

@@ -93,8 +93,10 @@ def idp_error(where: str, exc: FetchError) -> TokenEndpointError:
     body = exc.body if isinstance(exc.body, dict) else {}
     if isinstance(body.get("error"), str):
         description = str(body.get("error_description", ""))[:200]
-        return TokenEndpointError(f"{where}: {body['error']} {description}".rstrip(), exc.status)
-    return TokenEndpointError(f"{where}: {exc}", exc.status)
+        return TokenEndpointError(
+            f"{where}: {body['error']} {description}".rstrip(), exc.http_status
+        )
+    return TokenEndpointError(f"{where}: {exc}", exc.http_status)
 
 
 class TokenClient:

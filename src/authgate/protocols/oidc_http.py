@@ -15,21 +15,26 @@ from typing import Any
 
 import aiohttp
 
+from authgate.errors import OperatorError
+
 MAX_BODY = 1024 * 1024
 
 
-class FetchError(Exception):
-    """The provider could not be reached or answered something unusable."""
+class FetchError(OperatorError):
+    """The provider could not be reached or answered something unusable.
+
+    `http_status` is the provider's answer, not the status authgate would answer with.
+    """
 
     def __init__(
         self,
         message: str,
-        status: int | None = None,
+        http_status: int | None = None,
         body: Any = None,
         kind: str = "unusable answer",
     ) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = http_status
         self.body = body
         self.kind = kind
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
-from authgate.errors import ProtocolError
+from authgate.errors import OperatorError, ProtocolError
 from authgate.protocols import xml_hardening
 from authgate.protocols.saml_crypto import XmlSec, check_signature_shape
 from authgate.protocols.saml_xml import (
@@ -35,16 +35,16 @@ MAX_METADATA_BYTES = 5 * 1024 * 1024
 _SHORT_BINDING = {BINDING_REDIRECT: "redirect", BINDING_POST: "post"}
 
 
-class MetadataError(Exception):
+class MetadataError(OperatorError):
     """Metadata that cannot be used, worded for the operator.
 
-    `reason` is the short phrase readiness may show; the message can quote the
+    `summary` is the short phrase readiness may show; the message can quote the
     document (entity IDs) and name URLs, so it goes to the log and the CLI only.
     """
 
-    def __init__(self, message: str, reason: str = "unusable metadata") -> None:
+    def __init__(self, message: str, summary: str = "unusable metadata") -> None:
         super().__init__(message)
-        self.reason = reason
+        self.summary = summary
 
 
 def pretty_xml(document: bytes) -> bytes:
@@ -120,7 +120,7 @@ def _valid_until(nodes: list[etree._Element], now: float) -> float | None:
     if now >= earliest:
         raise MetadataError(
             f"IdP metadata expired at {iso(earliest)} (validUntil); fetch a new copy",
-            reason=f"expired at {iso(earliest)} (validUntil)",
+            summary=f"expired at {iso(earliest)} (validUntil)",
         )
     return earliest
 
@@ -162,18 +162,18 @@ def verify_metadata_signature(root: etree._Element, certs: Sequence[str], xmlsec
     if signature is None:
         raise MetadataError(
             "the metadata is not signed, but a signing certificate is configured",
-            reason="not signed",
+            summary="not signed",
         )
     try:
         check_signature_shape(signature, root, after=None)
     except ProtocolError as exc:
         raise MetadataError(
-            f"metadata signature refused: {exc.detail}", reason="signature refused"
+            f"metadata signature refused: {exc.detail}", summary="signature refused"
         ) from None
     if not xmlsec.verify(signature, list(certs)):
         raise MetadataError(
             "the metadata signature does not verify with any configured certificate",
-            reason="signature invalid",
+            summary="signature invalid",
         )
 
 

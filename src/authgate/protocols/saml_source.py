@@ -118,7 +118,7 @@ class MetadataSource:
             metadata = await self._parse(raw)
         except MetadataError as exc:
             self.error = str(exc)
-            self.freshness.failed(exc.reason)
+            self.freshness.failed(exc.summary)
             log.warning("connection %s: IdP metadata: %s", self.conn.id, self.error)
             if self.current is None:
                 await self._use_stored_copy()
@@ -159,7 +159,7 @@ class MetadataSource:
                 return await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
             except OSError as exc:
                 raise MetadataError(
-                    f"cannot read {path}: {exc.strerror}", reason="file unreadable"
+                    f"cannot read {path}: {exc.strerror}", summary="file unreadable"
                 ) from None
         assert self.conn.idp_metadata_url is not None
         return await self._fetch(self.conn.idp_metadata_url)
@@ -172,18 +172,18 @@ class MetadataSource:
                 if response.status != 200:
                     raise MetadataError(
                         f"GET {url} answered HTTP {response.status}",
-                        reason=f"HTTP {response.status}",
+                        summary=f"HTTP {response.status}",
                     )
                 body = await read_capped(response.content, MAX_METADATA_BYTES)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            reason = "timed out" if isinstance(exc, TimeoutError) else "unreachable"
+            summary = "timed out" if isinstance(exc, TimeoutError) else "unreachable"
             raise MetadataError(
-                f"GET {url} failed: {exc or type(exc).__name__}", reason=reason
+                f"GET {url} failed: {exc or type(exc).__name__}", summary=summary
             ) from None
         if len(body) > MAX_METADATA_BYTES:
             raise MetadataError(
                 f"GET {url}: metadata larger than {MAX_METADATA_BYTES} bytes",
-                reason="answer too large",
+                summary="answer too large",
             )
         return body
 

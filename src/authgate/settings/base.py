@@ -10,12 +10,14 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
+from authgate.errors import OperatorError
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 _CONN_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-class ConfigError(Exception):
+class ConfigError(OperatorError):
     """A config problem worded for the operator: file, key path, problem, fix."""
 
     def __init__(self, problems: list[str]) -> None:
