@@ -27,10 +27,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Generic, TypeVar
 
-if TYPE_CHECKING:
-    from authgate.session.sessions import Session
+# What is cached: `sessions.Session`, which imports this module. The cache never looks
+# inside an entry, so it takes the type as a parameter instead of importing it back.
+Entry = TypeVar("Entry")
 
 INVALIDATIONS = "session-invalidations"
 HEARTBEAT = 0.25
@@ -41,13 +42,13 @@ MARGIN = 0.25
 MAX_ENTRIES = 10_000
 
 
-class SessionCache:
+class SessionCache(Generic[Entry]):
     """Sessions by the SHA-256 digest of their id, usable only while the subscription lives."""
 
     def __init__(
         self, max_entries: int = MAX_ENTRIES, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._entries: dict[str, Session] = {}
+        self._entries: dict[str, Entry] = {}
         self._max = max_entries
         self._clock = clock
         self._alive_until = 0.0
@@ -56,14 +57,14 @@ class SessionCache:
     def usable(self) -> bool:
         return self._clock() < self._alive_until
 
-    def get(self, digest: str) -> Session | None:
+    def get(self, digest: str) -> Entry | None:
         if not self.usable():
             if self._entries:
                 self._entries.clear()
             return None
         return self._entries.get(digest)
 
-    def offer(self, digest: str, session: Session, epoch: int) -> None:
+    def offer(self, digest: str, session: Entry, epoch: int) -> None:
         """Keep a session just read from the store, unless anything was invalidated meanwhile."""
         if epoch != self.epoch or not self.usable():
             return

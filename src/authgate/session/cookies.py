@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from aiohttp import web
+from typing import Protocol
 
 from authgate.settings import Settings
+
+
+class CookieSetter(Protocol):
+    """The part of a response this module writes to (aiohttp's `StreamResponse` is one),
+    so the session package never imports the web framework."""
+
+    def set_cookie(
+        self,
+        name: str,
+        value: str,
+        *,
+        max_age: int,
+        path: str,
+        secure: bool,
+        httponly: bool,
+        samesite: str,
+    ) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,7 +44,7 @@ class CookiePolicy:
         return frozenset({self.session_name, self.login_name})
 
     def _set(
-        self, response: web.StreamResponse, name: str, value: str, max_age: int, same_site: str
+        self, response: CookieSetter, name: str, value: str, max_age: int, same_site: str
     ) -> None:
         response.set_cookie(
             name,
@@ -45,11 +61,11 @@ class CookiePolicy:
         """SAML's ACS is a cross-site POST from the IdP: a Lax cookie would not come back."""
         return "None" if self.secure else "Lax"
 
-    def set_session(self, response: web.StreamResponse, sid: str, max_age: float) -> None:
+    def set_session(self, response: CookieSetter, sid: str, max_age: float) -> None:
         self._set(response, self.session_name, sid, int(max_age), "Lax")
 
-    def clear_session(self, response: web.StreamResponse) -> None:
+    def clear_session(self, response: CookieSetter) -> None:
         self._set(response, self.session_name, "", 0, "Lax")
 
-    def set_login(self, response: web.StreamResponse, browser_id: str, max_age: float) -> None:
+    def set_login(self, response: CookieSetter, browser_id: str, max_age: float) -> None:
         self._set(response, self.login_name, browser_id, int(max_age), self._login_same_site)
