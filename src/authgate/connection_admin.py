@@ -37,6 +37,8 @@ from authgate.errors import AuthgateError
 from authgate.policy import AccessRules
 from authgate.protocols.saml_config import SpEndpoints
 from authgate.provisioning import lifecycle_of
+from authgate.public_addresses import url_problem
+from authgate.public_fetch import public_session
 from authgate.retirement import RetirementRefused, admin_connections, check_admin_safety
 from authgate.settings import SamlConnection, own_paths
 from authgate.web.signin import restamp
@@ -138,11 +140,26 @@ def sp_certificates(settings: Any) -> list[dict[str, Any]]:
     return out
 
 
-async def _fetch_metadata(url: str) -> None:
-    """An IdP metadata URL must answer usable metadata now, or the request is refused."""
+def _metadata_client(public_only: bool) -> aiohttp.ClientSession:
+    if public_only:
+        return public_session(METADATA_FETCH_TIMEOUT)
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=METADATA_FETCH_TIMEOUT))
+
+
+async def _fetch_metadata(url: str, public_only: bool) -> None:
+    """An IdP metadata URL must answer usable metadata now, or the request is refused.
+
+    An outsider's URL (`public_only`) gets one answer: a redirect is refused
+    like any other status, and an address that is not public reads as
+    unreachable, so the answer never tells what lives inside the network.
+    """
+    if public_only and (problem := url_problem(url)):
+        raise RequestRefused("idp_metadata_url", problem)
     try:
-        timeout = aiohttp.ClientTimeout(total=METADATA_FETCH_TIMEOUT)
-        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
+        async with (
+            _metadata_client(public_only) as http,
+            http.get(url, allow_redirects=not public_only) as resp,
+        ):
             if resp.status != 200:
                 raise RequestRefused("idp_metadata_url", f"the server answered HTTP {resp.status}")
             raw = await read_capped(resp.content, MAX_FETCHED_METADATA)
@@ -168,7 +185,7 @@ def _claimed_domains(st: State, doc: ConnectionDocument) -> None:
 async def _validated(st: State, doc: ConnectionDocument) -> Connection:
     _claimed_domains(st, doc)
     if isinstance(url := doc.settings.get("idp_metadata_url"), str):
-        await _fetch_metadata(url)
+        await _fetch_metadata(url, doc.settings.get("idp_metadata_public_only") is True)
     try:
         conn = st.connection_sync.describe(doc)
     except ValidationError as exc:

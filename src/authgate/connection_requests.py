@@ -284,7 +284,7 @@ def changed_document(
     sources = {"idp_metadata_xml", "idp_metadata_url", "idp"}
     xml = doc.idp_metadata_xml
     if sources & set(body):
-        for other in sources - set(body):
+        for other in (sources | {"idp_metadata_public_only"}) - set(body):
             settings.pop(other, None)
         xml = _metadata_xml(body)
     _apply_preset(settings, body.get("preset"), doc.type)

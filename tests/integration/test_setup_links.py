@@ -99,6 +99,27 @@ async def test_the_holder_form_refuses_a_post_from_another_site(client):
     assert client.app[STATE].connections.get("acme").version == 1
 
 
+@pytest.mark.parametrize(
+    ("form", "problem"),
+    [
+        ({"version": "1"}, "give the metadata URL, the metadata, or the IdP"),
+        (
+            {"version": "1", "idp_metadata_xml": "<not-metadata"},
+            "unreadable metadata",
+        ),
+        ({"version": "7", "idp_entity_id": "x"}, "was changed by someone else"),
+    ],
+    ids=["nothing given", "unusable metadata", "stale version"],
+)
+async def test_a_refused_holder_form_is_shown_again_with_its_problem(client, form, problem):
+    link = await make_link(client)
+    page = await client.post(path_of(link), data=form, headers=SAME_ORIGIN)
+    text = await page.text()
+    assert page.status == 200, text[:500]
+    assert problem in text and "setup-saved" not in text
+    assert client.app[STATE].connections.get("acme").version == 1
+
+
 @pytest.mark.parametrize("how", ["revoked", "expired", "forged"])
 async def test_a_revoked_expired_or_forged_link_opens_nothing(client, how):
     if how == "expired":

@@ -33,6 +33,7 @@ from authgate.protocols.saml_metadata import (
     parse_idp_metadata,
 )
 from authgate.protocols.saml_xml import iso
+from authgate.public_fetch import public_session
 from authgate.session.kv import KeyValueStore
 from authgate.settings import SamlConnection
 
@@ -164,11 +165,21 @@ class MetadataSource:
         assert self.conn.idp_metadata_url is not None
         return await self._fetch(self.conn.idp_metadata_url)
 
+    def _client(self) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientSession]:
+        """A URL a setup-link holder chose gets a client that connects to public addresses only."""
+        if self.conn.idp_metadata_public_only:
+            return public_session(FETCH_TIMEOUT)
+        return contextlib.nullcontext(self._http)
+
     async def _fetch(self, url: str) -> bytes:
+        follow = not self.conn.idp_metadata_public_only
         try:
-            async with self._http.get(
-                url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT), allow_redirects=True
-            ) as response:
+            async with (
+                self._client() as http,
+                http.get(
+                    url, timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT), allow_redirects=follow
+                ) as response,
+            ):
                 if response.status != 200:
                     raise MetadataError(
                         f"GET {url} answered HTTP {response.status}",

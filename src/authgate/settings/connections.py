@@ -13,6 +13,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
+from authgate.public_addresses import url_problem
 from authgate.settings.access import ConnectionRoleMapping
 from authgate.settings.base import Duration, HttpUrl, ReadableFile, _Model, _slug
 
@@ -318,6 +319,8 @@ class SamlConnection(ConnectionBase):
     idp_metadata_file: ReadableFile | None = None
     idp_metadata_url: HttpUrl | None = None
     idp: SamlIdp | None = None
+    # Set when a setup-link holder chose the URL: public addresses only (public_addresses.py).
+    idp_metadata_public_only: bool = False
     idp_entity_id: str | None = None
     # Paths (or whole URLs) a vendor document fixes, e.g. /saml/acs or
     # /Shibboleth.sso/SAML2/POST; several ACS URLs for an internal and an external host.
@@ -357,6 +360,9 @@ class SamlConnection(ConnectionBase):
                 "set exactly one of idp_metadata_file, idp_metadata_url or idp"
                 f" (found {', '.join(sources) or 'none'})"
             )
+        url = self.idp_metadata_url
+        if self.idp_metadata_public_only and url and (problem := url_problem(str(url))):
+            raise ValueError(f"idp_metadata_url: {problem}")
         if self.sign_requests and not self.signing_keys:
             raise ValueError("sign_requests needs an sp_keys entry with use signing or both")
         if not self.want_assertions_signed and not self.want_response_signed:

@@ -132,13 +132,15 @@ def _audit(request: web.Request, actor: Actor, info: TokenInfo, what: str) -> No
     audit_admin(request, actor, "admin.setup_link.used", connection=info.connection, action=what)
 
 
-async def _page(request: web.Request, info: TokenInfo, actor: Actor, **extra: Any):
+async def _page(
+    request: web.Request, info: TokenInfo, actor: Actor, saved: bool = False, **extra: Any
+) -> web.Response:
     st = state(request)
     conn = ops.found(st, info.connection)
     return admin_ui.page(
         request, "setup.html", actor, conn=await ops.describe(st, conn),
         sp_labels=admin_ui.SP_LABELS, expires_at=_iso(info.expires_at),
-        setup_url=st.url("/setup/" + request.match_info["secret"]), **extra,
+        setup_url=st.url("/setup/" + request.match_info["secret"]), saved=saved, **extra,
     )  # fmt: skip
 
 
@@ -158,6 +160,8 @@ async def save_idp(request: web.Request) -> web.StreamResponse:
     fields = await read_multipart(request, admin_ui.MAX_FORM, BadRequest)
     body: dict[str, Any] = {"version": int(v) if (v := fields.get("version", "")).isdigit() else -1}
     admin_ui.idp_side(body, fields)
+    if "idp_metadata_url" in body:
+        body["idp_metadata_public_only"] = True
     if len(body) == 1:
         return await _page(
             request,
