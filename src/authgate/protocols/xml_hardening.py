@@ -61,6 +61,12 @@ def inflate(data: bytes, limit: int = DEFAULT_LIMIT) -> bytes:
     return out
 
 
+def _malformed(position: tuple[int, int]) -> str:
+    """Where, not what: a parser's message quotes the document's own tag names and text."""
+    line, column = position
+    return f"malformed XML (line {line}, column {column})"
+
+
 def _gate(xml: bytes) -> None:
     """expat via defusedxml stops at the DOCTYPE itself, before anything is fetched or read.
 
@@ -74,7 +80,7 @@ def _gate(xml: bytes) -> None:
             "XML with a DOCTYPE or entity declaration is not accepted (DTDs are forbidden)"
         ) from None
     except safe_etree.ParseError as exc:
-        raise _refuse(f"malformed XML ({exc})") from None
+        raise _refuse(_malformed(exc.position)) from None
 
 
 def parse(xml: bytes, limit: int = DEFAULT_LIMIT) -> etree._Element:
@@ -86,7 +92,7 @@ def parse(xml: bytes, limit: int = DEFAULT_LIMIT) -> etree._Element:
     try:
         root = etree.fromstring(xml, parser)
     except etree.XMLSyntaxError as exc:
-        raise _refuse(f"malformed XML ({exc.msg})") from None
+        raise _refuse(_malformed(exc.position)) from None
     docinfo = root.getroottree().docinfo
     if docinfo.doctype or docinfo.internalDTD is not None or docinfo.externalDTD is not None:
         raise _refuse("XML with a DOCTYPE is not accepted (DTDs and entities are forbidden)")
