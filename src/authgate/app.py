@@ -12,6 +12,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from authgate import assertion
+from authgate.admission import Admission
 from authgate.audit import AuditLog
 from authgate.connection_store import CHANGED as CONNECTION_CHANGED
 from authgate.connection_store import ConnectionStore, Materialiser
@@ -88,13 +89,15 @@ def build_state(settings: Settings, kv: KeyValueStore) -> State:
     connections = Connections(settings.access, settings.connections)
     box = SecretBox(settings.secrets)
     sync = ConnectionSync(ConnectionStore(kv), connections, Materialiser(box))
+    users = UserStore(kv)
     return State(
         settings=settings,
         kv=kv,
         sessions=SessionStore(kv, sess.lifetime, sess.idle_timeout, cache=cache),
         login_state=LoginStateStore(kv, sess.login_state_ttl),
         replay=ReplayCache(kv),
-        users=UserStore(kv),
+        users=users,
+        admission=Admission(users, kv, settings.directory_sync),
         status=ConnectionStatus(kv),
         audit=AuditLog(settings.audit.output),
         metrics=Metrics.create(),

@@ -1,15 +1,20 @@
-"""Who may come in, decided as data: pure functions over an `Identity`.
+"""The access rules, as pure functions: who may sign in, as what, and where they may go.
 
 Nothing here touches a store or the network, so every rule is testable in
-isolation and the same rules serve SAML and OIDC.
+isolation and the same rules serve SAML and OIDC. `admission.py` applies the
+identity rules, with the store's (directory, user record), at sign-in, test
+sign-in and refresh; `web/decision.py` applies the per-request narrowing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from multidict import MultiMapping
+
 from authgate.errors import PolicyDenied
 from authgate.identity import Identity
+from authgate.session.sessions import Session
 from authgate.settings import AccessSettings, ConnectionBase, ConnectionRoleMapping
 
 
@@ -68,3 +73,15 @@ def roles_for(
         roles.extend(rules.role_map.get(group, ()))
     unique = tuple(dict.fromkeys(roles))
     return unique or (rules.default_role,)
+
+
+def _wanted(query: MultiMapping[str], name: str) -> set[str]:
+    return {v.strip() for v in query.get(name, "").split(",") if v.strip()}
+
+
+def permitted(query: MultiMapping[str], session: Session) -> bool:
+    """oauth2-proxy style `?allowed_groups=a,b` / `?allowed_roles=` narrowing per location."""
+    groups, roles = _wanted(query, "allowed_groups"), _wanted(query, "allowed_roles")
+    if groups and not groups & set(session.groups):
+        return False
+    return not (roles and not roles & set(session.roles))

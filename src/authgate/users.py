@@ -264,6 +264,17 @@ class UserStore:
     ) -> User:
         """The user record a login maps to, creating or linking it as the mode allows;
         it is stamped with the connection's `organization`."""
+        user = await self.match(identity, provisioning)
+        if user is None:
+            assert identity.email is not None
+            user = await self.create(
+                identity.connection, identity.link_value, identity.email, identity.name
+            )
+        return await self._record_login(user.id, identity, organization)
+
+    async def match(self, identity: Identity, provisioning: Provisioning) -> User | None:
+        """The existing user a login maps to, or None when one may be made; refuses as a
+        sign-in would, without writing, so a test sign-in can tell the same verdict."""
         value = identity.link_value
         user = await self.by_link(identity.connection, value)
         if user is None:
@@ -276,8 +287,14 @@ class UserStore:
                 )
             if not identity.email:
                 raise PolicyDenied("email_unverified", "a new user needs an email address")
-            user = await self.create(identity.connection, value, identity.email, identity.name)
-        return await self._record_login(user.id, identity, organization)
+            return None
+        if not user.active:
+            raise PolicyDenied("user_disabled", f"user {user.id} is deactivated")
+        if identity.email and (user.email or "").lower() != identity.email.lower():
+            owner = await self.by_email(identity.email)
+            if owner is not None and owner.id != user.id:
+                raise PolicyDenied("email_conflict", f"{identity.email} belongs to another user")
+        return user
 
     async def _provisioned_match(self, connection: str, value: str) -> User | None:
         """A user this connection provisioned (SCIM, CSV) whose userName or email is `value`.

@@ -252,9 +252,24 @@ async def test_an_oidc_connection_made_in_the_admin_pages_signs_people_in_on_eve
     await expect(admin.locator("#test-headers")).to_contain_text("editor")
     await shot(admin, "admin-oidc-test-signin")
     await admin.get_by_role("link", name="Back to the connection").click()
+
+    # The test sign-in tells the verdict a real sign-in would get, provisioning included.
+    await admin.locator("#edit").click()
+    await admin.locator("#provisioning").select_option("preprovisioned")
+    await admin.locator("#save").click()
+    await expect(admin.locator("#conn-status")).to_contain_text("version 3")
+    await admin.locator("#test-signin").click()
+    await idp_sign_in(admin, "dave@partner.example")
+    await expect(admin.locator("#test-outcome")).to_contain_text("user_not_provisioned")
+    await admin.get_by_role("link", name="Back to the connection").click()
+    await admin.locator("#edit").click()
+    await admin.locator("#provisioning").select_option("jit")
+    await admin.locator("#save").click()
+    await expect(admin.locator("#conn-status")).to_contain_text("version 4")
+
     await admin.locator("#activate").click()
     await expect(admin.locator("#conn-status")).to_contain_text("Active")
 
     await signs_in_then_follows_the_admin(
-        stack, admin, "Development OIDC", "dave@partner.example", "engineering = owner", "version 4"
+        stack, admin, "Development OIDC", "dave@partner.example", "engineering = owner", "version 6"
     )

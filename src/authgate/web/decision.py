@@ -24,6 +24,7 @@ from multidict import MultiDict, MultiMapping
 from yarl import URL
 
 from authgate.headers import SessionHeaders, normalise
+from authgate.policy import permitted
 from authgate.session.sessions import Session
 from authgate.upstream import origin_form
 from authgate.web.client_info import ClientInfo
@@ -220,15 +221,3 @@ def _query(raw: str) -> MultiMapping[str]:
     if not raw:
         return MultiDict()
     return URL.build(path="/", query_string=raw, encoded=True).query
-
-
-def _wanted(query: MultiMapping[str], name: str) -> set[str]:
-    return {v.strip() for v in query.get(name, "").split(",") if v.strip()}
-
-
-def permitted(query: MultiMapping[str], session: Session) -> bool:
-    """oauth2-proxy style `?allowed_groups=a,b` / `?allowed_roles=` narrowing per location."""
-    groups, roles = _wanted(query, "allowed_groups"), _wanted(query, "allowed_roles")
-    if groups and not groups & set(session.groups):
-        return False
-    return not (roles and not roles & set(session.roles))

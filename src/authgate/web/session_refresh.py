@@ -22,7 +22,6 @@ from aiohttp import web
 
 from authgate.connections import Connection
 from authgate.errors import LoginFailed
-from authgate.policy import check_identity, roles_for
 from authgate.protocols.base import RefreshDeferred
 from authgate.protocols.oidc import REFRESH_RETRY
 from authgate.session.kv import KeyValueStore
@@ -72,11 +71,7 @@ async def _renew(
 ) -> Session | None:
     try:
         assert conn.engine is not None
-        rules = conn.rules
         result = await conn.engine.refresh(session.protocol_data)
-        identity = result.identity
-        if identity is not None:
-            check_identity(identity, rules)
     except RefreshDeferred as exc:
         log.warning("refresh of a %s session postponed: %s", session.connection, exc)
         later = {**session.protocol_data, "refresh_at": time.time() + REFRESH_RETRY}
@@ -84,16 +79,20 @@ async def _renew(
     except LoginFailed as exc:
         await _end(request, st, session, exc)
         return None
+    identity = result.identity
     if identity is None:
         return await st.sessions.update(replace(session, protocol_data=result.protocol_data))
-    user = await st.users.get(session.user_id)
+    verdict = await st.admission.renew(conn, identity, session.user_id)
+    if verdict.refusal is not None:
+        await _end(request, st, session, verdict.refusal)
+        return None
     renewed = replace(
         session,
         email=identity.email,
         name=identity.name,
         username=identity.username or identity.email or identity.subject,
-        groups=identity.groups,
-        roles=roles_for(identity.groups, rules, user.roles if user else ()),
+        groups=verdict.groups,
+        roles=verdict.roles,
         protocol_data=result.protocol_data,
     )
     st.audit.emit(

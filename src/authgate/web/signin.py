@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
+from authgate.admission import grants
 from authgate.connections import Connection
-from authgate.directory_sync import check_member
 from authgate.errors import BadRequest, LoginFailed, LoginStateError, PolicyDenied, ProtocolError
 from authgate.identity import Identity
-from authgate.policy import AccessRules, check_identity, roles_for
+from authgate.policy import AccessRules
 from authgate.session.login_state import new_browser_id
 from authgate.session.sessions import Session
 from authgate.users import User
@@ -208,24 +207,21 @@ async def test_result(
 ) -> web.Response:
     """What signing in would forward, or the reason it would be refused; no session is made."""
     st = state(request)
-    refusal = None
-    try:
-        check_identity(identity, conn.rules)
-    except PolicyDenied as exc:
-        refusal = exc.reason
-    roles = roles_for(identity.groups, conn.rules)
+    verdict = await st.admission.preview(conn, identity)
+    refusal = verdict.refusal.reason if verdict.refusal else None
     preview = Session(
-        user_id="(test)",
+        user_id=verdict.user.id if verdict.user else "(new user)",
         connection=conn.id,
         subject=identity.subject,
         username=identity.username or identity.email or identity.subject,
         email=identity.email,
         name=identity.name,
-        groups=identity.groups,
-        roles=roles,
+        groups=verdict.groups,
+        roles=verdict.roles,
         created_at=0,
         last_seen=0,
         expires_at=0,
+        organization=conn.settings.organization,
     )
     st.audit.emit(
         "admin.connection.test_signin",
@@ -247,20 +243,15 @@ async def test_result(
 
 async def complete_login(request: web.Request, identity: Identity, return_to: str) -> web.Response:
     st = state(request)
-    found = st.connections.get(identity.connection)
-    if found is None:
+    conn = st.connections.get(identity.connection)
+    if conn is None:
         raise LoginFailed("invalid_request", f"unknown connection {identity.connection!r}")
-    conn, rules = found.settings, found.rules
-    try:
-        if identity.session_not_after is not None and identity.session_not_after <= time.time():
-            raise ProtocolError("expired", "the IdP's session limit has already passed")
-        check_identity(identity, rules)
-        await check_member(st.kv, st.settings.directory_sync, identity)
-        user = await st.users.admit(identity, conn.provisioning, conn.organization)
-    except LoginFailed as exc:
-        await record_failure(request, conn.id, exc, identity)
-        raise
-    groups, roles = await grants(st, rules, user, identity.groups)
+    verdict = await st.admission.sign_in(conn, identity)
+    if verdict.refusal is not None:
+        await record_failure(request, conn.id, verdict.refusal, identity)
+        raise verdict.refusal
+    user = verdict.user
+    assert user is not None
     previous = await current_session(request)
     if previous is not None:
         await st.sessions.delete(previous)
@@ -272,13 +263,13 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             username=identity.username or identity.email or identity.subject,
             email=identity.email,
             name=identity.name,
-            groups=groups,
-            roles=roles,
+            groups=verdict.groups,
+            roles=verdict.roles,
             created_at=0,
             last_seen=0,
             expires_at=identity.session_not_after or 0,
             protocol_data=identity.protocol_data,
-            organization=conn.organization,
+            organization=conn.settings.organization,
             idp_session=identity.idp_session,
         )
     )
@@ -297,22 +288,11 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
     return response
 
 
-async def grants(
-    st: State, rules: AccessRules, user: User, idp_groups: tuple[str, ...]
-) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """A session's groups (the IdP's and the provisioned ones) and the roles they map to,
-    plus the user's own; the same at sign-in and when an admin changes the user's roles."""
-    provisioned = await st.users.groups_of(user.id)
-    groups = tuple(dict.fromkeys(idp_groups + tuple(g.display_name for g in provisioned)))
-    group_keys = groups + tuple(g.external_id for g in provisioned if g.external_id)
-    return groups, roles_for(group_keys, rules, user.roles)
-
-
 async def restamp(st: State, user: User, rules: AccessRules) -> int:
     """Give the user's live sessions the roles they would get now; returns how many."""
 
     async def regrant(session: Session) -> Session:
-        _, roles = await grants(st, rules, user, session.groups)
+        _, roles = await grants(st.users, rules, user, session.groups)
         return replace(session, roles=roles)
 
     return await st.sessions.restamp_user(user.id, regrant)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from authgate.admission import Admission
 from authgate.assertion import AssertionSigner
 from authgate.audit import AuditLog
 from authgate.connection_sync import ConnectionSync
@@ -35,6 +36,7 @@ class State:
     login_state: LoginStateStore
     replay: ReplayCache
     users: UserStore
+    admission: Admission
     status: ConnectionStatus
     audit: AuditLog
     metrics: Metrics
