@@ -335,7 +335,7 @@ class SamlIdp:
     def cancelled_response(self, login: SamlLogin) -> PostForm:
         """A signed Responder/AuthnFailed answer: the person gave up at the IdP."""
         response = self.server.create_error_response(
-            login.request_id,
+            login.request_id or None,
             login.acs_url,
             info=(STATUS_AUTHN_FAILED, "the person cancelled the sign-in"),
             sign=True,
