@@ -502,7 +502,7 @@ class SamlIdp:
             sign_alg=RSA_SHA256,
             digest_alg=SHA256,
         )
-        info = self.server.apply_binding(BINDING_SOAP, str(request), url)
+        info = self.server.apply_binding(BINDING_SOAP, str(request), url, sign=False)
         return SoapCall(url=url, request_id=request_id, envelope=str(info["data"]).encode())
 
     @_serialised
