@@ -35,7 +35,7 @@ from saml2.config import IdPConfig
 from saml2.mdstore import InMemoryMetaData
 from saml2.metadata import entity_descriptor
 from saml2.request import AuthnRequest, LogoutRequest
-from saml2.s_utils import SamlException
+from saml2.s_utils import SamlException, UnsupportedBinding
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 from saml2.samlp import STATUS_AUTHN_FAILED, Response
 from saml2.server import Server
@@ -473,9 +473,13 @@ class SamlIdp:
         )
 
     def _soap_slo(self, entity_id: str) -> str | None:
-        services = self.server.metadata.service(
-            entity_id, "spsso_descriptor", "single_logout_service"
-        )
+        """The SP's SOAP SingleLogoutService; pysaml2 raises when a known SP lists none."""
+        try:
+            services = self.server.metadata.service(
+                entity_id, "spsso_descriptor", "single_logout_service", BINDING_SOAP
+            )
+        except UnsupportedBinding:
+            return None
         soap = (services or {}).get(BINDING_SOAP, [])
         return str(soap[0]["location"]) if soap else None
 
