@@ -475,12 +475,11 @@ class SamlIdp:
     def _soap_slo(self, entity_id: str) -> str | None:
         """The SP's SOAP SingleLogoutService; pysaml2 raises when a known SP lists none."""
         try:
-            services = self.server.metadata.service(
+            soap = self.server.metadata.service(
                 entity_id, "spsso_descriptor", "single_logout_service", BINDING_SOAP
             )
         except UnsupportedBinding:
             return None
-        soap = (services or {}).get(BINDING_SOAP, [])
         return str(soap[0]["location"]) if soap else None
 
     @_serialised
