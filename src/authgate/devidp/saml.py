@@ -414,7 +414,7 @@ class SamlIdp:
         holder = saml.EncryptedID()
         holder.add_extension_element(name_id)
         tree = holder._to_element_tree()
-        inner = tree.find(name_id._to_element_tree().tag)
+        inner = tree.find(f"{{{saml.NAMESPACE}}}{NameID.c_tag}")
         holder.set_prefixes(inner, holder.get_prefix_map([inner]))
         xml = ElementTree.tostring(tree, encoding="UTF-8").decode("utf-8")
         return saml.encrypted_id_from_string(self._encrypt(xml, cert, NAME_ID_XPATH))
@@ -439,7 +439,7 @@ class SamlIdp:
         signed_response = [(class_name(response), response.id)]
         if not options.encrypt_assertion:
             return str(signed_instance_factory(response, sec, signed_assertion + signed_response))
-        tag = assertion._to_element_tree().tag
+        tag = f"{{{saml.NAMESPACE}}}{saml.Assertion.c_tag}"
         wrapped = pre_encrypt_assertion(response)
         xml = wrapped.get_xml_string_with_self_contained_assertion_within_encrypted_assertion(tag)
         xml = signed_instance_factory(xml, sec, signed_assertion)

@@ -138,6 +138,7 @@ def end_sso_session(request: web.Request, response: web.StreamResponse) -> None:
     sid = request.cookies.get(SESSION_COOKIE)
     if sid:
         idp_of(request).sessions.discard(sid)
+        idp_of(request).sp_sessions.discard(sid)
     response.del_cookie(SESSION_COOKIE, path="/")
 
 
