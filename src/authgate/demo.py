@@ -3,9 +3,10 @@
 Three loopback servers on one event loop: the development IdP (OpenID Connect
 and SAML), an example "legacy" application that only reads headers, and
 authgate itself with the memory store and one connection per protocol
-pointing at the IdP. Sockets are bound first, so `--port 0` works (tests use
-it) and every URL in the config is the real one. The keys of this run live
-in a temporary directory that is removed on exit.
+pointing at the IdP (the SAML one also takes IdP-initiated sign-in, and the
+IdP encrypts its assertion and NameID to it). Sockets are bound first, so
+`--port 0` works (tests use it) and every URL in the config is the real one.
+The keys of this run live in a temporary directory that is removed on exit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from authgate.devidp import PASSWORD as DEMO_PASSWORD
 from authgate.devidp import USERS, DevIdp, DevIdpConfig, OidcClient, require_loopback
 from authgate.devidp import create_app as create_devidp_app
 from authgate.devidp.legacy_app import create_app as create_legacy_app
+from authgate.devidp.saml import SpOptions
 from authgate.keys import write_pair
 from authgate.protocols.saml_config import SpEndpoints, sp_config, sp_metadata
 from authgate.secrets import generate_key
@@ -36,6 +38,8 @@ SAML_ID = "dev-saml"
 OIDC_ID = "dev-oidc"
 PREFIX = "/_authgate"
 KEY_BITS = 2048
+# The SAML connection's one key pair (use: both) also decrypts: the IdP encrypts to it.
+ENCRYPTED = SpOptions(encrypt_assertion=True, encrypt_name_id=True)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -98,6 +102,7 @@ def demo_config(
                 "sp_keys": [{"key_file": str(sp_key), "cert_file": str(sp_cert)}],
                 "sign_requests": True,
                 "name_id_format": "persistent",
+                "allow_idp_initiated": True,
             },
             {
                 "id": OIDC_ID,
@@ -176,7 +181,8 @@ class Demo:
         self.settings = parse_settings(raw, "authgate demo")
         saml = self.settings.connection(SAML_ID)
         assert isinstance(saml, SamlConnection)
-        metadata = sp_metadata(sp_config(saml, SpEndpoints.build(saml, self.settings)))
+        endpoints = SpEndpoints.build(saml, self.settings)
+        metadata = sp_metadata(sp_config(saml, endpoints))
         client = OidcClient(
             client_id=CLIENT_ID,
             client_secret=secret,
@@ -184,7 +190,10 @@ class Demo:
             post_logout_redirect_uris=(f"{self.url}{PREFIX}/logout",),
         )
         config = DevIdpConfig(
-            base_url=self.idp_url, clients=(client,), service_providers=(metadata,)
+            base_url=self.idp_url,
+            clients=(client,),
+            service_providers=(metadata,),
+            sp_options={endpoints.entity_id: ENCRYPTED},
         )
         return DevIdp.create(config, key_dir)
 
@@ -226,6 +235,8 @@ class Demo:
                 " (sign in as alice@example.com with the SAML button)",
                 f"  development IdP:  {self.idp_url}/ (OIDC issuer {self.idp_url}/oidc,"
                 f" SAML metadata {self.idp_url}/saml/metadata)",
+                f"  IdP-initiated:    {self.idp_url}/apps (SAML sign-in from the IdP with a"
+                " target path; sign out everywhere by SOAP back-channel logout)",
                 f"  add a connection: admin page → New SAML connection, IdP metadata URL"
                 f" {self.idp_url}/saml/metadata; then register its SP metadata URL on"
                 f" {self.idp_url}/, test it and activate it",

@@ -204,3 +204,30 @@ def test_a_link_on_another_site_asks_before_signing_out(page: Page, demo: Runnin
     expect(page.get_by_role("heading", level=1)).to_have_text("Signed out")
     page.goto(demo.url + "/")
     expect(page).to_have_url(f"{demo.url}/_authgate/login?rd=%2F")
+
+
+def test_idp_initiated_sign_in_lands_on_the_target_path_and_sign_out_everywhere_ends_it(
+    page: Page, demo: RunningDemo
+):
+    """From the IdP's own page: an unsolicited, encrypted SAML response with the path as
+    RelayState; then the back-channel (SOAP) logout ends the authgate session it made."""
+    sp = f"{demo.url}/_authgate/saml/{SAML_ID}"
+    page.goto(demo.idp_url + "/")
+    page.locator("#apps-link").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Your applications")
+    page.get_by_label("Target path (RelayState)").fill("/reports/q3?view=full")
+    shot(page, "devidp-apps")
+    page.get_by_role("button", name=f"Sign in to {sp}").click()
+    sign_in_at_idp(page, "bob@example.com")
+    expect(page).to_have_url(demo.url + "/reports/q3?view=full")
+    expect(page.locator("#x-user")).to_have_text("bob@example.com")
+    expect(page.locator("#x-auth-connection")).to_have_text(SAML_ID)
+    shot(page, "upstream-after-idp-initiated")
+    page.goto(demo.idp_url + "/apps")
+    expect(page.locator("#signed-in-as")).to_contain_text("bob@example.com")
+    page.locator("#sign-out-everywhere").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Signed out everywhere")
+    expect(page.locator("#logout-results li.ok")).to_contain_text(f"{sp}: signed out")
+    shot(page, "devidp-signed-out-everywhere")
+    page.goto(demo.url + "/reports/q3")
+    expect(page).to_have_url(demo.url + "/_authgate/login?rd=%2Freports%2Fq3")

@@ -9,6 +9,7 @@ browser, including the SAML HTTP-POST hop. The real browser runs in
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
+from lxml import etree
 from yarl import URL
 
 from authgate.demo import OIDC_ID, SAML_ID, Demo
@@ -251,3 +253,99 @@ async def test_the_command_refuses_a_non_loopback_address():
     assert proc.returncode == 2
     assert "refuses to listen on '0.0.0.0'" in stderr.decode()
     assert "pass --force to override" in stderr.decode()
+
+
+SAML_SP = f"/_authgate/saml/{SAML_ID}"
+NS = {
+    "samlp": "urn:oasis:names:tc:SAML:2.0:protocol",
+    "saml": "urn:oasis:names:tc:SAML:2.0:assertion",
+    "xenc": "http://www.w3.org/2001/04/xmlenc#",
+}
+
+
+async def apps_form(
+    browser: Browser, demo: Demo, action: str, data: dict[str, str]
+) -> aiohttp.ClientResponse:
+    """A form of the IdP's Your applications page, sent as a browser sends it (our Origin)."""
+    page = await browser.follow(f"{demo.idp_url}/apps")
+    token = re.search(r'name="form_token" value="([^"]+)"', await page.text())
+    assert token, "no form token on the apps page"
+    answer = await browser.http.post(
+        f"{demo.idp_url}{action}",
+        data={"form_token": token.group(1), **data},
+        headers={**HTML, "Origin": demo.idp_url},
+        allow_redirects=False,
+    )
+    if answer.status == 302:
+        return await browser.follow(answer.headers["Location"], str(answer.url))
+    return answer
+
+
+async def idp_initiated(
+    browser: Browser, demo: Demo, relay_state: str, email: str = "bob@example.com"
+) -> aiohttp.ClientResponse:
+    """Your applications → Sign in to the demo's SAML SP → the IdP's sign-in page → authgate."""
+    login = await apps_form(
+        browser, demo, "/apps/sign-in", {"sp": demo.url + SAML_SP, "relay_state": relay_state}
+    )
+    assert login.url.path == "/login", await login.text()
+    txn = login.url.query["txn"]
+    return await _idp_form(browser, demo, {"txn": txn, "email": email, "password": PASSWORD})
+
+
+async def test_the_idp_encrypts_the_assertion_and_name_id_and_authgate_decrypts_them(
+    demo: Demo, browser: Browser
+):
+    _, txn = await _start(browser, demo, SAML_ID)
+    data = {"txn": txn, "email": "alice@example.com", "password": PASSWORD}
+    answer = await browser.http.post(f"{demo.idp_url}/login", data=data, allow_redirects=False)
+    form = re.search(r'name="SAMLResponse" value="([^"]+)"', await answer.text())
+    assert form, "no SAMLResponse on the IdP's POST page"
+    wire = etree.fromstring(base64.b64decode(unescape(form.group(1))))
+    assert (
+        len(wire.xpath("/samlp:Response/saml:EncryptedAssertion/xenc:EncryptedData", namespaces=NS))
+        == 1
+    )
+    assert wire.xpath("//saml:Assertion | //saml:NameID | //saml:Attribute", namespaces=NS) == []
+    page = await browser.submit_auto_post(answer)
+    assert (page.status, page.url) == (200, URL(f"{demo.url}/report"))
+    assert _cell(await page.text(), "X-User") == "alice@example.com"
+
+
+@pytest.mark.parametrize(
+    ("relay_state", "lands_on"),
+    [("/reports/q3?view=full", "/reports/q3?view=full"), ("https://evil.example/take", "/")],
+)
+async def test_idp_initiated_sign_in_lands_on_the_relay_state_path_if_safe(
+    demo: Demo, browser: Browser, relay_state: str, lands_on: str
+):
+    """authgate's redirect policy decides: a path of its own is kept, another site is not."""
+    page = await idp_initiated(browser, demo, relay_state)
+    assert (page.status, page.url) == (200, URL(demo.url + lands_on, encoded=True))
+    assert _cell(await page.text(), "X-User") == "bob@example.com"
+    assert _cell(await page.text(), "X-Auth-Connection") == SAML_ID
+
+
+async def test_sign_out_everywhere_ends_exactly_that_session_by_soap(demo: Demo, browser: Browser):
+    """Two IdP sessions of bob, two authgate sessions: the SOAP LogoutRequest names the
+    SessionIndex of one, so the other stays signed in."""
+    other = Browser()
+    try:
+        for client in (browser, other):
+            assert (await sign_in(client, demo, SAML_ID, "bob@example.com")).status == 200
+        result = await apps_form(browser, demo, "/apps/sign-out", {})
+        text = unescape(await result.text())
+        assert result.status == 200
+        assert re.search(
+            rf"<code>{re.escape(demo.url + SAML_SP)}</code>: signed out \(session ", text
+        )
+        ended = await browser.http.get(f"{demo.url}/report", allow_redirects=False, headers=HTML)
+        assert ended.status == 302
+        assert ended.headers["Location"].startswith("/_authgate/login?rd=")
+        kept = await other.http.get(f"{demo.url}/report", allow_redirects=False, headers=HTML)
+        assert kept.status == 200
+        assert _cell(await kept.text(), "X-User") == "bob@example.com"
+        again, _ = await _start(browser, demo, SAML_ID)
+        assert "Continue as" not in await again.text()
+    finally:
+        await other.close()

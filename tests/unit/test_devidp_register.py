@@ -23,6 +23,7 @@ from lxml import etree
 
 from authgate.devidp import DevIdp, DevIdpConfig, create_app
 from authgate.devidp.oidc import s256
+from authgate.devidp.saml import SpOptions
 from tests.servers import require_binary
 from tests.unit.test_devidp_saml import Sp
 
@@ -425,3 +426,31 @@ async def test_a_bad_redirect_uri_registers_no_client(
     assert (status, message_of(page)) == (400, f"The {what} {BAD_URL}")
     assert "alert(1)" not in page
     assert idp.oidc.clients == clients
+
+
+async def test_encryption_options_are_kept_per_sp_and_shown(
+    web_client: TestClient, idp: DevIdp, keys: Path
+):
+    sp = Sp(keys, "encrypted")
+    data = {"metadata_xml": sp.metadata.decode(), "encrypt_assertion": "1", "encrypt_name_id": "1"}
+    status, page = await post(web_client, "/register/saml", data, idp.form_token)
+    assert status == 200
+    assert '<span id="sp-encryption">the assertion and the NameID</span>' in page
+    assert idp.saml.options(sp.endpoints.entity_id) == SpOptions(True, True)
+    data = {"metadata_xml": sp.metadata.decode()}
+    status, page = await post(web_client, "/register/saml", data, idp.form_token)
+    assert '<span id="sp-encryption">nothing</span>' in page
+    assert idp.saml.options(sp.endpoints.entity_id) == SpOptions()
+
+
+async def test_encryption_to_an_sp_without_an_encryption_certificate_is_refused(
+    web_client: TestClient, idp: DevIdp, keys: Path
+):
+    sp = Sp(keys, "signing-only-sp", use="signing")
+    data = {"metadata_xml": sp.metadata.decode(), "encrypt_name_id": "1"}
+    status, page = await post(web_client, "/register/saml", data, idp.form_token)
+    assert status == 400
+    assert message_of(page) == (
+        "The SP metadata has no encryption certificate, so this IdP cannot encrypt to it."
+    )
+    assert (await sso(web_client, sp))[0] == 400

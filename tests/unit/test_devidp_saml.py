@@ -12,6 +12,7 @@ import base64
 import time
 import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -22,7 +23,15 @@ from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT
 from saml2.client import Saml2Client
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
 
-from authgate.devidp.saml import RSA_SHA256, SHA256, SamlIdp, SamlRequestError
+from authgate.devidp.saml import (
+    AES256_GCM,
+    RSA_SHA256,
+    SHA256,
+    SamlIdp,
+    SamlRequestError,
+    SpMetadataError,
+    SpOptions,
+)
 from authgate.devidp.users import DevUser, find
 from authgate.errors import ProtocolError
 from authgate.keys import write_pair
@@ -57,10 +66,12 @@ class Sp:
         conn_id: str,
         public_url: str = "http://127.0.0.1:4180",
         idp_base: str = IDP_BASE,
+        use: str = "both",
     ):
         self.idp_base = idp_base
         key, cert = tmp / f"{conn_id}.key", tmp / f"{conn_id}.crt"
         write_pair(key, cert, conn_id, bits=2048)
+        self.key = key
         settings = parse_settings(
             {
                 "public_url": public_url,
@@ -71,7 +82,7 @@ class Sp:
                         "name": conn_id,
                         "type": "saml",
                         "idp_metadata_url": idp_base + "/saml/metadata",
-                        "sp_keys": [{"key_file": str(key), "cert_file": str(cert)}],
+                        "sp_keys": [{"key_file": str(key), "cert_file": str(cert), "use": use}],
                         "sign_requests": True,
                         "name_id_format": "persistent",
                     }
@@ -357,3 +368,50 @@ def test_a_logout_request_without_a_good_signature_is_refused(idp: SamlIdp, sp: 
     with pytest.raises(SamlRequestError) as refused:
         idp.parse_logout("redirect", params["SAMLRequest"], params)
     assert str(refused.value).startswith("the LogoutRequest was refused:")
+
+
+XENC = "{http://www.w3.org/2001/04/xmlenc#}"
+NS = {"saml": "urn:oasis:names:tc:SAML:2.0:assertion"}
+
+
+@pytest.mark.parametrize(
+    ("options", "held"),
+    [
+        (SpOptions(encrypt_assertion=True), "EncryptedAssertion"),
+        (SpOptions(encrypt_name_id=True), "Assertion/saml:Subject/saml:EncryptedID"),
+        (SpOptions(encrypt_assertion=True, encrypt_name_id=True), "EncryptedAssertion"),
+    ],
+)
+def test_an_sp_that_asks_gets_encrypted_content_authgate_decrypts(
+    keys: Path, sp: Sp, options: SpOptions, held: str
+):
+    """AES-256-GCM under RSA-OAEP to the SP metadata's certificate; still signed within."""
+    idp = SamlIdp(IDP_BASE, keys, [sp.metadata], sp_options={sp.endpoints.entity_id: options})
+    params = sp.redirect(sp.authn_request())
+    login = idp.parse_login("redirect", params["SAMLRequest"], params)
+    form = idp.login_response(login, ALICE)
+    root = etree.fromstring(base64.b64decode(form.fields["SAMLResponse"]))
+    assert len(root.xpath(f"saml:{held}", namespaces=NS)) == 1
+    assert root.xpath("//saml:NameID", namespaces=NS) == []
+    methods = {m.get("Algorithm") for m in root.iter(f"{XENC}EncryptionMethod")}
+    assert methods == {AES256_GCM, "http://www.w3.org/2001/04/xmlenc#rsa-oaep-mgf1p"}
+    policy = acs_policy(sp, parse_idp_metadata(idp.metadata()))
+    policy = replace(policy, decryption_keys=(sp.key,))
+    data = validate_response(form.fields["SAMLResponse"], policy, XmlSec(), time.time())
+    assert (data.in_response_to, data.name_id) == (login.request_id, ALICE.id)
+    assert form.session is not None
+    assert data.session_index == form.session.session_index
+
+
+def test_encryption_to_an_sp_without_an_encryption_certificate_is_refused(keys: Path):
+    signing_only = Sp(keys, "signing-only", use="signing")
+    with pytest.raises(SpMetadataError) as refused:
+        SamlIdp(
+            IDP_BASE,
+            keys,
+            [signing_only.metadata],
+            sp_options={signing_only.endpoints.entity_id: SpOptions(encrypt_assertion=True)},
+        )
+    assert str(refused.value) == (
+        "The SP metadata has no encryption certificate, so this IdP cannot encrypt to it."
+    )

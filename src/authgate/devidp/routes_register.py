@@ -20,7 +20,7 @@ from aiohttp import web
 from authgate.bodies import read_capped
 from authgate.devidp.listen import is_loopback
 from authgate.devidp.pages import log
-from authgate.devidp.saml import SpMetadataError
+from authgate.devidp.saml import SpMetadataError, SpOptions
 from authgate.devidp.state import HTTP, MAX_FORM, DevIdp, blocking, idp_of, read_form
 from authgate.web.origin import from_own_page, origin_of
 
@@ -37,21 +37,27 @@ class Refused(Exception):
         self.text = text
 
 
-def _check_origin_and_token(request: web.Request, idp: DevIdp, form: dict[str, str]) -> None:
+def check_own_form(
+    request: web.Request,
+    idp: DevIdp,
+    form: dict[str, str],
+    page: str = "/",
+    action: str = "register",
+) -> None:
     """A cross-site page can make the browser POST here, but can neither read the token nor
-    claim our origin."""
+    claim our origin; `page` and `action` say where to go and what to do again."""
     if not from_own_page(request.headers, origin_of(idp.config.base_url) or ""):
         raise Refused(
             403,
             f"This form must be sent from the development IdP's own page: open"
-            f" {idp.config.base_url}/ and register there.",
+            f" {idp.config.base_url}{page} and {action} there.",
         )
     token = form.get("form_token", "")
     if not hmac.compare_digest(token.encode(), idp.form_token.encode()):
         raise Refused(
             403,
             "The form's token is missing or out of date (the IdP may have restarted):"
-            " reload the IdP's page and register again.",
+            f" reload the IdP's page and {action} again.",
         )
 
 
@@ -127,10 +133,13 @@ async def register_saml(request: web.Request) -> web.Response:
     idp = idp_of(request)
     form = await read_form(request)
     try:
-        _check_origin_and_token(request, idp, form)
+        check_own_form(request, idp, form)
         xml = await _metadata(request, form)
+        options = SpOptions(
+            encrypt_assertion="encrypt_assertion" in form, encrypt_name_id="encrypt_name_id" in form
+        )
         try:
-            sp = await blocking(idp.saml.register_sp, xml)
+            sp = await blocking(idp.saml.register_sp, xml, options)
         except SpMetadataError as exc:
             raise Refused(400, str(exc)) from None
     except Refused as exc:
@@ -140,6 +149,7 @@ async def register_saml(request: web.Request) -> web.Response:
         "registered.html",
         kind="saml",
         sp=sp,
+        options=options,
         idp_metadata=idp.saml.entity_id,
     )
 
@@ -149,7 +159,7 @@ async def register_oidc(request: web.Request) -> web.Response:
     idp = idp_of(request)
     form = await read_form(request)
     try:
-        _check_origin_and_token(request, idp, form)
+        check_own_form(request, idp, form)
         redirect_uri = _http_url(form.get("redirect_uri", "").strip(), "redirect URI")
         logout = form.get("post_logout_redirect_uri", "").strip()
         if logout:

@@ -2,10 +2,13 @@
 
 Nothing here builds XML by hand: requests are parsed and their signatures
 checked by pysaml2, responses and assertions are built and signed by it
-(RSA-SHA256, SHA-256 digests). It knows only the service providers whose
-metadata it was given (at creation, or registered later on its page), and
-answers only at the ACS and SLO URLs that metadata lists. Every call may run
-xmlsec1: call them from an executor.
+(RSA-SHA256, SHA-256 digests) and, for an SP whose options ask for it,
+encrypted by xmlsec1 to the SP metadata's encryption certificate
+(AES-256-GCM, RSA-OAEP: pysaml2's own default is Triple DES, which authgate
+refuses). It knows only the service providers whose metadata it was given
+(at creation, or registered later on its page), and answers only at the ACS
+and SLO URLs that metadata lists. Every call may run xmlsec1: call them from
+an executor.
 """
 
 from __future__ import annotations
@@ -14,21 +17,38 @@ import base64
 import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+from xml.etree import ElementTree
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, SAMLError
+from saml2 import (
+    BINDING_HTTP_POST,
+    BINDING_HTTP_REDIRECT,
+    BINDING_SOAP,
+    SAMLError,
+    class_name,
+    saml,
+)
 from saml2.config import IdPConfig
 from saml2.mdstore import InMemoryMetaData
 from saml2.metadata import entity_descriptor
 from saml2.request import AuthnRequest, LogoutRequest
-from saml2.s_utils import SamlException
+from saml2.s_utils import SamlException, UnsupportedBinding
 from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
-from saml2.samlp import STATUS_AUTHN_FAILED
+from saml2.samlp import STATUS_AUTHN_FAILED, Response
 from saml2.server import Server
-from saml2.sigver import get_xmlsec_binary
+from saml2.sigver import (
+    ASSERT_XPATH,
+    RSA_OAEP_MGF1P,
+    get_xmlsec_binary,
+    make_temp,
+    pre_encrypt_assertion,
+    pre_encryption_part,
+    pre_signature_part,
+    signed_instance_factory,
+)
 
 from authgate.devidp.users import DevUser
 from authgate.keys import generate
@@ -41,6 +61,8 @@ BINDINGS = {"redirect": BINDING_HTTP_REDIRECT, "post": BINDING_HTTP_POST}
 KEY_BITS = 2048
 ASSERTION_MINUTES = 5
 SESSION_SECONDS = 8 * 3600
+AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
+NAME_ID_XPATH = "/*[local-name()='EncryptedID']/*[local-name()='NameID']"
 
 
 class SamlRequestError(Exception):
@@ -49,6 +71,46 @@ class SamlRequestError(Exception):
 
 class SpMetadataError(Exception):
     """SP metadata the development IdP will not trust; the text (never the input) is shown."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpOptions:
+    """How the IdP answers one SP: encryption needs an encryption certificate in its metadata."""
+
+    encrypt_assertion: bool = False
+    encrypt_name_id: bool = False
+
+    @property
+    def encrypts(self) -> bool:
+        return self.encrypt_assertion or self.encrypt_name_id
+
+
+@dataclass(frozen=True, slots=True)
+class SpSession:
+    """One SP's share of an IdP session: what a LogoutRequest to that SP must name."""
+
+    sp_entity_id: str
+    name_id: str
+    session_index: str
+
+
+@dataclass(frozen=True, slots=True)
+class SoapCall:
+    """A signed LogoutRequest in a SOAP envelope, to POST to the SP's back-channel SLO URL."""
+
+    url: str
+    request_id: str
+    envelope: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class KnownSp:
+    """A trusted SP as the IdP-initiated page lists it: where it is answered, and whether it
+    has a back-channel (SOAP) single logout URL."""
+
+    entity_id: str
+    acs_url: str
+    soap_slo_url: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +144,11 @@ class SamlLogout:
 
 @dataclass(frozen=True, slots=True)
 class PostForm:
-    """A message for the browser to POST to an SP endpoint."""
+    """A message for the browser to POST to an SP endpoint; a sign-in names its SP session."""
 
     url: str
     fields: dict[str, str]
+    session: SpSession | None = None
 
 
 def _serialised(method: Callable[..., T]) -> Callable[..., T]:
@@ -108,6 +171,7 @@ class SamlIdp:
         key_dir: Path,
         service_providers: Sequence[bytes],
         require_signed_requests: bool = True,
+        sp_options: Mapping[str, SpOptions] | None = None,
     ) -> None:
         self.entity_id = base_url + "/saml/metadata"
         self.sso_url = base_url + "/saml/sso"
@@ -123,6 +187,9 @@ class SamlIdp:
         self.server = Server(config=config)
         self.want_signed = require_signed_requests
         self._lock = threading.Lock()
+        self._options: dict[str, SpOptions] = {}
+        for entity_id, options in (sp_options or {}).items():
+            self._set_options(self.server.metadata, entity_id, options)
 
     def _config(
         self, key_file: Path, cert_file: Path, sps: Sequence[bytes], signed: bool
@@ -168,7 +235,7 @@ class SamlIdp:
         return entity_descriptor(self.server.config).to_string()
 
     @_serialised
-    def register_sp(self, xml: str) -> RegisteredSp:
+    def register_sp(self, xml: str, options: SpOptions = SpOptions()) -> RegisteredSp:
         """Trust one more SP from now on; metadata for a known entity ID replaces the old."""
         candidate = _sp_metadata(self.server.metadata.attrc, xml)
         entity_id = next(iter(candidate.keys()))
@@ -177,6 +244,7 @@ class SamlIdp:
                 "The SP metadata has no signing certificate, and this IdP accepts only signed"
                 " AuthnRequests."
             )
+        self._set_options(candidate, entity_id, options)
         replaced = False
         for source in self.server.metadata.metadata.values():
             if entity_id in source:
@@ -245,26 +313,29 @@ class SamlIdp:
             name_qualifier=self.entity_id,
             sp_name_qualifier=login.sp_entity_id,
         )
-        response = self.server.create_authn_response(
+        response: Response = self.server.create_authn_response(
             identity={k: v for k, v in identity.items() if v},
-            in_response_to=login.request_id,
+            in_response_to=login.request_id or None,
             destination=login.acs_url,
             sp_entity_id=login.sp_entity_id,
             name_id=name_id,
             authn={"class_ref": PASSWORD_CLASS, "authn_instant": int(time.time())},
-            sign_response=True,
-            sign_assertion=True,
-            sign_alg=RSA_SHA256,
-            digest_alg=SHA256,
+            sign_response=False,
+            sign_assertion=False,
             session_not_on_or_after=_instant(time.time() + SESSION_SECONDS),
         )
-        return _post_form(str(response), login.acs_url, login.relay_state)
+        session = SpSession(
+            login.sp_entity_id, user.id, str(response.assertion.authn_statement[0].session_index)
+        )
+        xml = self._sealed(response, login.sp_entity_id)
+        form = _post_form(xml, login.acs_url, login.relay_state)
+        return PostForm(form.url, form.fields, session)
 
     @_serialised
     def cancelled_response(self, login: SamlLogin) -> PostForm:
         """A signed Responder/AuthnFailed answer: the person gave up at the IdP."""
         response = self.server.create_error_response(
-            login.request_id,
+            login.request_id or None,
             login.acs_url,
             info=(STATUS_AUTHN_FAILED, "the person cancelled the sign-in"),
             sign=True,
@@ -308,6 +379,149 @@ class SamlIdp:
             reply = {"url": dict(info["headers"])["Location"], "fields": None}
         name_id = request.name_id.text.strip() if request.name_id is not None else ""
         return SamlLogout(sp_entity_id=sp, name_id=name_id, reply=reply)
+
+    def _set_options(self, metadata: Any, entity_id: str, options: SpOptions) -> None:
+        """Refuse encryption to an SP that publishes no encryption certificate."""
+        if options.encrypts and not metadata.certs(entity_id, "spsso", "encryption"):
+            raise SpMetadataError(
+                "The SP metadata has no encryption certificate, so this IdP cannot encrypt to it."
+            )
+        self._options[entity_id] = options
+
+    def options(self, entity_id: str) -> SpOptions:
+        return self._options.get(entity_id, SpOptions())
+
+    def _encryption_cert(self, entity_id: str) -> str:
+        return str(self.server.metadata.certs(entity_id, "spsso", "encryption")[0][1])
+
+    def _encrypt(self, xml: str, cert: str, xpath: str) -> str:
+        """xmlsec1 replaces the element at `xpath` with its EncryptedData (AES-256-GCM, the
+        session key wrapped by RSA-OAEP to the SP's certificate)."""
+        pem = f"-----BEGIN CERTIFICATE-----\n{cert}\n-----END CERTIFICATE-----\n"
+        cert_file = make_temp(pem.encode("ascii"), decode=False)
+        template = pre_encryption_part(
+            msg_enc=AES256_GCM, key_enc=RSA_OAEP_MGF1P, encrypt_cert=cert
+        )
+        return str(
+            self.server.sec.encrypt_assertion(
+                xml, cert_file.name, template, key_type="aes-256", node_xpath=xpath
+            )
+        )
+
+    def _encrypted_id(self, name_id: NameID, cert: str) -> saml.EncryptedID:
+        """The NameID declares its own namespaces before encryption (as pysaml2 does for an
+        assertion), so the decrypted fragment parses on its own."""
+        holder = saml.EncryptedID()
+        holder.add_extension_element(name_id)
+        tree = holder._to_element_tree()
+        inner = tree.find(f"{{{saml.NAMESPACE}}}{NameID.c_tag}")
+        holder.set_prefixes(inner, holder.get_prefix_map([inner]))
+        xml = ElementTree.tostring(tree, encoding="UTF-8").decode("utf-8")
+        return saml.encrypted_id_from_string(self._encrypt(xml, cert, NAME_ID_XPATH))
+
+    def _sealed(self, response: Response, sp_entity_id: str) -> str:
+        """Sign the assertion (its NameID already encrypted, if the SP asks), encrypt it (if
+        asked), then sign the Response: the order in which an SP undoes them."""
+        sec = self.server.sec
+        assertion = response.assertion
+        options = self.options(sp_entity_id)
+        cert = self._encryption_cert(sp_entity_id) if options.encrypts else ""
+        if options.encrypt_name_id:
+            assertion.subject.encrypted_id = self._encrypted_id(assertion.subject.name_id, cert)
+            assertion.subject.name_id = None
+        response.signature = pre_signature_part(
+            response.id, sec.my_cert, 1, sign_alg=RSA_SHA256, digest_alg=SHA256
+        )
+        assertion.signature = pre_signature_part(
+            assertion.id, sec.my_cert, 2, sign_alg=RSA_SHA256, digest_alg=SHA256
+        )
+        signed_assertion = [(class_name(assertion), assertion.id)]
+        signed_response = [(class_name(response), response.id)]
+        if not options.encrypt_assertion:
+            return str(signed_instance_factory(response, sec, signed_assertion + signed_response))
+        tag = f"{{{saml.NAMESPACE}}}{saml.Assertion.c_tag}"
+        wrapped = pre_encrypt_assertion(response)
+        xml = wrapped.get_xml_string_with_self_contained_assertion_within_encrypted_assertion(tag)
+        xml = signed_instance_factory(xml, sec, signed_assertion)
+        xml = self._encrypt(xml, cert, ASSERT_XPATH)
+        return str(signed_instance_factory(xml, sec, signed_response))
+
+    @_serialised
+    def known_sps(self) -> list[KnownSp]:
+        metadata = self.server.metadata
+        return [
+            KnownSp(entity_id, acs[0], self._soap_slo(entity_id))
+            for entity_id in sorted(metadata.service_providers())
+            if (acs := _post_acs(metadata, entity_id))
+        ]
+
+    @_serialised
+    def unsolicited_login(self, sp_entity_id: str, relay_state: str) -> SamlLogin:
+        """IdP-initiated sign-in: no AuthnRequest, so no InResponseTo, answered at the SP's
+        first HTTP-POST ACS; the SP decides whether it takes unsolicited responses."""
+        metadata = self.server.metadata
+        known = sp_entity_id in metadata.service_providers()
+        acs = _post_acs(metadata, sp_entity_id) if known else ()
+        if not acs:
+            raise SamlRequestError("this IdP knows no such service provider")
+        return SamlLogin(
+            request_id="",
+            sp_entity_id=sp_entity_id,
+            acs_url=acs[0],
+            relay_state=relay_state,
+            force_authn=False,
+        )
+
+    def _soap_slo(self, entity_id: str) -> str | None:
+        """The SP's SOAP SingleLogoutService; pysaml2 raises when a known SP lists none."""
+        try:
+            soap = self.server.metadata.service(
+                entity_id, "spsso_descriptor", "single_logout_service", BINDING_SOAP
+            )
+        except UnsupportedBinding:
+            return None
+        return str(soap[0]["location"]) if soap else None
+
+    @_serialised
+    def soap_logout_request(self, session: SpSession) -> SoapCall | None:
+        """A signed LogoutRequest naming the NameID and SessionIndex the SP was given, in a
+        SOAP envelope; None when the SP's metadata has no SOAP SingleLogoutService."""
+        url = self._soap_slo(session.sp_entity_id)
+        if url is None:
+            return None
+        name_id = NameID(
+            format=NAMEID_FORMAT_PERSISTENT,
+            text=session.name_id,
+            name_qualifier=self.entity_id,
+            sp_name_qualifier=session.sp_entity_id,
+        )
+        request_id, request = self.server.create_logout_request(
+            url,
+            session.sp_entity_id,
+            name_id=name_id,
+            session_indexes=[session.session_index],
+            expire=_instant(time.time() + ASSERTION_MINUTES * 60),
+            sign=True,
+            sign_alg=RSA_SHA256,
+            digest_alg=SHA256,
+        )
+        info = self.server.apply_binding(BINDING_SOAP, str(request), url, sign=False)
+        return SoapCall(url=url, request_id=request_id, envelope=str(info["data"]).encode())
+
+    @_serialised
+    def soap_logout_status(self, call: SoapCall, body: bytes) -> str:
+        """The status of the SP's LogoutResponse to `call`, its signature checked by pysaml2
+        against the SP's metadata; a response to another request is refused."""
+        try:
+            parsed = self.server.parse_logout_request_response(body.decode(), BINDING_SOAP)
+        except Exception as exc:
+            raise SamlRequestError(f"the LogoutResponse was refused: {_describe(exc)}") from None
+        if parsed is None:
+            raise SamlRequestError("the answer holds no LogoutResponse")
+        message = parsed.response
+        if message.in_response_to != call.request_id:
+            raise SamlRequestError("the LogoutResponse answers another request")
+        return str(message.status.status_code.value)
 
 
 def _sp_metadata(attributes: Any, xml: str) -> InMemoryMetaData:

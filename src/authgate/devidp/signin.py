@@ -15,6 +15,7 @@ from aiohttp import web
 
 from authgate.devidp.oidc import AuthorizationRequest
 from authgate.devidp.pages import log
+from authgate.devidp.saml import SpSession
 from authgate.devidp.state import (
     SESSION_COOKIE,
     SESSION_TTL,
@@ -109,11 +110,14 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
             return _login_page(request, txn, pending, _refusal(idp, email, pending), email)
     idp.pending.discard(txn)
     log.info("%s signed in for %s (%s)", user.email, pending.client, pending.kind)
-    response = await _answer(request, pending, user, auth_time)
+    response, sp_session = await _answer(request, pending, user, auth_time)
+    sid = request.cookies.get(SESSION_COOKIE, "")
     if session is None or session.user_id != user.id or session.auth_time != auth_time:
         sid = secrets.token_urlsafe(32)
         idp.sessions.put(sid, SsoSession(user.id, auth_time), SESSION_TTL)
         response.set_cookie(SESSION_COOKIE, sid, path="/", httponly=True, samesite="Lax")
+    if sp_session is not None:
+        idp.joined(sid, sp_session)
     return response
 
 
@@ -134,12 +138,14 @@ def _continuing(idp: DevIdp, session: SsoSession | None, pending: Pending) -> De
 
 async def _answer(
     request: web.Request, pending: Pending, user: DevUser, auth_time: int
-) -> web.Response:
+) -> tuple[web.Response, SpSession | None]:
+    """The protocol's answer, and the SAML SP session it starts (for a later logout)."""
     idp = idp_of(request)
     if isinstance(pending.request, AuthorizationRequest):
-        return redirect(idp.oidc.issue_code(pending.request, user, auth_time))
+        return redirect(idp.oidc.issue_code(pending.request, user, auth_time)), None
     form = await blocking(idp.saml.login_response, pending.request, user)
-    return idp.pages.auto_post(form.url, form.fields, "signed SAML response")
+    page = idp.pages.auto_post(form.url, form.fields, "signed SAML response")
+    return page, form.session
 
 
 async def _cancelled(request: web.Request, pending: Pending) -> web.Response:

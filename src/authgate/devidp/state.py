@@ -1,7 +1,8 @@
 """What the development IdP's handlers share: its settings, keys, pending sign-ins, sessions.
 
 Pending sign-ins (ten minutes) and the IdP's own single-sign-on sessions
-(eight hours, behind one cookie) live in memory with deadlines.
+(eight hours, behind one cookie), with the SAML SP sessions each one has
+started (for "sign out everywhere"), live in memory with deadlines.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from aiohttp import web
 
 from authgate.devidp.oidc import AuthorizationRequest, OidcClient, OidcProvider
 from authgate.devidp.pages import Pages
-from authgate.devidp.saml import SamlIdp, SamlLogin
+from authgate.devidp.saml import SamlIdp, SamlLogin, SpOptions, SpSession
 from authgate.devidp.store import ExpiringMap
 from authgate.devidp.users import USERS, DevUser, by_id
 
@@ -33,13 +34,15 @@ MAX_FORM = 512 * 1024
 
 @dataclass(frozen=True, slots=True)
 class DevIdpConfig:
-    """`base_url` is where browsers and authgate reach the IdP (its issuer is base_url/oidc)."""
+    """`base_url` is where browsers and authgate reach the IdP (its issuer is base_url/oidc);
+    `sp_options`: how to answer an SP (encryption), by its entity ID."""
 
     base_url: str
     clients: tuple[OidcClient, ...] = ()
     service_providers: tuple[bytes, ...] = ()
     require_signed_requests: bool = True
     users: tuple[DevUser, ...] = USERS
+    sp_options: dict[str, SpOptions] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,19 +76,29 @@ class DevIdp:
     pages: Pages = field(default_factory=Pages)
     pending: ExpiringMap[Pending] = field(default_factory=ExpiringMap)
     sessions: ExpiringMap[SsoSession] = field(default_factory=ExpiringMap)
+    sp_sessions: ExpiringMap[tuple[SpSession, ...]] = field(default_factory=ExpiringMap)
     form_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @classmethod
     def create(cls, config: DevIdpConfig, key_dir: Path) -> DevIdp:
         """Blocking (key generation, xmlsec1 probe): call it before the event loop is busy."""
         saml = SamlIdp(
-            config.base_url, key_dir, config.service_providers, config.require_signed_requests
+            config.base_url,
+            key_dir,
+            config.service_providers,
+            config.require_signed_requests,
+            config.sp_options,
         )
         oidc = OidcProvider(config.base_url + "/oidc", config.clients)
         return cls(config=config, oidc=oidc, saml=saml)
 
     def user(self, user_id: str) -> DevUser | None:
         return by_id(user_id, self.config.users)
+
+    def joined(self, sid: str, sp_session: SpSession) -> None:
+        """An SP was signed in to within IdP session `sid`: its LogoutRequest will name it."""
+        known = self.sp_sessions.get(sid) or ()
+        self.sp_sessions.put(sid, (*known, sp_session), SESSION_TTL)
 
 
 IDP: web.AppKey[DevIdp] = web.AppKey("devidp", DevIdp)
@@ -125,6 +138,7 @@ def end_sso_session(request: web.Request, response: web.StreamResponse) -> None:
     sid = request.cookies.get(SESSION_COOKIE)
     if sid:
         idp_of(request).sessions.discard(sid)
+        idp_of(request).sp_sessions.discard(sid)
     response.del_cookie(SESSION_COOKIE, path="/")
 
 

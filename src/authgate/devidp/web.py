@@ -13,7 +13,7 @@ import aiohttp
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from authgate.devidp import routes_oidc, routes_register, routes_saml, signin
+from authgate.devidp import routes_apps, routes_oidc, routes_register, routes_saml, signin
 from authgate.devidp.pages import MARK
 from authgate.devidp.state import HTTP, IDP, MAX_FORM, DevIdp, idp_of
 
@@ -48,7 +48,8 @@ def _refusal_page(request: web.Request, exc: web.HTTPException) -> web.StreamRes
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
-    """One client for the app's life: it fetches SP metadata registered on the index page."""
+    """One client for the app's life: it fetches SP metadata registered on the index page and
+    sends back-channel LogoutRequests."""
     async with aiohttp.ClientSession(headers={"User-Agent": "authgate development IdP"}) as http:
         app[HTTP] = http
         yield
@@ -61,6 +62,9 @@ def create_app(idp: DevIdp) -> web.Application:
     app.router.add_get("/", signin.index)
     app.router.add_post("/register/saml", routes_register.register_saml)
     app.router.add_post("/register/oidc", routes_register.register_oidc)
+    app.router.add_get("/apps", routes_apps.apps)
+    app.router.add_post("/apps/sign-in", routes_apps.idp_initiated)
+    app.router.add_post("/apps/sign-out", routes_apps.sign_out_everywhere)
     app.router.add_get("/login", signin.login_form)
     app.router.add_post("/login", signin.login_submit)
     app.router.add_get("/oidc/.well-known/openid-configuration", routes_oidc.discovery)
