@@ -192,7 +192,9 @@ def _verify(root: etree._Element, policy: ArtifactPolicy, xmlsec: XmlSec) -> Non
     (the Response inside is then checked on its own, like a POSTed one)."""
     signature = child(root, DS + "Signature")
     if signature is None:
-        raise ProtocolError("signature_invalid", "the ArtifactResponse is not signed")
+        empty = not [node for node in children(root) if node.tag not in _ENVELOPE_PARTS]
+        hint = " and holds no message (the IdP did not know the artifact)" if empty else ""
+        raise ProtocolError("signature_invalid", f"the ArtifactResponse is not signed{hint}")
     check_signature_shape(signature, root)
     if not xmlsec.verify(signature, policy.idp_certs):
         raise ProtocolError(
