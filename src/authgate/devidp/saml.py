@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
+import secrets
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,16 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, SAMLError
+from lxml import etree
+from saml2 import (
+    BINDING_HTTP_ARTIFACT,
+    BINDING_HTTP_POST,
+    BINDING_HTTP_REDIRECT,
+    BINDING_SOAP,
+    SAMLError,
+    class_name,
+)
 from saml2.config import IdPConfig
 from saml2.mdstore import InMemoryMetaData
 from saml2.metadata import entity_descriptor
 from saml2.request import AuthnRequest, LogoutRequest
-from saml2.s_utils import SamlException
-from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
-from saml2.samlp import STATUS_AUTHN_FAILED
+from saml2.s_utils import SamlException, sid, success_status_factory
+from saml2.saml import NAMEID_FORMAT_ENTITY, NAMEID_FORMAT_PERSISTENT, Issuer, NameID
+from saml2.samlp import STATUS_AUTHN_FAILED, ArtifactResponse
 from saml2.server import Server
-from saml2.sigver import get_xmlsec_binary
+from saml2.sigver import get_xmlsec_binary, pre_signature_part
+from saml2.soap import parse_soap_enveloped_saml_artifact_resolve
+from saml2.time_util import instant
 
 from authgate.devidp.users import DevUser
 from authgate.keys import generate
@@ -41,6 +53,8 @@ BINDINGS = {"redirect": BINDING_HTTP_REDIRECT, "post": BINDING_HTTP_POST}
 KEY_BITS = 2048
 ASSERTION_MINUTES = 5
 SESSION_SECONDS = 8 * 3600
+ARTIFACT_SECONDS = 60
+SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
 class SamlRequestError(Exception):
@@ -69,6 +83,7 @@ class SamlLogin:
     acs_url: str
     relay_state: str
     force_authn: bool
+    artifact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +127,7 @@ class SamlIdp:
         self.entity_id = base_url + "/saml/metadata"
         self.sso_url = base_url + "/saml/sso"
         self.slo_url = base_url + "/saml/slo"
+        self.resolve_url = base_url + "/saml/resolve"
         key_pem, cert_pem = generate("authgate development IdP (not for production)", bits=KEY_BITS)
         key_file, cert_file = key_dir / "devidp-saml.key", key_dir / "devidp-saml.crt"
         key_file.write_bytes(key_pem)
@@ -123,6 +139,8 @@ class SamlIdp:
         self.server = Server(config=config)
         self.want_signed = require_signed_requests
         self._lock = threading.Lock()
+        # artifact -> (the SP it was issued to, the signed Response, when it expires)
+        self._artifacts: dict[str, tuple[str, str, float]] = {}
 
     def _config(
         self, key_file: Path, cert_file: Path, sps: Sequence[bytes], signed: bool
@@ -148,6 +166,7 @@ class SamlIdp:
                             (self.slo_url, BINDING_HTTP_REDIRECT),
                             (self.slo_url, BINDING_HTTP_POST),
                         ],
+                        "artifact_resolution_service": [(self.resolve_url, BINDING_SOAP, "0")],
                     },
                     "name_id_format": [NAMEID_FORMAT_PERSISTENT],
                     "want_authn_requests_signed": signed,
@@ -215,8 +234,11 @@ class SamlIdp:
         metadata lists, so a request naming any other URL is refused."""
         parsed: AuthnRequest = self._parse("AuthnRequest", binding, message, params)
         request = parsed.message
+        artifact = request.protocol_binding == BINDING_HTTP_ARTIFACT
         try:
-            args = self.server.response_args(request, [BINDING_HTTP_POST])
+            args = self.server.response_args(
+                request, [BINDING_HTTP_ARTIFACT if artifact else BINDING_HTTP_POST]
+            )
         except (SAMLError, SamlException, KeyError) as exc:
             raise SamlRequestError(
                 f"no ACS in the SP metadata matches this request: {_describe(exc)}"
@@ -227,6 +249,7 @@ class SamlIdp:
             acs_url=args["destination"],
             relay_state=params.get("RelayState", ""),
             force_authn=str(request.force_authn).lower() in ("true", "1"),
+            artifact=artifact,
         )
 
     @_serialised
@@ -258,7 +281,55 @@ class SamlIdp:
             digest_alg=SHA256,
             session_not_on_or_after=_instant(time.time() + SESSION_SECONDS),
         )
+        if login.artifact:
+            return self._artifact_form(str(response), login)
         return _post_form(str(response), login.acs_url, login.relay_state)
+
+    def _artifact_form(self, response: str, login: SamlLogin) -> PostForm:
+        """HTTP-Artifact: a type 0x0004 artifact (endpoint index 0, SourceID the SHA-1 of
+        this IdP's entity ID) POSTed to the SP; the Response waits for its resolution."""
+        now = time.time()
+        self._artifacts = {k: v for k, v in self._artifacts.items() if v[2] > now}
+        source = hashlib.sha1(self.entity_id.encode()).digest()  # noqa: S324 - SAML fixes SHA-1
+        raw = b"\x00\x04\x00\x00" + source + secrets.token_bytes(20)
+        artifact = base64.b64encode(raw).decode()
+        self._artifacts[artifact] = (login.sp_entity_id, response, now + ARTIFACT_SECONDS)
+        fields = {"SAMLart": artifact}
+        if login.relay_state:
+            fields["RelayState"] = login.relay_state
+        return PostForm(url=login.acs_url, fields=fields)
+
+    @_serialised
+    def resolve_artifact(self, body: bytes) -> bytes:
+        """ArtifactResolutionService: a known SP's signed ArtifactResolve gets, once, the
+        Response its artifact stands for, in a signed ArtifactResponse (SOAP)."""
+        try:
+            xml = parse_soap_enveloped_saml_artifact_resolve(body.decode())
+            request = self.server.sec.correctly_signed_message(xml, "artifact_resolve", must=True)
+        except Exception as exc:
+            raise SamlRequestError(f"the ArtifactResolve was refused: {_describe(exc)}") from None
+        issuer = request.issuer.text.strip() if request.issuer is not None else ""
+        kept = self._artifacts.pop(request.artifact.text.strip(), None)
+        if kept is None or kept[0] != issuer or kept[2] <= time.time():
+            raise SamlRequestError("the artifact is unknown, used, expired or another SP's")
+        answer = ArtifactResponse(
+            id=sid(),
+            version="2.0",
+            issue_instant=instant(),
+            in_response_to=request.id,
+            issuer=Issuer(text=self.entity_id, format=NAMEID_FORMAT_ENTITY),
+            status=success_status_factory(),
+        )
+        # A signature without an Id: pysaml2 numbers them, and the Response inside has its own.
+        answer.signature = pre_signature_part(
+            answer.id, self.server.sec.my_cert, digest_alg=SHA256, sign_alg=RSA_SHA256
+        )
+        root = etree.fromstring(str(answer).encode())
+        root.append(etree.fromstring(kept[1].encode()))
+        signed = self.server.sec.sign_statement(
+            etree.tostring(root).decode(), class_name(answer), node_id=answer.id
+        )
+        return _soap_envelope(signed)
 
     @_serialised
     def cancelled_response(self, login: SamlLogin) -> PostForm:
@@ -344,6 +415,13 @@ def _post_form(xml: str, url: str, relay_state: str) -> PostForm:
     if relay_state:
         fields["RelayState"] = relay_state
     return PostForm(url=url, fields=fields)
+
+
+def _soap_envelope(message: str) -> bytes:
+    envelope = etree.Element(f"{{{SOAP_ENV_NS}}}Envelope", nsmap={"SOAP-ENV": SOAP_ENV_NS})
+    body = etree.SubElement(envelope, f"{{{SOAP_ENV_NS}}}Body")
+    body.append(etree.fromstring(message.encode()))
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
 
 def _instant(timestamp: float) -> str:

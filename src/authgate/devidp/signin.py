@@ -139,7 +139,8 @@ async def _answer(
     if isinstance(pending.request, AuthorizationRequest):
         return redirect(idp.oidc.issue_code(pending.request, user, auth_time))
     form = await blocking(idp.saml.login_response, pending.request, user)
-    return idp.pages.auto_post(form.url, form.fields, "signed SAML response")
+    what = "SAML artifact" if "SAMLart" in form.fields else "signed SAML response"
+    return idp.pages.auto_post(form.url, form.fields, what)
 
 
 async def _cancelled(request: web.Request, pending: Pending) -> web.Response:
