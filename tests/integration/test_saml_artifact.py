@@ -180,6 +180,14 @@ async def test_the_authn_request_and_sp_metadata_ask_for_artifacts(artifact_gate
     assert ("urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST", ACS_URL) in services
 
 
+async def test_authgate_test_names_the_resolution_service(artifact_gate, resolver):
+    browser = await artifact_gate()
+    protocol = browser.state.connections.engine("corp")
+    assert (True, f"IdP ArtifactResolutionService (index 0): {resolver.url}") in (
+        await protocol.probe()
+    )
+
+
 def test_artifact_responses_need_an_sp_signing_key(tmp_path):
     metadata = tmp_path / "idp.xml"
     metadata.write_bytes(TestIdp().metadata())

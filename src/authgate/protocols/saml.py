@@ -418,6 +418,11 @@ class SamlProtocol(Protocol):
             (True, f"IdP SLO: {f'{slo[1]} ({slo[0]})' if slo else 'none'}"),
         ]
         lines += [(True, f"IdP signing certificate: {describe(c)}") for c in idp.signing_certs]
+        if self.conn.response_binding == "artifact":
+            ars = idp.artifact_resolution.get(0)
+            lines.append(
+                (ars is not None, f"IdP ArtifactResolutionService (index 0): {ars or 'none'}")
+            )
         problem = self.metadata.problem() or self.metadata.error
         lines.append((problem is None, f"{source}: {problem or 'usable'}"))
         if idp.want_authn_requests_signed and not self._signs:
