@@ -21,6 +21,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from lxml import etree
 from signxml import XMLVerifier
+from yarl import URL
 
 from authgate.app import create_app
 from authgate.keys import generate
@@ -421,6 +422,24 @@ async def test_resolution_service_over_plain_http_to_a_real_host(
     browser = await artifact_gate(ars="http://idp.example.test/saml/resolve")
     await browser.start()
     await artifact_refused(browser, saml_idp.artifact(), 400, "idp_error", counted_upstream)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:{port}/saml/resolve", "https://127.0.0.1:{port}/saml/resolve",
+     "https://localhost:{port}/saml/resolve"],
+    ids=["http-loopback", "https-loopback-literal", "https-name-resolving-to-loopback"],
+)  # fmt: skip
+async def test_a_setup_link_holders_idp_is_resolved_at_public_addresses_only(
+    artifact_gate, saml_idp, resolver, counted_upstream, url
+):
+    """A setup-link holder's metadata names the resolution service: it may not point
+    authgate at the operator's own network (as the metadata URL may not)."""
+    port = URL(resolver.url).port
+    browser = await artifact_gate(ars=url.format(port=port), idp_metadata_public_only=True)
+    await browser.start()
+    await artifact_refused(browser, saml_idp.artifact(), 400, "idp_error", counted_upstream)
+    assert resolver.received == []
 
 
 async def test_resolution_service_with_an_untrusted_certificate(

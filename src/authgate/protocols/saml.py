@@ -224,7 +224,8 @@ class SamlProtocol(Protocol):
             raise ProtocolError("replayed", "this SAMLart was already used")
         resolve_id, envelope = await self._blocking(self._artifact_resolve, artifact.value, url)
         limit = self.conn.max_response_size * 2
-        answer = await post_soap(self.ctx.http, url, envelope, limit)
+        public_only = self.conn.idp_metadata_public_only
+        answer = await post_soap(self.ctx.http, url, envelope, limit, public_only)
         artifact_policy = ArtifactPolicy(idp.entity_id, idp.signing_certs, resolve_id, limit)
         xml = await self._check(read_artifact_response, answer, artifact_policy, self.xmlsec)
         now = time.time() if now is None else now

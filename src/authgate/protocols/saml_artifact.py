@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ from authgate.protocols.saml_crypto import XmlSec, check_signature_shape
 from authgate.protocols.saml_logout import soap_body
 from authgate.protocols.saml_validate import check_issuer, check_status, check_unique_ids
 from authgate.protocols.saml_xml import DS, SAML, SAMLP, child, children
+from authgate.public_addresses import url_problem
+from authgate.public_fetch import public_session
 
 ARTIFACT_BYTES = 44
 TYPE_CODE = b"\x00\x04"
@@ -115,22 +118,39 @@ def _loopback(host: str) -> bool:
         return False
 
 
-async def post_soap(http: aiohttp.ClientSession, url: str, envelope: bytes, limit: int) -> bytes:
+def _client(
+    http: aiohttp.ClientSession, public_only: bool
+) -> contextlib.AbstractAsyncContextManager[aiohttp.ClientSession]:
+    return public_session(RESOLVE_TIMEOUT) if public_only else contextlib.nullcontext(http)
+
+
+async def post_soap(
+    http: aiohttp.ClientSession, url: str, envelope: bytes, limit: int, public_only: bool = False
+) -> bytes:
     """POST one SOAP request to the IdP and read its answer, up to `limit` bytes.
 
     The certificate is verified as for any other IdP call (the session's
     default context); no redirect is followed: the endpoint is the one the
-    IdP published.
+    IdP published. `public_only`: a setup-link holder gave the IdP side, so the
+    endpoint its metadata names is reached at public addresses only
+    (`public_addresses`), never inside the operator's network.
     """
     check_endpoint_url(url)
+    if public_only and url_problem(url):
+        raise ProtocolError(
+            "idp_error", f"the ArtifactResolutionService {url_problem(url)} (setup link)"
+        )
     try:
-        async with http.post(
-            url,
-            data=envelope,
-            headers={"Content-Type": SOAP_TYPE, "SOAPAction": SOAP_ACTION},
-            timeout=aiohttp.ClientTimeout(total=RESOLVE_TIMEOUT),
-            allow_redirects=False,
-        ) as response:
+        async with (
+            _client(http, public_only) as client,
+            client.post(
+                url,
+                data=envelope,
+                headers={"Content-Type": SOAP_TYPE, "SOAPAction": SOAP_ACTION},
+                timeout=aiohttp.ClientTimeout(total=RESOLVE_TIMEOUT),
+                allow_redirects=False,
+            ) as response,
+        ):
             if response.status != 200:
                 raise ProtocolError(
                     "idp_error", f"the ArtifactResolutionService answered HTTP {response.status}"

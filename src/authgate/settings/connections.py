@@ -321,7 +321,9 @@ class SamlConnection(ConnectionBase):
     idp_metadata_file: ReadableFile | None = None
     idp_metadata_url: HttpUrl | None = None
     idp: SamlIdp | None = None
-    # Set when a setup-link holder chose the URL: public addresses only (public_addresses.py).
+    # Set when a setup-link holder gave the IdP side: its metadata URL, and the artifact
+    # resolution service its metadata names, are reached at public addresses only
+    # (public_addresses.py).
     idp_metadata_public_only: bool = False
     idp_entity_id: str | None = None
     # Paths (or whole URLs) a vendor document fixes, e.g. /saml/acs or
