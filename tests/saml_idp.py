@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import os
 import secrets
 import subprocess
@@ -59,6 +60,8 @@ EMAIL = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress"
 BEARER = "urn:oasis:names:tc:SAML:2.0:cm:bearer"
 REDIRECT = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect"
 POST = "urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST"
+SOAP = "urn:oasis:names:tc:SAML:2.0:bindings:SOAP"
+SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 RSA_SHA256 = "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
 RSA_SHA1 = "http://www.w3.org/2000/09/xmldsig#rsa-sha1"
 AES256_CBC = "http://www.w3.org/2001/04/xmlenc#aes256-cbc"
@@ -122,6 +125,13 @@ def encode(root: etree._Element) -> str:
     return base64.b64encode(etree.tostring(root)).decode()
 
 
+def soap(root: etree._Element) -> bytes:
+    """`root` as the one element of a SOAP 1.1 Body."""
+    envelope = etree.Element(f"{{{SOAP_ENV_NS}}}Envelope", nsmap={"SOAP-ENV": SOAP_ENV_NS})
+    etree.SubElement(envelope, f"{{{SOAP_ENV_NS}}}Body").append(root)
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
+
+
 def key_value(keys: KeyPair, private: bool = False) -> etree._Element:
     """A ds:KeyInfo carrying a raw RSA key, with its private exponent when `private`."""
     numbers = keys.private_key().private_numbers()
@@ -178,6 +188,7 @@ class TestIdp:
         valid_until: float | None = None,
         sso_binding: str = REDIRECT,
         slo: bool = True,
+        artifact_resolution: str | None = None,
     ) -> bytes:
         root = etree.Element(f"{{{MD_NS}}}EntityDescriptor", nsmap={"md": MD_NS, "ds": DS_NS})
         root.set("entityID", self.entity_id)
@@ -188,6 +199,14 @@ class TestIdp:
             descriptor = sub(role, f"{{{MD_NS}}}KeyDescriptor", use="signing")
             data = sub(sub(descriptor, DS + "KeyInfo"), DS + "X509Data")
             sub(data, DS + "X509Certificate", cert)
+        if artifact_resolution is not None:
+            sub(
+                role,
+                f"{{{MD_NS}}}ArtifactResolutionService",
+                Binding=SOAP,
+                Location=artifact_resolution,
+                index="0",
+            )
         if slo:
             sub(role, f"{{{MD_NS}}}SingleLogoutService", Binding=REDIRECT, Location=self.slo_url)
         sub(role, f"{{{MD_NS}}}NameIDFormat", EMAIL)
@@ -280,6 +299,30 @@ class TestIdp:
         root.attrib.update({"ID": new_id(), "Version": "2.0", "IssueInstant": instant(now)})
         if destination is not None:
             root.set("Destination", destination)
+        if in_response_to is not None:
+            root.set("InResponseTo", in_response_to)
+        sub(root, SAML + "Issuer", issuer or self.entity_id)
+        sub(sub(root, SAMLP + "Status"), SAMLP + "StatusCode", Value=status)
+        for node in content:
+            root.append(node)
+        return root
+
+    def artifact(self, entity_id: str | None = None, index: int = 0, type_code: int = 4) -> str:
+        """A SAMLart (bindings §3.6.4): type code, endpoint index, SHA-1 SourceID, handle."""
+        source = hashlib.sha1((entity_id or self.entity_id).encode()).digest()
+        raw = type_code.to_bytes(2, "big") + index.to_bytes(2, "big") + source
+        return base64.b64encode(raw + secrets.token_bytes(20)).decode()
+
+    def artifact_response(
+        self,
+        *content: etree._Element,
+        in_response_to: str | None,
+        issuer: str | None = None,
+        status: str = SUCCESS,
+    ) -> etree._Element:
+        """An (unsigned) ArtifactResponse carrying `content`, the resolved message."""
+        root = etree.Element(SAMLP + "ArtifactResponse", nsmap=NSMAP)
+        root.attrib.update({"ID": new_id(), "Version": "2.0", "IssueInstant": instant(time.time())})
         if in_response_to is not None:
             root.set("InResponseTo", in_response_to)
         sub(root, SAML + "Issuer", issuer or self.entity_id)

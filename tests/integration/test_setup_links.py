@@ -80,6 +80,7 @@ async def test_the_holder_sees_the_sp_values_and_sets_the_idp_side(client, tmp_p
     conn = client.app[STATE].connections.get("acme")
     assert conn.version == 2 and conn.name == "Acme Entra" and conn.settings.domains == []
     assert conn.settings.idp.entity_id == "https://idp.acme.example/entity"
+    assert conn.settings.idp_metadata_public_only
     start = await client.get(path_of(link) + "/test-signin", allow_redirects=False)
     assert start.status == 302
     assert start.headers["Location"].startswith("https://idp.acme.example/sso?SAMLRequest=")

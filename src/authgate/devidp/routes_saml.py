@@ -1,9 +1,11 @@
-"""The development IdP's SAML endpoints: metadata, SSO and SLO, both HTTP bindings."""
+"""The development IdP's SAML endpoints: metadata, SSO and SLO (both HTTP bindings), and the
+ArtifactResolutionService (SOAP) for SPs that ask for artifacts."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from authgate.bodies import read_capped
 from authgate.devidp.pages import log
 from authgate.devidp.saml import SamlRequestError
 from authgate.devidp.state import (
@@ -15,6 +17,9 @@ from authgate.devidp.state import (
     read_form,
     redirect,
 )
+
+SOAP_TYPE = "text/xml"
+MAX_RESOLVE = 64 * 1024
 
 
 async def saml_metadata(request: web.Request) -> web.Response:
@@ -65,3 +70,19 @@ async def saml_slo(request: web.Request) -> web.Response:
         logout.sp_entity_id,
     )
     return response
+
+
+async def saml_resolve(request: web.Request) -> web.Response:
+    """ArtifactResolutionService: an SP's server (no browser) resolves a SAMLart it was given."""
+    idp = idp_of(request)
+    body = await read_capped(request.content, MAX_RESOLVE)
+    if len(body) > MAX_RESOLVE or request.content_type != SOAP_TYPE:
+        return web.Response(status=400, text="expected one SOAP ArtifactResolve")
+    try:
+        envelope = await blocking(idp.saml.resolve_artifact, body)
+    except SamlRequestError as exc:
+        log.warning("%s", exc)
+        return web.Response(status=400, text=str(exc))
+    return web.Response(
+        body=envelope, content_type=SOAP_TYPE, headers={"Cache-Control": "no-store"}
+    )

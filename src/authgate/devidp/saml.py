@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
+import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +25,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 from xml.etree import ElementTree
 
+from lxml import etree
 from saml2 import (
+    BINDING_HTTP_ARTIFACT,
     BINDING_HTTP_POST,
     BINDING_HTTP_REDIRECT,
     BINDING_SOAP,
@@ -35,9 +39,9 @@ from saml2.config import IdPConfig
 from saml2.mdstore import InMemoryMetaData
 from saml2.metadata import entity_descriptor
 from saml2.request import AuthnRequest, LogoutRequest
-from saml2.s_utils import SamlException, UnsupportedBinding
-from saml2.saml import NAMEID_FORMAT_PERSISTENT, NameID
-from saml2.samlp import STATUS_AUTHN_FAILED, Response
+from saml2.s_utils import SamlException, UnsupportedBinding, sid, success_status_factory
+from saml2.saml import NAMEID_FORMAT_ENTITY, NAMEID_FORMAT_PERSISTENT, Issuer, NameID
+from saml2.samlp import STATUS_AUTHN_FAILED, ArtifactResponse, Response
 from saml2.server import Server
 from saml2.sigver import (
     ASSERT_XPATH,
@@ -49,6 +53,8 @@ from saml2.sigver import (
     pre_signature_part,
     signed_instance_factory,
 )
+from saml2.soap import parse_soap_enveloped_saml_artifact_resolve
+from saml2.time_util import instant
 
 from authgate.devidp.users import DevUser
 from authgate.keys import generate
@@ -63,6 +69,8 @@ ASSERTION_MINUTES = 5
 SESSION_SECONDS = 8 * 3600
 AES256_GCM = "http://www.w3.org/2009/xmlenc11#aes256-gcm"
 NAME_ID_XPATH = "/*[local-name()='EncryptedID']/*[local-name()='NameID']"
+ARTIFACT_SECONDS = 60
+SOAP_ENV_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 
 
 class SamlRequestError(Exception):
@@ -131,6 +139,7 @@ class SamlLogin:
     acs_url: str
     relay_state: str
     force_authn: bool
+    artifact: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +185,7 @@ class SamlIdp:
         self.entity_id = base_url + "/saml/metadata"
         self.sso_url = base_url + "/saml/sso"
         self.slo_url = base_url + "/saml/slo"
+        self.resolve_url = base_url + "/saml/resolve"
         key_pem, cert_pem = generate("authgate development IdP (not for production)", bits=KEY_BITS)
         key_file, cert_file = key_dir / "devidp-saml.key", key_dir / "devidp-saml.crt"
         key_file.write_bytes(key_pem)
@@ -190,6 +200,8 @@ class SamlIdp:
         self._options: dict[str, SpOptions] = {}
         for entity_id, options in (sp_options or {}).items():
             self._set_options(self.server.metadata, entity_id, options)
+        # artifact -> (the SP it was issued to, the signed Response, when it expires)
+        self._artifacts: dict[str, tuple[str, str, float]] = {}
 
     def _config(
         self, key_file: Path, cert_file: Path, sps: Sequence[bytes], signed: bool
@@ -215,6 +227,7 @@ class SamlIdp:
                             (self.slo_url, BINDING_HTTP_REDIRECT),
                             (self.slo_url, BINDING_HTTP_POST),
                         ],
+                        "artifact_resolution_service": [(self.resolve_url, BINDING_SOAP, "0")],
                     },
                     "name_id_format": [NAMEID_FORMAT_PERSISTENT],
                     "want_authn_requests_signed": signed,
@@ -283,8 +296,11 @@ class SamlIdp:
         metadata lists, so a request naming any other URL is refused."""
         parsed: AuthnRequest = self._parse("AuthnRequest", binding, message, params)
         request = parsed.message
+        artifact = request.protocol_binding == BINDING_HTTP_ARTIFACT
         try:
-            args = self.server.response_args(request, [BINDING_HTTP_POST])
+            args = self.server.response_args(
+                request, [BINDING_HTTP_ARTIFACT if artifact else BINDING_HTTP_POST]
+            )
         except (SAMLError, SamlException, KeyError) as exc:
             raise SamlRequestError(
                 f"no ACS in the SP metadata matches this request: {_describe(exc)}"
@@ -295,6 +311,7 @@ class SamlIdp:
             acs_url=args["destination"],
             relay_state=params.get("RelayState", ""),
             force_authn=str(request.force_authn).lower() in ("true", "1"),
+            artifact=artifact,
         )
 
     @_serialised
@@ -328,8 +345,57 @@ class SamlIdp:
             login.sp_entity_id, user.id, str(response.assertion.authn_statement[0].session_index)
         )
         xml = self._sealed(response, login.sp_entity_id)
-        form = _post_form(xml, login.acs_url, login.relay_state)
+        if login.artifact:
+            form = self._artifact_form(xml, login)
+        else:
+            form = _post_form(xml, login.acs_url, login.relay_state)
         return PostForm(form.url, form.fields, session)
+
+    def _artifact_form(self, response: str, login: SamlLogin) -> PostForm:
+        """HTTP-Artifact: a type 0x0004 artifact (endpoint index 0, SourceID the SHA-1 of
+        this IdP's entity ID) POSTed to the SP; the Response waits for its resolution."""
+        now = time.time()
+        self._artifacts = {k: v for k, v in self._artifacts.items() if v[2] > now}
+        source = hashlib.sha1(self.entity_id.encode()).digest()  # noqa: S324 - SAML fixes SHA-1
+        raw = b"\x00\x04\x00\x00" + source + secrets.token_bytes(20)
+        artifact = base64.b64encode(raw).decode()
+        self._artifacts[artifact] = (login.sp_entity_id, response, now + ARTIFACT_SECONDS)
+        fields = {"SAMLart": artifact}
+        if login.relay_state:
+            fields["RelayState"] = login.relay_state
+        return PostForm(url=login.acs_url, fields=fields)
+
+    @_serialised
+    def resolve_artifact(self, body: bytes) -> bytes:
+        """ArtifactResolutionService: a known SP's signed ArtifactResolve gets, once, the
+        Response its artifact stands for, in a signed ArtifactResponse (SOAP)."""
+        try:
+            xml = parse_soap_enveloped_saml_artifact_resolve(body.decode())
+            request = self.server.sec.correctly_signed_message(xml, "artifact_resolve", must=True)
+        except Exception as exc:
+            raise SamlRequestError(f"the ArtifactResolve was refused: {_describe(exc)}") from None
+        issuer = request.issuer.text.strip() if request.issuer is not None else ""
+        kept = self._artifacts.pop(request.artifact.text.strip(), None)
+        if kept is None or kept[0] != issuer or kept[2] <= time.time():
+            raise SamlRequestError("the artifact is unknown, used, expired or another SP's")
+        answer = ArtifactResponse(
+            id=sid(),
+            version="2.0",
+            issue_instant=instant(),
+            in_response_to=request.id,
+            issuer=Issuer(text=self.entity_id, format=NAMEID_FORMAT_ENTITY),
+            status=success_status_factory(),
+        )
+        # A signature without an Id: pysaml2 numbers them, and the Response inside has its own.
+        answer.signature = pre_signature_part(
+            answer.id, self.server.sec.my_cert, digest_alg=SHA256, sign_alg=RSA_SHA256
+        )
+        root = etree.fromstring(str(answer).encode())
+        root.append(etree.fromstring(kept[1].encode()))
+        signed = self.server.sec.sign_statement(
+            etree.tostring(root).decode(), class_name(answer), node_id=answer.id
+        )
+        return _soap_envelope(signed)
 
     @_serialised
     def cancelled_response(self, login: SamlLogin) -> PostForm:
@@ -558,6 +624,13 @@ def _post_form(xml: str, url: str, relay_state: str) -> PostForm:
     if relay_state:
         fields["RelayState"] = relay_state
     return PostForm(url=url, fields=fields)
+
+
+def _soap_envelope(message: str) -> bytes:
+    envelope = etree.Element(f"{{{SOAP_ENV_NS}}}Envelope", nsmap={"SOAP-ENV": SOAP_ENV_NS})
+    body = etree.SubElement(envelope, f"{{{SOAP_ENV_NS}}}Body")
+    body.append(etree.fromstring(message.encode()))
+    return etree.tostring(envelope, xml_declaration=True, encoding="UTF-8")
 
 
 def _instant(timestamp: float) -> str:

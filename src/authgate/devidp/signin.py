@@ -144,8 +144,8 @@ async def _answer(
     if isinstance(pending.request, AuthorizationRequest):
         return redirect(idp.oidc.issue_code(pending.request, user, auth_time)), None
     form = await blocking(idp.saml.login_response, pending.request, user)
-    page = idp.pages.auto_post(form.url, form.fields, "signed SAML response")
-    return page, form.session
+    what = "SAML artifact" if "SAMLart" in form.fields else "signed SAML response"
+    return idp.pages.auto_post(form.url, form.fields, what), form.session
 
 
 async def _cancelled(request: web.Request, pending: Pending) -> web.Response:

@@ -75,6 +75,7 @@ def create_app(idp: DevIdp) -> web.Application:
     app.router.add_route("POST", "/oidc/userinfo", routes_oidc.userinfo)
     app.router.add_get("/oidc/end_session", routes_oidc.end_session)
     app.router.add_get("/saml/metadata", routes_saml.saml_metadata)
+    app.router.add_post("/saml/resolve", routes_saml.saml_resolve)
     for method in ("GET", "POST"):
         app.router.add_route(method, "/saml/sso", routes_saml.saml_sso)
         app.router.add_route(method, "/saml/slo", routes_saml.saml_slo)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, samlp
+from saml2 import BINDING_HTTP_REDIRECT, samlp
 from saml2.client import Saml2Client
 from saml2.s_utils import sid, success_status_factory
 from saml2.saml import NAMEID_FORMAT_ENTITY, Issuer, NameID
@@ -29,11 +29,20 @@ from saml2.time_util import instant
 from authgate.errors import LoginStateError, ProtocolError
 from authgate.identity import Identity
 from authgate.protocols.base import Protocol, ProtocolContext
+from authgate.protocols.saml_artifact import (
+    ARTIFACT_TTL,
+    ArtifactPolicy,
+    check_source,
+    parse_artifact,
+    post_soap,
+    read_artifact_response,
+)
 from authgate.protocols.saml_attributes import to_identity
 from authgate.protocols.saml_config import (
     SpEndpoints,
     client,
     decryption_keys,
+    response_binding,
     sp_config,
     sp_metadata,
 )
@@ -50,7 +59,12 @@ from authgate.protocols.saml_logout import (
 )
 from authgate.protocols.saml_metadata import IdpMetadata
 from authgate.protocols.saml_source import MetadataSource
-from authgate.protocols.saml_validate import AcsPolicy, AssertionData, validate_response
+from authgate.protocols.saml_validate import (
+    AcsPolicy,
+    AssertionData,
+    validate_response,
+    validate_response_xml,
+)
 from authgate.protocols.saml_xml import NAMEID_FORMATS
 from authgate.session.sessions import Session
 from authgate.settings import SamlConnection
@@ -139,7 +153,7 @@ class SamlProtocol(Protocol):
         saml2 = self._saml2()
         request_id, request = saml2.create_authn_request(
             url,
-            binding=BINDING_HTTP_POST,
+            binding=response_binding(self.conn),
             nameid_format=NAMEID_FORMATS[self.conn.name_id_format],
             allow_create="true",
             sign=sign and binding == "post",
@@ -190,6 +204,44 @@ class SamlProtocol(Protocol):
         now = time.time() if now is None else now
         policy = self.acs_policy(idp, path)
         data = await self._check(validate_response, saml_response, policy, self.xmlsec, now)
+        return await self._claim(data, now)
+
+    async def consume_artifact(
+        self, saml_art: str, now: float | None = None, path: str | None = None
+    ) -> AssertionData:
+        """HTTP-Artifact: resolve a SAMLart at the IdP (once, across all replicas), then
+        validate the Response it stands for exactly as a POSTed one."""
+        if self.conn.response_binding != "artifact":
+            raise ProtocolError(
+                "invalid_request", "this connection takes POSTed responses (response_binding)"
+            )
+        idp = await self.metadata.require()
+        artifact = parse_artifact(saml_art)
+        check_source(artifact, idp.entity_id)
+        url = idp.artifact_resolution_url(artifact.endpoint_index)
+        replay = self.ctx.replay
+        if not await replay.first_use("saml-art:" + idp.entity_id, artifact.value, ARTIFACT_TTL):
+            raise ProtocolError("replayed", "this SAMLart was already used")
+        resolve_id, envelope = await self._blocking(self._artifact_resolve, artifact.value, url)
+        limit = self.conn.max_response_size * 2
+        public_only = self.conn.idp_metadata_public_only
+        answer = await post_soap(self.ctx.http, url, envelope, limit, public_only)
+        artifact_policy = ArtifactPolicy(idp.entity_id, idp.signing_certs, resolve_id, limit)
+        xml = await self._check(read_artifact_response, answer, artifact_policy, self.xmlsec)
+        now = time.time() if now is None else now
+        policy = self.acs_policy(idp, path)
+        data = await self._check(validate_response_xml, xml, policy, self.xmlsec, now)
+        return await self._claim(data, now)
+
+    def _artifact_resolve(self, artifact: str, url: str) -> tuple[str, bytes]:
+        """Our signed ArtifactResolve (settings require a signing key) in a SOAP envelope."""
+        resolve_id, request = self._saml2().create_artifact_resolve(
+            artifact, url, sid(), sign=True, sign_alg=RSA_SHA256, digest_alg=SHA256
+        )
+        return resolve_id, soap_envelope(str(request).encode())
+
+    async def _claim(self, data: AssertionData, now: float) -> AssertionData:
+        """Claim the assertion ID in the shared replay cache, for as long as it is valid."""
         ttl = data.not_on_or_after + self.conn.clock_skew - now
         if not await self.ctx.replay.first_use("saml:" + data.issuer, data.assertion_id, ttl):
             raise ProtocolError("replayed", f"assertion {data.assertion_id} was already used")
@@ -367,6 +419,11 @@ class SamlProtocol(Protocol):
             (True, f"IdP SLO: {f'{slo[1]} ({slo[0]})' if slo else 'none'}"),
         ]
         lines += [(True, f"IdP signing certificate: {describe(c)}") for c in idp.signing_certs]
+        if self.conn.response_binding == "artifact":
+            ars = idp.artifact_resolution.get(0)
+            lines.append(
+                (ars is not None, f"IdP ArtifactResolutionService (index 0): {ars or 'none'}")
+            )
         problem = self.metadata.problem() or self.metadata.error
         lines.append((problem is None, f"{source}: {problem or 'usable'}"))
         if idp.want_authn_requests_signed and not self._signs:

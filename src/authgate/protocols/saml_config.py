@@ -12,7 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from saml2 import BINDING_HTTP_POST, BINDING_HTTP_REDIRECT, BINDING_SOAP, md, xmldsig
+from saml2 import (
+    BINDING_HTTP_ARTIFACT,
+    BINDING_HTTP_POST,
+    BINDING_HTTP_REDIRECT,
+    BINDING_SOAP,
+    md,
+    xmldsig,
+)
 from saml2.client import Saml2Client
 from saml2.config import SPConfig
 from saml2.extension import algsupport
@@ -76,9 +83,10 @@ def decryption_keys(conn: SamlConnection) -> tuple[Path, ...]:
 
 def sp_config(conn: SamlConnection, sp: SpEndpoints) -> SPConfig:
     """The pysaml2 configuration of one connection's SP."""
-    endpoints: dict[str, list[tuple[str, str]]] = {
-        "assertion_consumer_service": [(url, BINDING_HTTP_POST) for url in sp.acs_urls],
-    }
+    acs = [(url, BINDING_HTTP_POST) for url in sp.acs_urls]
+    if conn.response_binding == "artifact":
+        acs += [(url, BINDING_HTTP_ARTIFACT) for url in sp.acs_urls]
+    endpoints: dict[str, list[tuple[str, str]]] = {"assertion_consumer_service": acs}
     if conn.slo:
         endpoints["single_logout_service"] = [
             (sp.slo_url, BINDING_HTTP_REDIRECT),
@@ -112,6 +120,11 @@ def sp_config(conn: SamlConnection, sp: SpEndpoints) -> SPConfig:
             for k in conn.encryption_keys
         ]
     return SPConfig().load(config)
+
+
+def response_binding(conn: SamlConnection) -> str:
+    """The AuthnRequest's ProtocolBinding: how the IdP is asked to answer."""
+    return BINDING_HTTP_ARTIFACT if conn.response_binding == "artifact" else BINDING_HTTP_POST
 
 
 def client(config: SPConfig) -> Saml2Client:

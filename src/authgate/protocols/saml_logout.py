@@ -133,10 +133,10 @@ def _open(msg: IncomingMessage, policy: LogoutPolicy) -> etree._Element:
         data = xml_hardening.inflate(data, policy.max_size)
     root = xml_hardening.parse(data, policy.max_size)
     check_unique_ids(root)
-    return _soap_body(root) if msg.binding == "soap" else root
+    return soap_body(root) if msg.binding == "soap" else root
 
 
-def _soap_body(envelope: etree._Element) -> etree._Element:
+def soap_body(envelope: etree._Element) -> etree._Element:
     """The one element of a SOAP 1.1 Body; a header the sender says we must understand
     (none is defined for SAML's SOAP binding) refuses the message, as SOAP requires."""
     if envelope.tag != SOAP_ENV + "Envelope":

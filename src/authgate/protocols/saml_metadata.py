@@ -21,6 +21,7 @@ from authgate.protocols.saml_crypto import XmlSec, check_signature_shape
 from authgate.protocols.saml_xml import (
     BINDING_POST,
     BINDING_REDIRECT,
+    BINDING_SOAP,
     DS,
     MD,
     PROTOCOL,
@@ -70,6 +71,8 @@ class IdpMetadata:
     slo: dict[str, tuple[str, str]] = field(default_factory=dict)
     valid_until: float | None = None
     want_authn_requests_signed: bool = False
+    # ArtifactResolutionService locations (SOAP binding) by endpoint index.
+    artifact_resolution: dict[int, str] = field(default_factory=dict)
 
     def sso_endpoint(self) -> tuple[str, str]:
         """(binding, URL): HTTP-Redirect when offered, else HTTP-POST."""
@@ -84,6 +87,16 @@ class IdpMetadata:
             if binding in self.slo:
                 return (binding, *self.slo[binding])
         return None
+
+    def artifact_resolution_url(self, index: int) -> str:
+        """Where an artifact naming endpoint `index` is resolved; the IdP must publish it."""
+        url = self.artifact_resolution.get(index)
+        if url is None:
+            raise ProtocolError(
+                "invalid_request",
+                f"the IdP {self.entity_id} publishes no ArtifactResolutionService {index}",
+            )
+        return url
 
     def expired(self, now: float) -> bool:
         return self.valid_until is not None and now >= self.valid_until
@@ -108,6 +121,15 @@ def _endpoints(role: etree._Element, tag: str) -> dict[str, tuple[str, str]]:
         location = service.get("Location")
         if short and location and short not in found:
             found[short] = (location, service.get("ResponseLocation") or location)
+    return found
+
+
+def _artifact_resolution(role: etree._Element) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for service in children(role, MD + "ArtifactResolutionService"):
+        index, location = service.get("index", ""), service.get("Location")
+        if service.get("Binding") == BINDING_SOAP and index.isdigit() and location:
+            found.setdefault(int(index), location)
     return found
 
 
@@ -213,6 +235,7 @@ def parse_idp_metadata(
         slo=_endpoints(role, "SingleLogoutService"),
         valid_until=valid_until,
         want_authn_requests_signed=role.get("WantAuthnRequestsSigned") in ("true", "1"),
+        artifact_resolution=_artifact_resolution(role),
     )
 
 
@@ -224,4 +247,5 @@ def manual_metadata(idp: SamlIdp) -> IdpMetadata:
         sso={idp.sso_binding: idp.sso_url},
         signing_certs=tuple(dict.fromkeys(idp.all_certificates)),
         slo=slo,
+        artifact_resolution={0: idp.artifact_resolution_url} if idp.artifact_resolution_url else {},
     )

@@ -183,7 +183,7 @@ def check_encrypted_places(root: etree._Element, assertion: etree._Element) -> N
         raise _wrapping(f"encrypted content in {where} is not accepted (signature wrapping)")
 
 
-def _issuer(node: etree._Element, expected: str, what: str, required: bool) -> None:
+def check_issuer(node: etree._Element, expected: str, what: str, required: bool) -> None:
     issuer = child(node, SAML + "Issuer")
     if issuer is None:
         if required:
@@ -259,6 +259,14 @@ def validate_response(
 ) -> AssertionData:
     """Run every ACS check on a base64 SAMLResponse; raise `ProtocolError` at the first failure."""
     xml = xml_hardening.b64decode(saml_response, policy.max_size)
+    return validate_response_xml(xml, policy, xmlsec, now)
+
+
+def validate_response_xml(
+    xml: bytes, policy: AcsPolicy, xmlsec: XmlSec, now: float
+) -> AssertionData:
+    """Every ACS check on a Response document: a POSTed one (decoded) or one an
+    ArtifactResponse carried (`saml_artifact`), so both bindings get the same checks."""
     root = xml_hardening.parse(xml, policy.max_size)
     if root.tag != SAMLP + "Response":
         raise ProtocolError("invalid_request", f"expected a samlp:Response, got {root.tag}")
@@ -269,7 +277,7 @@ def validate_response(
     assertion = single_assertion(root)
     check_signature_places(root, assertion)
     check_encrypted_places(root, assertion)
-    _issuer(root, policy.idp_entity_id, "response", required=False)
+    check_issuer(root, policy.idp_entity_id, "response", required=False)
     response_signed = _verify(root, policy, xmlsec, "response")
     _check_destination(root, policy.acs_url, response_signed)
     if not response_signed and policy.want_response_signed:
@@ -278,7 +286,7 @@ def validate_response(
         )
     if assertion.tag == SAML + "EncryptedAssertion":
         root, assertion = _decrypt(root, assertion, policy, xmlsec)
-    _issuer(assertion, policy.idp_entity_id, "assertion", required=True)
+    check_issuer(assertion, policy.idp_entity_id, "assertion", required=True)
     assertion_signed = _verify(assertion, policy, xmlsec, "assertion")
     if not assertion_signed and (policy.want_assertions_signed or not response_signed):
         raise ProtocolError("signature_invalid", "the assertion is not signed")

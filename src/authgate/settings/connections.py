@@ -280,6 +280,8 @@ class SamlIdp(_Model):
     sso_binding: SamlBinding = "redirect"
     slo_url: HttpUrl | None = None
     slo_binding: SamlBinding = "redirect"
+    # The IdP's ArtifactResolutionService (SOAP), endpoint index 0: for response_binding artifact.
+    artifact_resolution_url: HttpUrl | None = None
     certificates: list[SamlCertificate] = []
     certificate_files: list[ReadableFile] = []
 
@@ -319,7 +321,9 @@ class SamlConnection(ConnectionBase):
     idp_metadata_file: ReadableFile | None = None
     idp_metadata_url: HttpUrl | None = None
     idp: SamlIdp | None = None
-    # Set when a setup-link holder chose the URL: public addresses only (public_addresses.py).
+    # Set when a setup-link holder gave the IdP side: its metadata URL, and the artifact
+    # resolution service its metadata names, are reached at public addresses only
+    # (public_addresses.py).
     idp_metadata_public_only: bool = False
     idp_entity_id: str | None = None
     # Paths (or whole URLs) a vendor document fixes, e.g. /saml/acs or
@@ -341,6 +345,9 @@ class SamlConnection(ConnectionBase):
     clock_skew: Duration = 180.0
     name_id_format: SamlNameIdFormat = "unspecified"
     slo: bool = True
+    # How the IdP answers: the Response POSTed by the browser, or an artifact the SP resolves
+    # at the IdP's ArtifactResolutionService with a signed ArtifactResolve (needs sp_keys).
+    response_binding: Literal["post", "artifact"] = "post"
     attributes: SamlAttributes = SamlAttributes()
     max_response_size: int = Field(default=256 * 1024, ge=4096, le=4 * 1024 * 1024)
 
@@ -365,6 +372,11 @@ class SamlConnection(ConnectionBase):
             raise ValueError(f"idp_metadata_url: {problem}")
         if self.sign_requests and not self.signing_keys:
             raise ValueError("sign_requests needs an sp_keys entry with use signing or both")
+        if self.response_binding == "artifact" and not self.signing_keys:
+            raise ValueError(
+                "response_binding artifact needs an sp_keys entry with use signing or both"
+                " (the ArtifactResolve is signed)"
+            )
         if not self.want_assertions_signed and not self.want_response_signed:
             raise ValueError(
                 "want_assertions_signed and want_response_signed are both false:"

@@ -17,7 +17,7 @@ from authgate.web.state import state
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ENDPOINTS: dict[str, dict[str, Handler]] = {
-    "acs": {"POST": saml.acs, "GET": saml.acs_get},
+    "acs": {"POST": saml.acs, "GET": saml.acs},
     "slo": {"GET": saml.slo, "POST": saml.slo},
     "metadata": {"GET": saml.metadata},
     "callback": {"GET": oidc.callback, "POST": oidc.callback_post},

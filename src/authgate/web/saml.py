@@ -26,6 +26,7 @@ from authgate.protocols.saml_logout import (
     post_message,
     redirect_message,
 )
+from authgate.protocols.saml_validate import AssertionData
 from authgate.web.client_info import CID, CLIENT
 from authgate.web.forms import read_body, read_form
 from authgate.web.signin import (
@@ -118,16 +119,18 @@ async def start_login(
 
 
 async def acs(request: web.Request) -> web.StreamResponse:
-    """Assertion Consumer Service (HTTP-POST): validate, consume the pending login, sign in."""
+    """Assertion Consumer Service: a POSTed SAMLResponse, or a SAMLart (HTTP-Artifact, POSTed
+    or in the query) resolved at the IdP; then consume the pending login and sign in."""
     st = state(request)
     try:
         _refuse_oidc(request.query)
         conn, protocol = _protocol(request)
-        form = await read_form(request, _form_limit(protocol))
+        if request.method == "POST":
+            form = await read_form(request, _form_limit(protocol))
+        else:
+            form = dict(request.query)
         _refuse_oidc(form)
-        if "SAMLResponse" not in form:
-            raise ProtocolError("invalid_request", "the ACS received no SAMLResponse")
-        data = await protocol.consume_response(form["SAMLResponse"], path=request.path)
+        data = await _consume(request, protocol, form)
         pending: dict[str, Any] = {}
         if data.in_response_to is None:
             open_for_login(conn)
@@ -145,13 +148,26 @@ async def acs(request: web.Request) -> web.StreamResponse:
     return await finish_login(request, conn, identity, pending, return_to)
 
 
-async def acs_get(request: web.Request) -> web.StreamResponse:
-    try:
-        _refuse_oidc(request.query)
-        _protocol(request)
-        raise ProtocolError("invalid_request", "the ACS accepts only HTTP-POST")
-    except LoginFailed as exc:
-        raise await recorded(request, exc) from None
+async def _consume(
+    request: web.Request, protocol: SamlProtocol, form: Mapping[str, str]
+) -> AssertionData:
+    """The validated assertion of a SAMLResponse (POST only) or of a SAMLart."""
+    if "SAMLart" in form and "SAMLResponse" not in form:
+        _has_pending_login(request, protocol)
+        return await protocol.consume_artifact(form["SAMLart"], path=request.path)
+    if request.method != "POST":
+        raise ProtocolError("invalid_request", "the ACS takes a SAMLResponse by HTTP-POST only")
+    if "SAMLResponse" not in form or "SAMLart" in form:
+        raise ProtocolError("invalid_request", "the ACS received no SAMLResponse or SAMLart")
+    return await protocol.consume_response(form["SAMLResponse"], path=request.path)
+
+
+def _has_pending_login(request: web.Request, protocol: SamlProtocol) -> None:
+    """Resolving an artifact costs a signature and a call to the IdP: without a pre-login
+    cookie (and with IdP-initiated sign-in off) no sign-in can come of it, so none is made."""
+    st = state(request)
+    if not protocol.conn.allow_idp_initiated and not request.cookies.get(st.cookies.login_name):
+        raise LoginStateError("state_mismatch", "a SAMLart without a sign-in under way")
 
 
 async def _incoming(request: web.Request, protocol: SamlProtocol) -> IncomingMessage | None:
@@ -267,7 +283,7 @@ def routes(prefix: str) -> list[web.RouteDef]:
         web.get(base + "/metadata", metadata),
         web.get(base + "/login", login, allow_head=False),
         web.post(base + "/acs", acs),
-        web.get(base + "/acs", acs_get, allow_head=False),
+        web.get(base + "/acs", acs, allow_head=False),
         web.get(base + "/slo", slo, allow_head=False),
         web.post(base + "/slo", slo),
         web.post(base + "/slo/soap", slo_soap),

@@ -160,8 +160,6 @@ async def save_idp(request: web.Request) -> web.StreamResponse:
     fields = await read_multipart(request, admin_ui.MAX_FORM, BadRequest)
     body: dict[str, Any] = {"version": int(v) if (v := fields.get("version", "")).isdigit() else -1}
     admin_ui.idp_side(body, fields)
-    if "idp_metadata_url" in body:
-        body["idp_metadata_public_only"] = True
     if len(body) == 1:
         return await _page(
             request,
@@ -169,6 +167,8 @@ async def save_idp(request: web.Request) -> web.StreamResponse:
             actor,
             problem="idp: give the metadata URL, the metadata, or the IdP's details",
         )
+    # Whatever the holder gave (URL, XML or details) names the IdP's endpoints.
+    body["idp_metadata_public_only"] = True
     _audit(request, actor, info, "idp_changed")
     try:
         await ops.update(
