@@ -29,6 +29,8 @@ class Identity:
     match_value: str | None = None
     # The IdP's id for this sign-in (SAML SessionIndex), by which its logout names the session.
     idp_session: str | None = None
+    # When the protocol wants the claims renewed (OIDC refresh); None: never.
+    refresh_at: float | None = None
 
     @property
     def link_value(self) -> str:

@@ -366,7 +366,7 @@ async def test_revoked_session_is_refused(gate: Gate):
 
 async def test_session_due_for_refresh_goes_to_aiohttp(gate: Gate):
     """aiohttp's refresh step runs, and ends this session: it holds no refresh token."""
-    session = await new_session(gate.st, protocol_data={"refresh_at": time.time() - 1})
+    session = await new_session(gate.st, refresh_at=time.time() - 1)
     resp = await gate.slow("/app", [cookie(gate.st, session), ("Accept", "application/json")])
     assert resp.status == 401
 
@@ -374,7 +374,7 @@ async def test_session_due_for_refresh_goes_to_aiohttp(gate: Gate):
 @pytest.mark.parametrize("target", ["/app", "/_authgate/auth"])
 async def test_session_whose_refresh_is_not_due_yet_stays_on_the_fast_path(gate: Gate, target: str):
     """Every OIDC session with refresh on carries `refresh_at`; only a due one needs aiohttp."""
-    session = await new_session(gate.st, protocol_data={"refresh_at": time.time() + 600})
+    session = await new_session(gate.st, refresh_at=time.time() + 600)
     for _ in range(2):
         resp = await gate.fast(target, [cookie(gate.st, session)])
         assert resp.status == 200

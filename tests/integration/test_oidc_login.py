@@ -112,9 +112,7 @@ async def test_refresh_uses_the_method_from_discovery(oidc_gate, oidc_op):
     st = browser.gate.app[STATE]
     sid = next(c.value for c in browser.gate.session.cookie_jar if c.key == st.cookies.session_name)
     session = await st.sessions.load(sid)
-    await st.sessions.update(
-        replace(session, protocol_data={**session.protocol_data, "refresh_at": 0})
-    )
+    await st.sessions.update(replace(session, refresh_at=0))
     assert (await upstream_headers(browser))["X-User"] == "alice@example.com"
     refresh = oidc_op.token_requests[-1]
     assert refresh["form"]["grant_type"] == "refresh_token"

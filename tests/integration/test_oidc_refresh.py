@@ -33,8 +33,7 @@ def session_id(browser) -> str:
 async def make_due(browser):
     st = browser.gate.app[STATE]
     session = await st.sessions.load(session_id(browser))
-    hint = {**session.protocol_data, "refresh_at": 0}
-    await st.sessions.update(replace(session, protocol_data=hint))
+    await st.sessions.update(replace(session, refresh_at=0))
     return session
 
 
@@ -57,7 +56,7 @@ async def test_refresh_renews_claims_and_roles(oidc_gate, oidc_op):
     assert headers["X-User-Name"] == "Alice Renamed"
     assert refresh_grants(oidc_op) == 1
     session = await browser.gate.app[STATE].sessions.load(session_id(browser))
-    assert session.protocol_data["refresh_at"] > 0
+    assert session.refresh_at > 0
 
 
 async def test_a_session_not_yet_due_is_not_refreshed(oidc_gate, oidc_op):
@@ -122,7 +121,7 @@ async def test_an_unreachable_provider_postpones_the_refresh(oidc_gate, oidc_op)
     oidc_op.token_answer = lambda a: (503, {"error": "temporarily_unavailable"})
     assert (await page(browser)).status == 200
     session = await browser.gate.app[STATE].sessions.load(session_id(browser))
-    assert session.protocol_data["refresh_at"] > 0
+    assert session.refresh_at > 0
 
 
 async def test_refresh_tokens_are_sealed_when_a_master_key_is_set(oidc_gate, oidc_op, monkeypatch):
@@ -142,7 +141,7 @@ async def test_without_refresh_enabled_no_refresh_token_is_kept(oidc_gate, oidc_
     assert (await browser.login()).status == 302
     session = await browser.gate.app[STATE].sessions.load(session_id(browser))
     assert "refresh_token" not in session.protocol_data
-    assert "refresh_at" not in session.protocol_data
+    assert session.refresh_at is None
 
 
 async def test_a_holder_that_outlived_the_lock_leaves_the_next_holders_lock(redis_url):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import json
 import secrets
 import time
 from dataclasses import replace
@@ -480,3 +481,19 @@ async def test_expired_state_leaves_the_store(store_backend: StoreBackend) -> No
     assert "user-sessions:u-idle" in dump, "but lives as long as a session of it could"
     assert (await _refusal(states, state_key, browser)).reason == "state_expired"
     assert await replay.first_use("saml", "_late", ttl=0.1) is True, "replay entries expire"
+
+
+def test_a_session_written_before_refresh_at_was_a_field_keeps_its_renewal_time() -> None:
+    """An older authgate kept the OIDC renewal time in protocol_data; a session it wrote is
+    still renewed on time (not served unrenewed until it expires) after the upgrade."""
+    old = {
+        "user_id": "u1", "connection": "corp", "subject": "s", "username": "alice",
+        "email": None, "name": None, "groups": [], "roles": [], "created_at": 1.0,
+        "last_seen": 1.0, "expires_at": 9e9,
+        "protocol_data": {"id_token": "t", "refresh_token": "r", "refresh_at": 100.0},
+    }  # fmt: skip
+    session = Session.from_json("sid", json.dumps(old).encode())
+    assert session.refresh_at == 100.0 and "refresh_at" not in session.protocol_data
+    assert session.refresh_due(101.0) and not session.refresh_due(99.0)
+    again = Session.from_json("sid", session.to_json())
+    assert again == session

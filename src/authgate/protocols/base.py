@@ -39,10 +39,12 @@ class RefreshDeferred(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Refreshed:
-    """Renewed claims (None when the provider sent none) and the new `protocol_data`."""
+    """Renewed claims (None when the provider sent none), the new `protocol_data` and
+    when to renew again."""
 
     identity: Identity | None
     protocol_data: dict[str, Any]
+    refresh_at: float | None
 
 
 class Protocol(ABC):
@@ -76,4 +78,4 @@ class Protocol(ABC):
 
     async def refresh(self, data: dict[str, Any]) -> Refreshed:
         """Renew a session's claims at the IdP; a protocol without renewal keeps them."""
-        return Refreshed(None, data)
+        return Refreshed(None, data, None)

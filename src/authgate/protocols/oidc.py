@@ -368,7 +368,6 @@ class OidcProtocol(Protocol):
                 self.box.seal(refresh_token, REFRESH_CONTEXT) if sealed else refresh_token
             )
             data["refresh_sealed"] = sealed
-            data["refresh_at"] = time.time() + self.conn.refresh.every
         return data
 
     def _build_identity(
@@ -399,7 +398,11 @@ class OidcProtocol(Protocol):
             attributes={k: claims[k] for k in ATTRIBUTE_CLAIMS if k in claims},
             idp_session=text("sid"),
             protocol_data=data,
+            refresh_at=self._next_refresh() if "refresh_token" in data else None,
         )
+
+    def _next_refresh(self) -> float:
+        return time.time() + self.conn.refresh.every
 
     async def backchannel_logout(self, token: str) -> LogoutToken:
         """A Back-Channel Logout token checked like an ID token, then by its own rules; its
@@ -445,9 +448,8 @@ class OidcProtocol(Protocol):
                 if data.get("refresh_sealed")
                 else tokens["refresh_token"]
             )
-        new_data["refresh_at"] = time.time() + self.conn.refresh.every
         if not tokens.get("id_token"):
-            return Refreshed(None, new_data)
+            return Refreshed(None, new_data, self._next_refresh())
         identity = await self._identity(info, tokens, nonce=None)
         claims_iss, claims_sub = identity.protocol_data["iss"], identity.protocol_data["sub"]
         if claims_iss != data.get("iss"):
@@ -455,7 +457,7 @@ class OidcProtocol(Protocol):
         if claims_sub != data.get("sub"):
             raise ProtocolError("id_token_invalid", "the refreshed ID token has another subject")
         new_data.update(id_token=identity.protocol_data["id_token"])
-        return Refreshed(identity, new_data)
+        return Refreshed(identity, new_data, self._next_refresh())
 
     async def logout_url(self, session: Session, return_to: str | None) -> str | None:
         """RP-initiated logout at the provider's end_session_endpoint, when it has one.

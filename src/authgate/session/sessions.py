@@ -48,13 +48,13 @@ class Session:
     organization: str | None = None
     # The IdP's id for the sign-in this session came from (SAML SessionIndex), if it gave one.
     idp_session: str | None = None
+    # When the protocol wants the claims renewed (OIDC refresh); None: never.
+    refresh_at: float | None = None
     id: str = ""
 
     def refresh_due(self, now: float) -> bool:
-        """The protocol asked to renew the claims by `now` (OIDC refresh); until then the
-        session is served like any other."""
-        due = self.protocol_data.get("refresh_at")
-        return isinstance(due, int | float) and due <= now
+        """Until its renewal time a session is served like any other (by the fast path too)."""
+        return self.refresh_at is not None and self.refresh_at <= now
 
     def to_json(self) -> bytes:
         data = asdict(self)
@@ -66,6 +66,9 @@ class Session:
         data = json.loads(raw)
         data["groups"] = tuple(data["groups"])
         data["roles"] = tuple(data["roles"])
+        if "refresh_at" not in data:
+            # Written before the field existed: the time was kept in protocol_data.
+            data["refresh_at"] = data.get("protocol_data", {}).pop("refresh_at", None)
         return cls(id=sid, **data)
 
 

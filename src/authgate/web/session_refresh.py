@@ -1,6 +1,6 @@
 """The "refresh if due" step of the request path: renew a session's claims at the IdP.
 
-Only sessions whose `protocol_data` carries a `refresh_at` in the past get here.
+Only sessions whose `refresh_at` is in the past get here.
 One request per session does the work, under a short lock in the shared
 store (`SET NX`), so concurrent requests — on any replica — never race a
 rotating refresh token; the others go on with the session as it is. A
@@ -74,14 +74,15 @@ async def _renew(
         result = await conn.engine.refresh(session.protocol_data)
     except RefreshDeferred as exc:
         log.warning("refresh of a %s session postponed: %s", session.connection, exc)
-        later = {**session.protocol_data, "refresh_at": time.time() + REFRESH_RETRY}
-        return await st.sessions.update(replace(session, protocol_data=later))
+        later = time.time() + REFRESH_RETRY
+        return await st.sessions.update(replace(session, refresh_at=later))
     except LoginFailed as exc:
         await _end(request, st, session, exc)
         return None
     identity = result.identity
     if identity is None:
-        return await st.sessions.update(replace(session, protocol_data=result.protocol_data))
+        kept = replace(session, protocol_data=result.protocol_data, refresh_at=result.refresh_at)
+        return await st.sessions.update(kept)
     verdict = await st.admission.renew(conn, identity, session.user_id)
     if verdict.refusal is not None:
         await _end(request, st, session, verdict.refusal)
@@ -94,6 +95,7 @@ async def _renew(
         groups=verdict.groups,
         roles=verdict.roles,
         protocol_data=result.protocol_data,
+        refresh_at=result.refresh_at,
     )
     st.audit.emit(
         "session.refreshed",

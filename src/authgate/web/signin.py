@@ -271,6 +271,7 @@ async def complete_login(request: web.Request, identity: Identity, return_to: st
             protocol_data=identity.protocol_data,
             organization=conn.settings.organization,
             idp_session=identity.idp_session,
+            refresh_at=identity.refresh_at,
         )
     )
     await _still_active(request, conn.id, identity, session)
