@@ -6,12 +6,12 @@ Java 21+ home beside it and runs Keycloak's build step once, so one
 the whole test session on a free loopback port, plain HTTP, with the realm of
 tests/fixtures/keycloak/ imported at start: two OIDC clients (`authgate`
 with back-channel logout, `kcf` with front-channel logout) and SAML clients
-(signed assertions, `kc`; signed and encrypted, `kce`; SOAP logout, `kcs`), whose URLs
-are those of an authgate on `sp_port` (one port for the session, since
-Keycloak matches redirect and logout URLs exactly). Each session runs from
-a home of its own: the parts Keycloak writes to (its build, data, config)
-are copied, the 170 MB of jars are links, so concurrent runs never share a
-database or a build. A missing Keycloak or Java is a failure, never a skip.
+(signed assertions, `kc`; signed and encrypted, `kce`; SOAP logout, `kcs`;
+HTTP-Artifact, `kca`), whose URLs are those of an authgate on `sp_port`
+(one port for the session, since Keycloak matches redirect and logout URLs
+exactly). Each session runs from a home of its own: the parts Keycloak
+writes to (its build, data, config) are copied, the 170 MB of jars are
+links, so concurrent runs never share a database or a build. A missing Keycloak or Java is a failure, never a skip.
 """
 
 from __future__ import annotations
