@@ -4,13 +4,14 @@
 Java 21+ home beside it and runs Keycloak's build step once, so one
 `kc.sh start --optimized` (start-dev would rebuild first, 40 s more) serves
 the whole test session on a free loopback port, plain HTTP, with the realm of
-tests/fixtures/keycloak/ imported at start: one OIDC client and two SAML
-clients (signed assertions, `kc`; signed and encrypted, `kce`), whose URLs
-are those of an authgate on `sp_port` (one port for the session, since
-Keycloak matches redirect and logout URLs exactly). Each session runs from
-a home of its own: the parts Keycloak writes to (its build, data, config)
-are copied, the 170 MB of jars are links, so concurrent runs never share a
-database or a build. A missing Keycloak or Java is a failure, never a skip.
+tests/fixtures/keycloak/ imported at start: two OIDC clients (`authgate`
+with back-channel logout, `kcf` with front-channel logout) and SAML clients
+(signed assertions, `kc`; signed and encrypted, `kce`; SOAP logout, `kcs`;
+HTTP-Artifact, `kca`), whose URLs are those of an authgate on `sp_port`
+(one port for the session, since Keycloak matches redirect and logout URLs
+exactly). Each session runs from a home of its own: the parts Keycloak
+writes to (its build, data, config) are copied, the 170 MB of jars are
+links, so concurrent runs never share a database or a build. A missing Keycloak or Java is a failure, never a skip.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ VERSION = "26.7.3"
 FIXTURES = Path(__file__).parent / "fixtures" / "keycloak"
 REALM = "authgate"
 OIDC_CLIENT, OIDC_SECRET = "authgate", "keycloak-test-secret"
+FRONT_CHANNEL_CLIENT = "kcf"
 USER, PASSWORD = "alice", "alice-password"
 START_WITHIN = 120.0
 # Copied into each session's home: what start-dev writes to (lib/quarkus is its build output).
@@ -128,6 +130,11 @@ class Keycloak:
             "--http-host=127.0.0.1",
             f"--http-port={self.port}",
             f"--http-management-port={free_port()}",
+            # Each test starts its own authgate on `sp_port`. Keycloak's pool would reuse
+            # a connection the previous test's authgate closed, and Apache's client checks
+            # a pooled connection only after 2 s idle: a back-channel logout sent sooner
+            # fails with NoHttpResponseException and is not retried.
+            "--spi-connections-http-client--default--reuse-connections=false",
         ]
         started = time.monotonic()
         self.proc = subprocess.Popen(
@@ -189,6 +196,25 @@ class _Forms(HTMLParser):
             self.forms.append((values.get("action", ""), {}))
         elif tag == "input" and self.forms and values.get("name"):
             self.forms[-1][1][values["name"]] = values.get("value", "")
+
+
+class _Frames(HTMLParser):
+    """The `src` of every iframe of a page (Keycloak's front-channel logout page)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sources: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        src = dict(attrs).get("src")
+        if tag == "iframe" and src:
+            self.sources.append(src)
+
+
+def iframe_sources(page: str) -> list[str]:
+    parser = _Frames()
+    parser.feed(page)
+    return parser.sources
 
 
 def only_form(page: str) -> tuple[str, dict[str, str]]:
