@@ -11,7 +11,8 @@ HTTP-Artifact, `kca`), whose URLs are those of an authgate on `sp_port`
 (one port for the session, since Keycloak matches redirect and logout URLs
 exactly). Each session runs from a home of its own: the parts Keycloak
 writes to (its build, data, config) are copied, the 170 MB of jars are
-links, so concurrent runs never share a database or a build. A missing Keycloak or Java is a failure, never a skip.
+links, so concurrent runs never share a database or a build. A missing
+Keycloak or Java is a failure, never a skip.
 """
 
 from __future__ import annotations

@@ -276,11 +276,13 @@ def _sealed_secret(body: dict[str, Any], box: SecretBox, conn_id: str) -> str:
 def changed_document(
     doc: ConnectionDocument, body: dict[str, Any], box: SecretBox, actor: str
 ) -> ConnectionDocument:
-    """An edit: the fields sent replace the stored ones; the IdP side is replaced whole."""
+    """An edit: the fields sent replace the stored ones, and one sent as null goes back to
+    its default (JSON merge patch, RFC 7396); the IdP side is replaced whole."""
     for fixed in ("type", "id", "certificate"):
         if fixed in body:
             raise RequestRefused(fixed, "cannot be changed: it is part of the URLs the IdP has")
-    settings = {**doc.settings, **settings_part(body)}
+    merged = {**doc.settings, **settings_part(body)}
+    settings = {k: v for k, v in merged.items() if v is not None}
     sources = {"idp_metadata_xml", "idp_metadata_url", "idp"}
     xml = doc.idp_metadata_xml
     if sources & set(body):

@@ -17,7 +17,7 @@ from authgate.app import create_app
 from authgate.identity import Identity
 from authgate.web.state import STATE
 from tests.conftest import sign_in
-from tests.integration.test_admin_connections import ENTRA_METADATA, _settings
+from tests.integration.test_admin_connections import API, AUTH, ENTRA_METADATA, _settings
 
 SAME_ORIGIN = {"Origin": "https://app.example.com", "Accept": "text/html"}
 NEW = "/_authgate/admin/connections/new"
@@ -75,6 +75,41 @@ async def test_the_new_connection_form_takes_the_vendor_guide_fields(admin):
     ]  # fmt: skip
     page = await (await admin.get("/_authgate/admin/connections/entra")).text()
     assert "https://app.example.com/Shibboleth.sso/SAML2/POST" in page
+
+
+async def test_an_emptied_field_in_the_edit_form_goes_back_to_its_default(admin):
+    """Before, an empty field was not sent, so the stored value silently stayed."""
+    fields = {"type": "saml", "name": "Entra", "id": "entra", "idp_metadata_xml": ENTRA_METADATA,
+              "post_logout_url": "/bye", "acs_urls": "/saml/acs", "match_key": "email",
+              "name_id_format": "persistent", "response_binding": "artifact"}  # fmt: skip
+    resp = await admin.post(NEW, data=form(admin, **fields), headers=SAME_ORIGIN)
+    conn = admin.app[STATE].connections.get("entra").settings
+    assert (conn.name_id_format, conn.response_binding) == ("persistent", "artifact")
+    page = await (await admin.get("/_authgate/admin/connections/entra/edit")).text()
+    assert '<option value="persistent" selected>' in page
+    assert '<option value="artifact" selected>' in page
+    emptied = {"type": "saml", "name": "Entra", "version": "1", "post_logout_url": "",
+               "acs_urls": "", "match_key": "", "name_id_format": "", "response_binding": "post",
+               "domains": "", "role_mappings": ""}  # fmt: skip
+    resp = await admin.post(
+        "/_authgate/admin/connections/entra/edit", data=form(admin, **emptied),
+        headers=SAME_ORIGIN, allow_redirects=False,
+    )  # fmt: skip
+    assert resp.status == 303, await resp.text()
+    conn = admin.app[STATE].connections.get("entra").settings
+    assert (conn.post_logout_url, conn.acs_urls, conn.match_key) == (None, [], None)
+    assert (conn.name_id_format, conn.response_binding) == ("unspecified", "post")
+    assert admin.app[STATE].connections.get("entra").version == 2
+
+
+async def test_a_patch_with_null_puts_a_setting_back_to_its_default(admin):
+    body = {"type": "saml", "name": "Entra", "id": "entra", "idp_metadata_xml": ENTRA_METADATA,
+            "post_logout_url": "/bye"}  # fmt: skip
+    assert (await admin.post(API, json=body, headers=AUTH)).status == 201
+    patch = {"version": 1, "post_logout_url": None}
+    resp = await admin.patch(API + "/entra", json=patch, headers=AUTH)
+    assert resp.status == 200, await resp.text()
+    assert admin.app[STATE].connections.get("entra").settings.post_logout_url is None
 
 
 async def test_a_refused_form_keeps_what_was_typed_and_names_the_field(admin):

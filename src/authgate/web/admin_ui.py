@@ -57,6 +57,12 @@ TEXT_FIELDS = (
     "id", "issuer", "client_id", "client_secret", "preset", "organization", "match_key",
     "post_logout_url", "slo_path", "metadata_path", "redirect_path",
 )  # fmt: skip
+# Emptied in an edit form: back to the default (a field the form did not show stays).
+CLEARABLE = (
+    "organization", "match_key", "post_logout_url", "slo_path", "metadata_path", "redirect_path",
+    "name_id_format", "response_binding",
+)  # fmt: skip
+CHOICES = ("name_id_format", "response_binding")
 
 
 def form_token(request: web.Request) -> str:
@@ -124,10 +130,12 @@ def request_body(fields: dict[str, str], editing: bool) -> dict[str, Any]:
 
     given = partial(_given, fields)
     body: dict[str, Any] = {"type": fields.get("type"), "name": fields.get("name", "")}
-    for name in TEXT_FIELDS:
+    for name in TEXT_FIELDS + CHOICES:
         if (value := given(name)) is not None:
             body[name] = value
-    if given("acs_urls"):
+        elif editing and name in CLEARABLE and name in fields:
+            body[name] = None
+    if given("acs_urls") or (editing and "acs_urls" in fields):
         body["acs_urls"] = [
             line.strip() for line in fields["acs_urls"].splitlines() if line.strip()
         ]
